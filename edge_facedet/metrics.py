@@ -1,0 +1,152 @@
+"""Every Prometheus metric of the service, defined once, on a registry of its own.
+
+Labels come only from camera ids in the configuration, never from URLs, so no credential
+can reach a metrics page.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Inference and pipeline latencies are milliseconds-scale on an edge box; the default
+# Prometheus buckets (5 ms .. 10 s) would put nearly everything in the first two.
+INFERENCE_BUCKETS = (
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+)
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+
+class Metrics:
+    """The service's metrics. Create one per service instance (tests create several)."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames_captured = Counter(
+            "edge_facedet_frames_captured",
+            "Frames read from the camera (grabbed).",
+            ["camera"],
+            registry=r,
+        )
+        self.frames_skipped = Counter(
+            "edge_facedet_frames_skipped",
+            "Frames grabbed but not decoded, to hold the camera's detect_fps.",
+            ["camera"],
+            registry=r,
+        )
+        self.frames_dropped = Counter(
+            "edge_facedet_frames_dropped",
+            "Decoded frames replaced in the latest-frame slot before inference took them.",
+            ["camera"],
+            registry=r,
+        )
+        self.frames_inferred = Counter(
+            "edge_facedet_frames_inferred",
+            "Frames that went through the detector.",
+            ["camera"],
+            registry=r,
+        )
+        self.faces_detected = Counter(
+            "edge_facedet_faces_detected",
+            "Faces reported after thresholds and filters.",
+            ["camera"],
+            registry=r,
+        )
+        self.camera_reconnects = Counter(
+            "edge_facedet_camera_reconnects",
+            "Reconnect attempts after a camera fault.",
+            ["camera"],
+            registry=r,
+        )
+        self.mqtt_published = Counter(
+            "edge_facedet_mqtt_published", "MQTT messages handed to the broker.", registry=r
+        )
+        self.mqtt_dropped = Counter(
+            "edge_facedet_mqtt_dropped",
+            "MQTT messages dropped because the bounded outbox was full (oldest first).",
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "edge_facedet_inference_seconds",
+            "Time from submitting a batch to its result.",
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "edge_facedet_batch_size",
+            "Frames per submitted batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.pipeline_latency_seconds = Histogram(
+            "edge_facedet_pipeline_latency_seconds",
+            "Capture to publish, per frame.",
+            ["camera"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.camera_up = Gauge(
+            "edge_facedet_camera_up",
+            "1 while the camera delivers frames, else 0.",
+            ["camera"],
+            registry=r,
+        )
+        self.inflight_requests = Gauge(
+            "edge_facedet_inflight_requests", "Infer requests currently running.", registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "edge_facedet_mqtt_connected", "1 while connected to the MQTT broker.", registry=r
+        )
+        self.build = Info(
+            "edge_facedet_build", "Version of edge-facedet and its runtimes.", registry=r
+        )
+        self.device = Info(
+            "edge_facedet_device",
+            "Inference device: as requested and as selected by OpenVINO.",
+            registry=r,
+        )
+
+    def register_camera(self, camera_id: str) -> None:
+        """Create every per-camera series at zero, so dashboards see cameras before frames."""
+        for family in (
+            self.frames_captured,
+            self.frames_skipped,
+            self.frames_dropped,
+            self.frames_inferred,
+            self.faces_detected,
+            self.camera_reconnects,
+        ):
+            family.labels(camera=camera_id)
+        self.pipeline_latency_seconds.labels(camera=camera_id)
+        self.camera_up.labels(camera=camera_id).set(0)

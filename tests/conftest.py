@@ -1,0 +1,38 @@
+"""Fixtures shared by every test module; area-specific ones live in tests/support/."""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.support.paths import MODEL_MIRROR, MODEL_ROOT
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytest_plugins = ["tests.support.broker", "tests.support.rtsp"]
+
+
+@pytest.fixture(scope="session")
+def model_root() -> Path:
+    """The model tree, installed from the shared mirror (with checksums) if it is missing."""
+    from edge_facedet.assets import fetch_model
+
+    for precision in ("FP16", "FP16-INT8"):
+        fetch_model(precision=precision, dest=MODEL_ROOT, mirror=MODEL_MIRROR)
+    return MODEL_ROOT
+
+
+@pytest.fixture(scope="session")
+def model_xml(model_root: Path) -> Path:
+    from edge_facedet.assets import model_xml_path
+
+    return model_xml_path(model_root, "FP16-INT8")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,1 @@
+"""Test support: real components (brokers, RTSP servers, media) started for the tests."""
