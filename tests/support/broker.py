@@ -1,1 +1,366 @@
-"""Placeholder; filled by the broker work."""
+"""MQTT test infrastructure: real Mosquitto brokers, a collecting subscriber, a TCP gate.
+
+Fixtures:
+* `mqtt_broker` - the system broker on 127.0.0.1:1883, or a private one if that is down.
+* `private_broker` - a factory for Mosquitto processes of our own (password file, ACL, TLS
+  with trustme certificates), which tests may kill, stop and restart on the same port.
+
+Helpers: `mqtt_subscriber` (collects a topic filter's messages, `wait_for(predicate)`) and
+`TcpGate` (a port that refuses connections until opened, then forwards to a broker; it lets
+a test subscribe *before* the code under test can reach the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+import pytest
+import trustme
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+SYSTEM_HOST = "127.0.0.1"
+SYSTEM_PORT = 1883
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files from a trustme CA: the server's (127.0.0.1, localhost) and a client's."""
+
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(directory: Path, *, name: str = "ca") -> TlsFiles:
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("edge-facedet-test-client")
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(
+        ca_file=directory / f"{name}.pem",
+        server_cert=directory / f"{name}-server.pem",
+        server_key=directory / f"{name}-server.key",
+        client_cert=directory / f"{name}-client.pem",
+        client_key=directory / f"{name}-client.key",
+    )
+    ca.cert_pem.write_to_path(str(files.ca_file))
+    server.cert_chain_pems[0].write_to_path(str(files.server_cert))
+    for pem in server.cert_chain_pems[1:]:
+        pem.write_to_path(str(files.server_cert), append=True)
+    server.private_key_pem.write_to_path(str(files.server_key))
+    client.cert_chain_pems[0].write_to_path(str(files.client_cert))
+    client.private_key_pem.write_to_path(str(files.client_key))
+    return files
+
+
+@dataclass
+class MosquittoBroker:
+    """One private Mosquitto process with a generated config, restartable on its port."""
+
+    directory: Path
+    port: int
+    users: dict[str, str] | None = None
+    acl: str | None = None
+    tls: TlsFiles | None = None
+    require_certificate: bool = False
+    allow_anonymous: bool | None = None
+    host: str = "127.0.0.1"
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_file = self.directory / "mosquitto.conf"
+        self.log_file = self.directory / "mosquitto.log"
+        lines = [
+            f"listener {self.port} {self.host}",
+            # Running as root, Mosquitto would switch to the `mosquitto` user, which cannot
+            # read pytest's 0700 tmp dirs.
+            "user root",
+            "persistence false",
+            "log_dest stderr",
+            "log_type all",
+        ]
+        allow_anonymous = self.allow_anonymous
+        if allow_anonymous is None:
+            allow_anonymous = self.users is None
+        lines.append(f"allow_anonymous {'true' if allow_anonymous else 'false'}")
+        if self.users is not None:
+            password_file = self.directory / "passwd"
+            password_file.touch(mode=0o600)
+            for user, password in self.users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(password_file), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            lines.append(f"password_file {password_file}")
+        if self.acl is not None:
+            acl_file = self.directory / "acl"
+            acl_file.write_text(self.acl)
+            lines.append(f"acl_file {acl_file}")
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                f"require_certificate {'true' if self.require_certificate else 'false'}",
+            ]
+        self.config_file.write_text("\n".join(lines) + "\n")
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, *, timeout: float = 10.0) -> None:
+        """Start (again) with the same port and config; returns once the port accepts."""
+        if self.running:
+            return
+        log = self.log_file.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config_file)], stdout=log, stderr=log
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while not _accepts(self.host, self.port):
+            if self._process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not listen within {timeout} s:\n{self.log()}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, connections just die."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto's clean shutdown."""
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
+    """Factory: `private_broker(users=..., acl=..., tls=..., start=True)`; killed at teardown."""
+    brokers: list[MosquittoBroker] = []
+
+    def make(*, start: bool = True, port: int | None = None, **options: Any) -> MosquittoBroker:
+        directory = tmp_path / f"broker-{len(brokers)}"
+        broker = MosquittoBroker(
+            directory=directory, port=port if port is not None else _free_port(), **options
+        )
+        brokers.append(broker)
+        if start:
+            broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.kill()
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerAddress]:
+    """The system broker; a private one when 127.0.0.1:1883 is not reachable."""
+    if _accepts(SYSTEM_HOST, SYSTEM_PORT):
+        yield BrokerAddress(SYSTEM_HOST, SYSTEM_PORT)
+        return
+    broker = MosquittoBroker(directory=tmp_path_factory.mktemp("mqtt-broker"), port=_free_port())
+    broker.start()
+    try:
+        yield BrokerAddress(broker.host, broker.port)
+    finally:
+        broker.kill()
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Collector:
+    """Messages received so far, in arrival order."""
+
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+        self._changed = asyncio.Event()
+        self.disconnected = False
+
+    def add(self, message: Received) -> None:
+        self.messages.append(message)
+        self._changed.set()
+
+    def on(self, topic: str) -> list[Received]:
+        return [m for m in self.messages if m.topic == topic]
+
+    async def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 5.0
+    ) -> list[Received]:
+        """Wait until `predicate(messages)` holds; AssertionError with the messages if not."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.messages):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                shown = [(m.topic, m.payload[:80], m.qos, m.retain) for m in self.messages[-20:]]
+                raise AssertionError(f"condition not met within {timeout} s; last: {shown}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return self.messages
+
+
+@contextlib.asynccontextmanager
+async def mqtt_subscriber(
+    topic_filter: str, *, host: str, port: int, qos: int = 2, **client_options: Any
+) -> AsyncIterator[Collector]:
+    """Subscribe (before yielding) and collect until exit; survives the broker dying."""
+    collector = Collector()
+    async with aiomqtt.Client(host, port, **client_options) as client:
+        await client.subscribe(topic_filter, qos=qos)
+
+        async def pump() -> None:
+            try:
+                async for message in client.messages:
+                    payload = message.payload
+                    if isinstance(payload, str):
+                        payload = payload.encode()
+                    if not isinstance(payload, bytes | bytearray):
+                        payload = str(payload).encode()
+                    collector.add(
+                        Received(str(message.topic), bytes(payload), message.qos, message.retain)
+                    )
+            except aiomqtt.MqttError:
+                collector.disconnected = True
+
+        task = asyncio.create_task(pump())
+        try:
+            yield collector
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class TcpGate:
+    """A port that refuses connections until `open()`, then forwards them to `target`.
+
+    `close()` stops listening and cuts the forwarded connections. Tests use it to subscribe
+    directly on a broker before the code under test (connected through the gate) can reach it.
+    """
+
+    def __init__(self, *, target_host: str, target_port: int) -> None:
+        self.host = "127.0.0.1"
+        self.port = _free_port()
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        if server is not None:
+            await server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            return
+        self._writers.add(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                w.transport.abort()
+                self._writers.discard(w)
+            self._tasks.discard(task)
+
+
+def python_env() -> dict[str, str]:
+    """The environment for a child Python process that imports this repository."""
+    env = dict(os.environ)
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
+    return env

@@ -1,0 +1,513 @@
+"""Camera readers: one thread per camera that opens, reads, rate-limits and reconnects a source.
+
+A `CameraReader` owns everything between a camera URL and the `Frame` it hands on: opening the
+source with OpenCV (FFmpeg for network streams and files, V4L2 for local devices), holding the
+camera's `detect_fps` by decoding only the frames that are due, resizing them to the network
+input, noticing faults (open failure, read failure, end of stream, stall) and reconnecting with
+capped full-jitter backoff. It reports its state through `on_status` and the `camera_*` /
+`frames_*` metrics. Nothing ever raises out of the thread.
+
+Known limits of "a blocking read cannot hang the thread":
+
+- FFmpeg sources are bounded by `CAP_PROP_READ_TIMEOUT_MSEC`: OpenCV's interrupt callback
+  aborts a read that waits longer. After such an abort OpenCV drains frames still buffered in
+  the decoder, each drained `grab()` again waiting the read timeout, so a stall is seen after
+  one read timeout (the grab that took too long counts as a stall) and stop() answers within
+  about one read timeout.
+- V4L2 devices ignore OpenCV's timeout properties; a stalled device blocks each read for
+  `OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT` seconds (OpenCV's default: 10), read once per process.
+- Anything that blocks inside native code without a timeout (a driver bug, a hung NFS mount
+  under a file camera) blocks this thread; the thread is a daemon so it cannot block interpreter
+  exit, and `join()` reports it with False. Python cannot kill a thread, and releasing the
+  capture from another thread while it is in use would be a use-after-free.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+import cv2
+import numpy as np
+
+from edge_facedet.backoff import Backoff
+from edge_facedet.frames import Frame
+from edge_facedet.redact import redact_text, redact_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import NDArray
+
+    from edge_facedet.metrics import Metrics
+
+# RTSP over UDP loses packets (smeared frames) on busy networks and is blocked by most NATs
+# and firewalls; TCP is what cameras behind routers need. OpenCV reads this variable on every
+# FFmpeg open; setdefault lets an operator choose other options.
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+STATUS_INTERVAL_S = 1.0
+"""How often a streaming reader reports its frame rates."""
+STABLE_STREAMING_S = 10.0
+"""Streaming this long without a fault resets the reconnect backoff: a camera that connects and
+fails at once keeps backing off instead of hammering its server."""
+_FALLBACK_FILE_FPS = 25.0
+"""Pace for files whose container declares no usable frame rate."""
+_MAX_PACING_LAG_S = 1.0
+"""A realtime file camera that fell further behind than this restarts its pacing clock rather
+than reading the backlog as fast as possible."""
+_FILE_READ_FAILURES_AT_END = 16
+"""Consecutive failed grabs that end a file; fewer are damaged packets, skipped (each failed
+grab at the real end of a file returns at once, so the margin is cheap)."""
+_DUE_EPSILON_S = 1e-6
+"""Absorbs float rounding when the media clock sums frame intervals (5 x 0.04 < 0.2)."""
+
+
+class CameraState(str, enum.Enum):
+    """Where a reader is in its lifetime (`enum.StrEnum` needs 3.11; we support 3.10)."""
+
+    STARTING = "starting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatus:
+    """A snapshot of one reader, for health answers, MQTT availability and logs."""
+
+    camera_id: str
+    state: CameraState
+    fps_in: float
+    """Frames grabbed per second over the last status interval."""
+    fps_out: float
+    """Frames decoded and handed on per second over the last status interval."""
+    last_error: str | None
+    """The most recent fault, one line, credentials redacted."""
+    reconnects: int
+    frame_width: int | None
+    frame_height: int | None
+
+
+class _SourceKind(enum.Enum):
+    NETWORK = "network"
+    FILE = "file"
+    DEVICE = "device"
+
+
+class _CameraFaultError(Exception):
+    """A camera fault with a one-line message already redacted, ending one capture session."""
+
+
+class _EndOfFileError(Exception):
+    """A file camera reached the end of its readable frames."""
+
+
+class CameraReader:
+    """Reads one camera in a thread of its own and hands every due frame to `on_frame`."""
+
+    def __init__(
+        self,
+        *,
+        camera_id: str,
+        url: str,
+        detect_fps: float,
+        input_size: tuple[int, int],
+        on_frame: Callable[[Frame], None],
+        on_status: Callable[[CameraStatus], None],
+        metrics: Metrics,
+        loop_file: bool = False,
+        realtime: bool = True,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 10.0,
+        stall_timeout_s: float = 10.0,
+        reconnect_initial_s: float = 1.0,
+        reconnect_max_s: float = 30.0,
+        max_reconnect_attempts: int | None = None,
+        decoder_threads: int = 1,
+    ) -> None:
+        if detect_fps <= 0:
+            raise ValueError(f"camera {camera_id}: detect_fps must be > 0, got {detect_fps}")
+        if input_size[0] <= 0 or input_size[1] <= 0:
+            raise ValueError(f"camera {camera_id}: input_size must be positive, got {input_size}")
+        self._camera_id = camera_id
+        self._url = url
+        self._safe_url = redact_url(url)
+        self._secrets = _url_secrets(url=url)
+        self._kind = _source_kind(url=url)
+        self._detect_period_s = 1.0 / detect_fps
+        self._input_size = input_size
+        self._on_frame = on_frame
+        self._on_status = on_status
+        self._metrics = metrics
+        self._loop_file = loop_file
+        self._realtime = realtime
+        self._open_timeout_s = open_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._stall_timeout_s = stall_timeout_s
+        self._max_reconnect_attempts = max_reconnect_attempts
+        self._decoder_threads = decoder_threads
+        self._backoff = Backoff(base=reconnect_initial_s, cap=reconnect_max_s)
+
+        self._stop_requested = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
+        self._status_lock = threading.Lock()
+        self._status = CameraStatus(
+            camera_id=camera_id,
+            state=CameraState.STARTING,
+            fps_in=0.0,
+            fps_out=0.0,
+            last_error=None,
+            reconnects=0,
+            frame_width=None,
+            frame_height=None,
+        )
+        self._callback_errors = 0
+
+        # Reader-thread state, touched only by the thread.
+        self._seq = 0
+        self._file_read_failures = 0
+        self._media_clock_s = 0.0
+        self._next_due_s = 0.0
+        self._window_start = time.monotonic()
+        self._window_grabbed = 0
+        self._window_handed = 0
+
+        self._captured = metrics.frames_captured.labels(camera=camera_id)
+        self._skipped = metrics.frames_skipped.labels(camera=camera_id)
+        self._reconnect_counter = metrics.camera_reconnects.labels(camera=camera_id)
+        self._up = metrics.camera_up.labels(camera=camera_id)
+        self._up.set(0)
+
+    # -- public API ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end; returns at once. Use `join` to wait for it."""
+        self._stop_requested.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the thread; True once it has ended (or never ran)."""
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def status(self) -> CameraStatus:
+        with self._status_lock:
+            return self._status
+
+    # -- thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._run_sessions()
+        except Exception as exc:  # noqa: BLE001 - the thread must end in a known state
+            _log.error("camera %s: reader crashed: %s", self._camera_id, self._describe(exc=exc))
+            self._set_state(CameraState.FAILED, last_error=self._describe(exc=exc))
+        finally:
+            self._up.set(0)
+        if self._stop_requested.is_set():
+            self._set_state(CameraState.STOPPED)
+
+    def _run_sessions(self) -> None:
+        self._set_state(CameraState.STARTING)
+        while not self._stop_requested.is_set():
+            try:
+                self._session()
+            except _EndOfFileError:
+                if not self._loop_file:
+                    _log.info("camera %s: end of file %s", self._camera_id, self._safe_url)
+                    self._up.set(0)
+                    self._set_state(CameraState.STOPPED)
+                    return
+                # Looping a file is normal operation, not a fault: reopen at once.
+                continue
+            except _CameraFaultError as fault:
+                error = str(fault)
+            except Exception as exc:  # noqa: BLE001 - a bug in one session must not end the camera
+                error = f"unexpected {self._describe(exc=exc)}"
+            else:
+                return  # stop requested inside the session
+            self._up.set(0)
+            if self._stop_requested.is_set():
+                return
+            if not self._wait_before_reconnect(error=error):
+                return
+
+    def _wait_before_reconnect(self, *, error: str) -> bool:
+        """Back off after a fault; False when the reader should end (stopped or failed)."""
+        attempts = self._max_reconnect_attempts
+        if attempts is not None and self._backoff.attempt >= attempts:
+            _log.error(
+                "camera %s: giving up after %d reconnect attempts: %s",
+                self._camera_id,
+                self._backoff.attempt,
+                error,
+            )
+            self._set_state(CameraState.FAILED, last_error=error)
+            return False
+        delay = self._backoff.next_delay()
+        _log.warning("camera %s: %s; reconnecting in %.1f s", self._camera_id, error, delay)
+        self._set_state(CameraState.RECONNECTING, last_error=error)
+        if self._stop_requested.wait(delay):
+            return False
+        self._reconnect_counter.inc()
+        with self._status_lock:
+            reconnects = self._status.reconnects + 1
+        self._set_state(CameraState.RECONNECTING, reconnects=reconnects)
+        return True
+
+    def _session(self) -> None:
+        """One capture from open to fault (raised), end of file (raised) or stop (returns)."""
+        capture = self._open()
+        try:
+            self._read_loop(capture=capture)
+        finally:
+            capture.release()
+
+    def _open(self) -> cv2.VideoCapture:
+        started = time.monotonic()
+        if self._kind is _SourceKind.DEVICE:
+            # The V4L2 backend rejects the FFmpeg-only parameters (unused parameters make
+            # OpenCV refuse the open), so a device gets none; see the module docstring.
+            device: int | str = int(self._url) if self._url.isdigit() else self._url
+            capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        else:
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                round(self._open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                round(self._read_timeout_s * 1000),
+                # Each FFmpeg capture would otherwise start one decoder thread per core;
+                # with many cameras those threads thrash the cores (DESIGN.md).
+                cv2.CAP_PROP_N_THREADS,
+                self._decoder_threads,
+            ]
+            capture = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
+        if not capture.isOpened():
+            capture.release()
+            waited = time.monotonic() - started
+            raise _CameraFaultError(f"cannot open {self._safe_url} (gave up after {waited:.1f} s)")
+        return capture
+
+    def _read_loop(self, *, capture: cv2.VideoCapture) -> None:
+        is_file = self._kind is _SourceKind.FILE
+        file_frame_interval_s = 1.0 / _file_fps(capture=capture) if is_file else 0.0
+        # Files run on their own media clock (frame count / fps), continuous across loops;
+        # live sources on the monotonic clock at the moment each frame arrives.
+        pacing_origin = time.monotonic() - self._media_clock_s
+        session_frames = 0
+        session_start = time.monotonic()
+        last_status = session_start
+
+        while not self._stop_requested.is_set():
+            if is_file and self._realtime:
+                lag = time.monotonic() - (pacing_origin + self._media_clock_s)
+                if lag > _MAX_PACING_LAG_S:
+                    pacing_origin += lag
+                elif lag < 0 and self._stop_requested.wait(-lag):
+                    return
+
+            arrived = self._grab(capture=capture, first=session_frames == 0)
+            if arrived is None:
+                continue  # a damaged spot in a file, skipped
+            capture_time = datetime.now(timezone.utc)
+            session_frames += 1
+            self._captured.inc()
+            self._window_grabbed += 1
+            if is_file:
+                clock_s = self._media_clock_s
+                self._media_clock_s += file_frame_interval_s
+            else:
+                clock_s = arrived
+
+            if session_frames == 1:
+                self._up.set(1)
+                self._set_state(CameraState.STREAMING)
+                self._window_start, self._window_grabbed, self._window_handed = arrived, 1, 0
+                last_status = arrived
+            elif self._backoff.attempt and arrived - session_start > STABLE_STREAMING_S:
+                self._backoff.reset()
+
+            if self._is_due(clock_s=clock_s):
+                self._hand_on(capture=capture, capture_time=capture_time, monotonic=arrived)
+            else:
+                self._skipped.inc()
+
+            if arrived - last_status >= STATUS_INTERVAL_S:
+                last_status = arrived
+                self._report_rates(now=arrived)
+
+    def _grab(self, *, capture: cv2.VideoCapture, first: bool) -> float | None:
+        """Grab the next frame (demux and decode, no colour conversion); its arrival time, or
+        None when a file's damaged packet was skipped."""
+        started = time.monotonic()
+        grabbed = capture.grab()
+        arrived = time.monotonic()
+        if not grabbed:
+            if self._kind is not _SourceKind.FILE:
+                raise _CameraFaultError(f"read failed on {self._safe_url} (stream ended or broke)")
+            # OpenCV's grab() fails on a packet the decoder rejects, and the next grab()
+            # carries on after it; only a run of failures means the file has ended.
+            self._file_read_failures += 1
+            if self._file_read_failures < _FILE_READ_FAILURES_AT_END:
+                return None
+            if first:
+                raise _CameraFaultError(f"no readable frame in {self._safe_url}")
+            raise _EndOfFileError
+        self._file_read_failures = 0
+        if arrived - started > self._stall_timeout_s:
+            # After a read timeout OpenCV drains the decoder's buffered frames, each such grab
+            # succeeding only after another read timeout: a slow success is a stall too.
+            raise _CameraFaultError(
+                f"stalled: no frame from {self._safe_url} for {arrived - started:.1f} s"
+            )
+        return arrived
+
+    def _is_due(self, *, clock_s: float) -> bool:
+        if clock_s + _DUE_EPSILON_S < self._next_due_s:
+            return False
+        # Advancing by whole periods keeps the average rate exact despite jittery arrivals;
+        # after a gap (reconnect, loop, slow consumer) restart from now instead of bursting.
+        self._next_due_s += self._detect_period_s
+        if self._next_due_s <= clock_s:
+            self._next_due_s = clock_s + self._detect_period_s
+        return True
+
+    def _hand_on(
+        self, *, capture: cv2.VideoCapture, capture_time: datetime, monotonic: float
+    ) -> None:
+        retrieved, image = capture.retrieve()
+        if not retrieved or image is None or image.ndim != 3 or image.size == 0:
+            raise _CameraFaultError(f"could not decode a frame from {self._safe_url}")
+        height, width = int(image.shape[0]), int(image.shape[1])
+        resized = cast(
+            "NDArray[np.uint8]",
+            cv2.resize(image, self._input_size, interpolation=cv2.INTER_LINEAR),
+        )
+        frame = Frame(
+            camera_id=self._camera_id,
+            seq=self._seq,
+            capture_time=capture_time,
+            capture_monotonic=monotonic,
+            width=width,
+            height=height,
+            image=resized,
+        )
+        self._seq += 1
+        self._window_handed += 1
+        with self._status_lock:
+            size_changed = (width, height) != (
+                self._status.frame_width,
+                self._status.frame_height,
+            )
+        if size_changed:
+            _log.info("camera %s: frame size %dx%d", self._camera_id, width, height)
+            self._set_state(CameraState.STREAMING, frame_width=width, frame_height=height)
+        self._call_back(self._on_frame, frame)
+
+    def _report_rates(self, *, now: float) -> None:
+        elapsed = max(now - self._window_start, 1e-9)
+        fps_in = self._window_grabbed / elapsed
+        fps_out = self._window_handed / elapsed
+        self._window_start = now
+        self._window_grabbed = 0
+        self._window_handed = 0
+        self._set_state(CameraState.STREAMING, fps_in=fps_in, fps_out=fps_out)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _set_state(
+        self,
+        state: CameraState,
+        *,
+        last_error: str | None = None,
+        reconnects: int | None = None,
+        fps_in: float | None = None,
+        fps_out: float | None = None,
+        frame_width: int | None = None,
+        frame_height: int | None = None,
+    ) -> None:
+        """Update the snapshot and report it (every call is a change or a rate report)."""
+        streaming = state is CameraState.STREAMING
+        with self._status_lock:
+            old = self._status
+            self._status = CameraStatus(
+                camera_id=self._camera_id,
+                state=state,
+                fps_in=(fps_in if fps_in is not None else old.fps_in) if streaming else 0.0,
+                fps_out=(fps_out if fps_out is not None else old.fps_out) if streaming else 0.0,
+                last_error=last_error if last_error is not None else old.last_error,
+                reconnects=reconnects if reconnects is not None else old.reconnects,
+                frame_width=frame_width if frame_width is not None else old.frame_width,
+                frame_height=frame_height if frame_height is not None else old.frame_height,
+            )
+            status = self._status
+        self._call_back(self._on_status, status)
+
+    def _call_back(self, callback: Callable[[_T], None], argument: _T) -> None:
+        """Run a consumer callback; its bugs are logged, never allowed to end the camera."""
+        try:
+            callback(argument)
+        except Exception as exc:  # noqa: BLE001 - the consumer's bug must not stop reading
+            self._callback_errors += 1
+            # Powers of two: the first failures are visible, a persistent bug does not flood.
+            if self._callback_errors & (self._callback_errors - 1) == 0:
+                _log.error(
+                    "camera %s: %s failed (%d times so far): %s",
+                    self._camera_id,
+                    getattr(callback, "__name__", "callback"),
+                    self._callback_errors,
+                    self._describe(exc=exc),
+                )
+
+    def _describe(self, *, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        return " ".join(redact_text(text, *self._secrets).split())
+
+
+def _source_kind(*, url: str) -> _SourceKind:
+    if url.isdigit() or url.startswith("/dev/video"):
+        return _SourceKind.DEVICE
+    scheme = urlsplit(url).scheme.lower()
+    # A one-letter "scheme" is a Windows drive letter, i.e. a file path.
+    if len(scheme) > 1 and scheme != "file":
+        return _SourceKind.NETWORK
+    return _SourceKind.FILE
+
+
+def _url_secrets(*, url: str) -> tuple[str, ...]:
+    """The password as written and percent-decoded, since FFmpeg may echo either form."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return ()
+    if not password:
+        return ()
+    return tuple({password, unquote(password)})
+
+
+def _file_fps(*, capture: cv2.VideoCapture) -> float:
+    fps = float(capture.get(cv2.CAP_PROP_FPS))
+    if not math.isfinite(fps) or not 0.1 <= fps <= 1000.0:
+        return _FALLBACK_FILE_FPS
+    return fps

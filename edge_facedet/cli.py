@@ -1,0 +1,276 @@
+"""The `edge-facedet` command line: argument parsing, logging set-up and exit codes.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage. Subcommands keep
+their heavy imports (OpenVINO, OpenCV) inside, so `check-config` answers quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from edge_facedet import __version__
+from edge_facedet.redact import RedactingFormatter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from edge_facedet.config import ServiceConfig
+
+log = logging.getLogger("edge_facedet")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_PRECISIONS = ("FP16", "FP16-INT8", "FP32")
+
+
+def _setup_logging(level: str, *, secrets: Sequence[str] = ()) -> None:
+    # Under systemd the journal stamps every line itself.
+    under_journal = "JOURNAL_STREAM" in os.environ
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not under_journal:
+        fmt = "%(asctime)s " + fmt
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(fmt, secrets=secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiomqtt/paho log every reconnect attempt at INFO; the publisher reports them itself.
+    logging.getLogger("aiomqtt").setLevel(max(logging.WARNING, root.level))
+
+
+def _secret_values(config: ServiceConfig) -> list[str]:
+    """Every secret the configuration resolves to, so logs can scrub them."""
+    sources = [config.mqtt.password] + [camera.password for camera in config.cameras]
+    values = [source.reveal() for source in sources if source is not None]
+    for camera in config.cameras:
+        try:
+            password = urlsplit(camera.url).password
+        except ValueError:
+            password = None
+        if password:
+            values.append(password)
+    return values
+
+
+def _model_xml(args: argparse.Namespace) -> Path:
+    from edge_facedet.assets import default_model_root, model_xml_path
+
+    if args.model is not None:
+        return Path(args.model)
+    return model_xml_path(Path(args.models_dir or default_model_root()), args.precision)
+
+
+def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    parser.add_argument("--precision", choices=_PRECISIONS, default="FP16-INT8")
+    parser.add_argument("--model", help="explicit model .xml (overrides --precision)")
+    parser.add_argument("--models-dir", help="models root (default: $EDGE_FACEDET_MODELS)")
+    if device:
+        parser.add_argument("--device", default="AUTO", help="OpenVINO device (default AUTO)")
+        parser.add_argument("--batch-size", type=int, default=1)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge_facedet.config import ConfigError, load_config
+    from edge_facedet.service import Service
+
+    try:
+        config = load_config(Path(args.config))
+        secrets = _secret_values(config)
+    except ConfigError as exc:
+        print(f"edge-facedet: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(args.log_level, secrets=secrets)
+    try:
+        return asyncio.run(Service(config=config).run())
+    except (FileNotFoundError, OSError, RuntimeError) as exc:
+        # Model missing, metrics port taken, device unavailable: one line, no traceback.
+        log.error("edge-facedet cannot run: %s", exc)  # noqa: TRY400 - the cause is the message
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from edge_facedet.config import check_config
+
+    return check_config(Path(args.config), out=sys.stdout, err=sys.stderr)
+
+
+def _cmd_model_fetch(args: argparse.Namespace) -> int:
+    from edge_facedet.assets import AssetError, default_model_root, fetch_model
+
+    dest = Path(args.dest) if args.dest else default_model_root()
+    try:
+        xml = fetch_model(
+            precision=args.precision,
+            dest=dest,
+            mirror=Path(args.mirror) if args.mirror else None,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+    except AssetError as exc:
+        print(f"edge-facedet: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(xml)
+    return EXIT_OK
+
+
+def _cmd_media_fetch(args: argparse.Namespace) -> int:
+    from edge_facedet.assets import AssetError, fetch_demo_media
+
+    try:
+        paths = fetch_demo_media(
+            dest=Path(args.dest), mirror=Path(args.mirror) if args.mirror else None
+        )
+    except AssetError as exc:
+        print(f"edge-facedet: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+def _cmd_model_info(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_facedet.detector import OpenVinoDetector, describe_devices, describe_model
+
+    xml = _model_xml(args)
+    if not xml.is_file():
+        print(
+            f"edge-facedet: model {xml} not found; run `edge-facedet model fetch` first",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    info = describe_model(xml)
+    info["devices"] = describe_devices()
+    detector = OpenVinoDetector(model_xml=xml, device=args.device, batch_size=args.batch_size)
+    info["compiled"] = {
+        "requested_device": detector.info.requested_device,
+        "execution_devices": list(detector.info.execution_devices),
+        "performance_hint": detector.info.performance_hint,
+        "infer_requests": detector.info.infer_requests,
+        "compile_seconds": round(detector.info.compile_seconds, 3),
+    }
+    print(json.dumps(info, indent=2))
+    return EXIT_OK
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from edge_facedet.filedetect import run_detect
+
+    xml = _model_xml(args)
+    if not xml.is_file():
+        print(
+            f"edge-facedet: model {xml} not found; run `edge-facedet model fetch`", file=sys.stderr
+        )
+        return EXIT_USAGE
+    return run_detect(
+        paths=[Path(p) for p in args.paths],
+        model_xml=xml,
+        device=args.device,
+        batch_size=args.batch_size,
+        confidence_threshold=args.threshold,
+        min_face_px=args.min_face_px,
+        annotate_dir=Path(args.annotate) if args.annotate else None,
+        every_nth=args.every_nth,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from edge_facedet.evaluation import run_eval
+
+    xml = _model_xml(args)
+    if not xml.is_file():
+        print(
+            f"edge-facedet: model {xml} not found; run `edge-facedet model fetch`", file=sys.stderr
+        )
+        return EXIT_USAGE
+    return run_eval(
+        images_dir=Path(args.images),
+        gt_file=Path(args.gt),
+        model_xml=xml,
+        device=args.device,
+        batch_size=args.batch_size,
+        out=sys.stdout,
+        err=sys.stderr,
+        show_progress=not args.no_progress,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-facedet",
+        description="Face detection on many camera streams, published to MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-facedet {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the service")
+    run.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    run.add_argument(
+        "--log-level",
+        default=os.environ.get("EDGE_FACEDET_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("config", help="YAML configuration file")
+    check.set_defaults(handler=_cmd_check_config)
+
+    model = commands.add_parser("model", help="model assets").add_subparsers(
+        dest="model_command", required=True, metavar="ACTION"
+    )
+    fetch = model.add_parser("fetch", help="download (or copy from a mirror) and verify")
+    fetch.add_argument("--precision", choices=_PRECISIONS, default="FP16-INT8")
+    fetch.add_argument("--mirror", help="local folder laid out like Open Model Zoo's models")
+    fetch.add_argument("--dest", help="models root (default: $EDGE_FACEDET_MODELS)")
+    fetch.set_defaults(handler=_cmd_model_fetch)
+    info = model.add_parser("info", help="inputs, outputs, precision and devices")
+    _add_model_selection(info)
+    info.set_defaults(handler=_cmd_model_info)
+
+    media = commands.add_parser("media", help="demo footage").add_subparsers(
+        dest="media_command", required=True, metavar="ACTION"
+    )
+    media_fetch = media.add_parser("fetch", help="download (or copy) the demo clips")
+    media_fetch.add_argument("--mirror", help="local folder laid out like shared/media")
+    media_fetch.add_argument("--dest", default=".media", help="destination folder")
+    media_fetch.set_defaults(handler=_cmd_media_fetch)
+
+    detect = commands.add_parser("detect", help="detect faces in images, folders and videos")
+    detect.add_argument("paths", nargs="+", metavar="PATH")
+    _add_model_selection(detect)
+    detect.add_argument("--threshold", type=float, default=0.5, help="confidence threshold")
+    detect.add_argument("--min-face-px", type=int, default=0, help="smallest face height")
+    detect.add_argument("--annotate", metavar="OUT", help="write annotated copies here")
+    detect.add_argument("--every-nth", type=int, default=1, help="videos: every Nth frame")
+    detect.set_defaults(handler=_cmd_detect)
+
+    evaluate = commands.add_parser("eval", help="WIDER FACE average precision")
+    evaluate.add_argument("--images", required=True, help="folder of WIDER images")
+    evaluate.add_argument("--gt", required=True, help="wider_face_val_bbx_gt.txt")
+    evaluate.add_argument("--no-progress", action="store_true")
+    _add_model_selection(evaluate)
+    evaluate.set_defaults(handler=_cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        _setup_logging(os.environ.get("EDGE_FACEDET_LOG_LEVEL", "WARNING"))
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

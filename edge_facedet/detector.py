@@ -1,0 +1,315 @@
+"""The detector: everything that touches OpenVINO.
+
+Owns the `Core`, the pre-processing built into the model (u8 BGR NHWC frames in, so no
+float conversion or transpose in Python), compilation (device string, performance hint,
+batch reshape, model cache), the `AsyncInferQueue`, and the bridge that hands its
+callbacks back to the asyncio loop with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import openvino as ov
+from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
+
+from edge_facedet.postprocess import split_batch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from numpy.typing import NDArray
+
+log = logging.getLogger(__name__)
+
+PERFORMANCE_HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One request's result: per submitted image, candidate rows (M, 5) = conf + box."""
+
+    rows: list[NDArray[np.float32]]
+    inference_seconds: float
+    """From handing the batch to OpenVINO to its completion callback."""
+
+
+class Detector(Protocol):
+    """What the scheduler needs from a detector; tests inject fakes through this."""
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) the frames must have."""
+        ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def max_inflight(self) -> int:
+        """How many `detect` calls may usefully run at once."""
+        ...
+
+    async def detect(self, images: Sequence[NDArray[np.uint8]]) -> BatchResult:
+        """Detect faces in up to `batch_size` images of `input_size`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorInfo:
+    """What was compiled, and where: shown by `model info`, published and exported."""
+
+    model_path: str
+    model_name: str
+    precision: str
+    requested_device: str
+    execution_devices: tuple[str, ...]
+    performance_hint: str
+    batch_size: int
+    infer_requests: int
+    compile_seconds: float
+
+
+def _precision_of(model_xml: Path) -> str:
+    # The Open Model Zoo layout puts the precision in the parent folder's name.
+    return model_xml.parent.name
+
+
+class OpenVinoDetector:
+    """face-detection-0204 compiled for a device, behind an `AsyncInferQueue`.
+
+    Construction reads and compiles the model, which blocks for up to seconds: create it with
+    `await asyncio.to_thread(OpenVinoDetector, ...)` from async code. `detect` must then be
+    called from one event loop only.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_xml: Path,
+        device: str = "AUTO",
+        performance_hint: str = "THROUGHPUT",
+        batch_size: int = 1,
+        infer_requests: int | None = None,
+        cache_dir: Path | None = None,
+        inference_threads: int | None = None,
+        resize_in_model: bool = False,
+        core: ov.Core | None = None,
+    ) -> None:
+        if performance_hint not in PERFORMANCE_HINTS:
+            raise ValueError(f"performance_hint must be one of {PERFORMANCE_HINTS}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not model_xml.is_file():
+            raise FileNotFoundError(f"model file {model_xml} does not exist")
+        started = time.perf_counter()
+        self._core = core or ov.Core()
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self._core.set_property({"CACHE_DIR": str(cache_dir)})
+        if inference_threads is not None and "CPU" in self._core.available_devices:
+            self._core.set_property("CPU", {"INFERENCE_NUM_THREADS": inference_threads})
+        model = self._core.read_model(model_xml)
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(f"{model_xml}: expected one input and one output")
+        _, _, height, width = (int(d) for d in model.input().shape)
+        self._input_size = (width, height)
+        self._requested_device = device
+        self._resize_in_model = resize_in_model
+        self._batch_size = batch_size
+        model.reshape({model.input().get_any_name(): [batch_size, 3, height, width]})
+        model = self._build_preprocessing(model, resize_in_model=resize_in_model)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
+        self._compiled = self._core.compile_model(model, device, config)
+        optimal = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._infer_requests = infer_requests or max(1, optimal)
+        self._queue = ov.AsyncInferQueue(self._compiled, self._infer_requests)
+        self._queue.set_callback(self._on_request_done)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._free_requests: asyncio.Semaphore | None = None
+        self._inflight = 0
+        self.info = DetectorInfo(
+            model_path=str(model_xml),
+            model_name=model_xml.stem,
+            precision=_precision_of(model_xml),
+            requested_device=device,
+            execution_devices=tuple(self._execution_devices()),
+            performance_hint=performance_hint,
+            batch_size=batch_size,
+            infer_requests=self._infer_requests,
+            compile_seconds=time.perf_counter() - started,
+        )
+        log.info(
+            "compiled %s (%s) for %s -> %s: batch %d, %d infer requests, %s, %.2f s",
+            self.info.model_name,
+            self.info.precision,
+            device,
+            ",".join(self.info.execution_devices),
+            batch_size,
+            self._infer_requests,
+            performance_hint,
+            self.info.compile_seconds,
+        )
+
+    @staticmethod
+    def _build_preprocessing(model: ov.Model, *, resize_in_model: bool) -> ov.Model:
+        """u8 NHWC BGR in; the conversion to the model's f32 NCHW runs inside the graph."""
+        ppp = PrePostProcessor(model)
+        tensor = ppp.input().tensor()
+        tensor.set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        if resize_in_model:
+            tensor.set_spatial_dynamic_shape()
+            ppp.input().preprocess().resize(ResizeAlgorithm.RESIZE_LINEAR)
+        ppp.input().model().set_layout(ov.Layout("NCHW"))
+        return ppp.build()
+
+    def _execution_devices(self) -> list[str]:
+        try:
+            devices = self._compiled.get_property("EXECUTION_DEVICES")
+        except RuntimeError:  # older plugins do not report it
+            return [self._requested_device]
+        return [str(d) for d in devices]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._input_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def max_inflight(self) -> int:
+        return self._infer_requests
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def execution_devices(self) -> tuple[str, ...]:
+        """The devices running the model now (AUTO may move from CPU to GPU after warm-up)."""
+        return tuple(self._execution_devices())
+
+    def _stack(self, images: Sequence[NDArray[np.uint8]]) -> NDArray[np.uint8]:
+        count = len(images)
+        if count == 0 or count > self._batch_size:
+            raise ValueError(f"detect takes 1..{self._batch_size} images, got {count}")
+        first = images[0]
+        if not self._resize_in_model and first.shape[1::-1] != self._input_size:
+            raise ValueError(f"images must be {self._input_size} (w, h), got {first.shape[1::-1]}")
+        if count == self._batch_size:
+            if count == 1:
+                return np.ascontiguousarray(first[np.newaxis])
+            return np.stack(images)
+        # A partial batch: the compiled model has a fixed batch, so pad with black frames.
+        batch = np.zeros((self._batch_size, *first.shape), np.uint8)
+        for i, image in enumerate(images):
+            batch[i] = image
+        return batch
+
+    async def detect(self, images: Sequence[NDArray[np.uint8]]) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._free_requests = asyncio.Semaphore(self._infer_requests)
+        elif self._loop is not loop:
+            raise RuntimeError("OpenVinoDetector.detect was called from a second event loop")
+        assert self._free_requests is not None  # noqa: S101 - set together with _loop
+        tensor = self._stack(images)
+        # The semaphore holds a caller until a request is free, so start_async never blocks
+        # the loop; it is released from the completion callback, not here, because a
+        # cancelled caller's request keeps running.
+        await self._free_requests.acquire()
+        # AsyncInferQueue marks a request idle just after our callback returns; the permit
+        # can arrive a moment earlier, and start_async would then block the loop.
+        # No event exists for that moment, hence the short poll (it ends within microseconds).
+        while not self._queue.is_ready():  # noqa: ASYNC110
+            await asyncio.sleep(0.0002)
+        future: asyncio.Future[tuple[NDArray[np.float32], float]] = loop.create_future()
+        self._inflight += 1
+        try:
+            self._queue.start_async(
+                {0: tensor}, (future, time.perf_counter(), tensor), share_inputs=True
+            )
+        except BaseException:
+            self._inflight -= 1
+            self._free_requests.release()
+            raise
+        output, seconds = await future
+        return BatchResult(rows=split_batch(output, batch=len(images)), inference_seconds=seconds)
+
+    def _on_request_done(self, request: ov.InferRequest, userdata: Any) -> None:
+        """Runs on an OpenVINO thread: copy the output out, hand it to the loop."""
+        future, started, _tensor = userdata
+        seconds = time.perf_counter() - started
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - detect() set it before any request started
+        try:
+            # The request's output buffer is reused by its next inference.
+            output = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller, not lost
+            loop.call_soon_threadsafe(self._finish, future, None, exc)
+            return
+        loop.call_soon_threadsafe(self._finish, future, (output, seconds), None)
+
+    def _finish(
+        self,
+        future: asyncio.Future[tuple[NDArray[np.float32], float]],
+        result: tuple[NDArray[np.float32], float] | None,
+        error: BaseException | None,
+    ) -> None:
+        self._inflight -= 1
+        assert self._free_requests is not None  # noqa: S101
+        self._free_requests.release()
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        elif result is not None:
+            future.set_result(result)
+
+    def wait_idle(self) -> None:
+        """Block until every started request has finished (shutdown, from a worker thread)."""
+        self._queue.wait_all()
+
+
+def describe_devices(core: ov.Core | None = None) -> dict[str, str]:
+    """Every device OpenVINO sees, with its full name."""
+    core = core or ov.Core()
+    return {
+        device: str(core.get_property(device, "FULL_DEVICE_NAME"))
+        for device in core.available_devices
+    }
+
+
+def describe_model(model_xml: Path, core: ov.Core | None = None) -> dict[str, Any]:
+    """Inputs, outputs and precision of a model file, for `model info`."""
+    core = core or ov.Core()
+    model = core.read_model(model_xml)
+    return {
+        "model": str(model_xml),
+        "name": model.get_friendly_name(),
+        "precision": _precision_of(model_xml),
+        "inputs": [
+            {
+                "name": port.get_any_name(),
+                "shape": str(port.partial_shape),
+                "type": port.element_type.get_type_name(),
+            }
+            for port in model.inputs
+        ],
+        "outputs": [
+            {
+                "name": port.get_any_name(),
+                "shape": str(port.partial_shape),
+                "type": port.element_type.get_type_name(),
+            }
+            for port in model.outputs
+        ],
+    }

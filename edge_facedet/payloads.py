@@ -1,0 +1,208 @@
+"""The MQTT message bodies (faces, camera state), their JSON Schemas, and when to publish.
+
+Owns the wire format: everything a subscriber parses is built here, from numpy arrays, with
+no I/O. Builders never emit NaN or infinity (values are sanitised and `allow_nan=False` is the
+backstop) and never include a credential (`last_error` is redacted). `PublishGate` decides,
+per camera, which frames become a faces message (`PublishConfig.policy`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from datetime import datetime, timezone
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_facedet.config import PublishConfig, PublishPolicy
+from edge_facedet.redact import redact_text
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from edge_facedet.frames import Detections
+
+__all__ = [
+    "PublishGate",
+    "camera_state_payload",
+    "faces_payload",
+    "load_schema",
+    "new_run_id",
+]
+
+# A camera error can be a whole FFmpeg message; subscribers get the gist, the log has the rest.
+_MAX_ERROR_CHARS = 500
+_SEPARATORS = (",", ":")
+
+
+def new_run_id() -> str:
+    """An id for this process run: start time (hex seconds) plus 32 random bits.
+
+    Part of every `event_id`, so ids stay unique across restarts even though `seq` starts
+    again at 0: two runs would need the same second *and* the same random draw to collide.
+    """
+    return f"{int(time.time()):x}{secrets.token_hex(4)}"
+
+
+def _utc_iso_ms(moment: datetime) -> str:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        # A naive time is ambiguous on a box whose local zone may change; refuse it.
+        raise ValueError("timestamps must be timezone-aware")
+    text = moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _finite_non_negative(value: float, *, digits: int) -> float:
+    # Clocks stepping backwards can make a latency negative; a broken counter can make it NaN.
+    # Neither may break the message, so both become 0.
+    if not math.isfinite(value) or value < 0:
+        return 0.0
+    return round(float(value), digits)
+
+
+def _clipped(array: NDArray[Any], *, upper: NDArray[np.float64] | float, digits: int) -> list[Any]:
+    """`array` as nested Python floats in [0, upper], rounded; one numpy->list conversion.
+
+    float64 before rounding: float32 0.1 would otherwise print as 0.10000000149011612.
+    `+ 0.0` turns -0.0 (from clipping) into 0.0.
+    """
+    values = np.asarray(array, dtype=np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    values = np.clip(values, 0.0, upper).round(digits) + 0.0
+    result: list[Any] = values.tolist()
+    return result
+
+
+def faces_payload(
+    *,
+    node_id: str,
+    run_id: str,
+    camera_id: str,
+    seq: int,
+    capture_time: datetime,
+    latency_ms: float,
+    frame_width: int,
+    frame_height: int,
+    model: str,
+    device: str,
+    detections: Detections,
+) -> bytes:
+    """The `<prefix>/cameras/<id>/faces` message for one frame (schema: faces.schema.json).
+
+    Boxes are clipped to the frame and confidences to [0, 1] here as well as in the
+    post-processor, so the message is valid whatever the arrays hold.
+    """
+    if frame_width < 1 or frame_height < 1:
+        raise ValueError(f"frame size must be positive, got {frame_width}x{frame_height}")
+    if seq < 0:
+        raise ValueError(f"seq must be >= 0, got {seq}")
+    count = len(detections)
+    frame_bounds = np.array(
+        [frame_width, frame_height, frame_width, frame_height], dtype=np.float64
+    )
+    boxes = _clipped(detections.boxes_px.reshape(count, 4), upper=frame_bounds, digits=1)
+    boxes_norm = _clipped(detections.boxes_norm.reshape(count, 4), upper=1.0, digits=4)
+    confidences = _clipped(detections.confidences.reshape(count), upper=1.0, digits=3)
+    body = {
+        "camera": camera_id,
+        "seq": seq,
+        "event_id": f"{node_id}-{camera_id}-{run_id}-{seq}",
+        "capture_ts": _utc_iso_ms(capture_time),
+        "latency_ms": _finite_non_negative(latency_ms, digits=1),
+        "frame": {"width": frame_width, "height": frame_height},
+        "model": model,
+        "device": device,
+        "faces": [
+            {"box": box, "box_norm": norm, "confidence": conf}
+            for box, norm, conf in zip(boxes, boxes_norm, confidences, strict=True)
+        ],
+    }
+    return json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
+
+
+def camera_state_payload(
+    *,
+    camera_id: str,
+    state: str,
+    fps_in: float,
+    fps_out: float,
+    last_error: str | None,
+    reconnects: int,
+    frame_width: int | None,
+    frame_height: int | None,
+    now: datetime,
+) -> bytes:
+    """The retained `<prefix>/cameras/<id>/state` message (schema: camera_state.schema.json).
+
+    `last_error` is redacted (camera errors often echo the stream URL, credentials included)
+    and shortened.
+    """
+    if reconnects < 0:
+        raise ValueError(f"reconnects must be >= 0, got {reconnects}")
+    frame: dict[str, int] | None = None
+    if frame_width is not None and frame_height is not None:
+        frame = {"width": frame_width, "height": frame_height}
+    error = None
+    if last_error is not None:
+        error = redact_text(last_error)[:_MAX_ERROR_CHARS]
+    body = {
+        "camera": camera_id,
+        "state": state,
+        "fps_in": _finite_non_negative(fps_in, digits=2),
+        "fps_out": _finite_non_negative(fps_out, digits=2),
+        "last_error": error,
+        "reconnects": reconnects,
+        "frame": frame,
+        "ts": _utc_iso_ms(now),
+    }
+    return json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A packaged JSON Schema by name: "faces" or "camera_state" (".schema.json" optional)."""
+    if not name.endswith(".json"):
+        name = f"{name}.schema.json"
+    if "/" in name or "\\" in name:
+        raise ValueError(f"not a schema name: {name!r}")
+    # Via the package, not "edge_facedet.schemas": that directory is data, not a package.
+    schema_file = resources.files("edge_facedet").joinpath("schemas").joinpath(name)
+    text = schema_file.read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+class PublishGate:
+    """Decides which of one camera's frames are published, per `PublishConfig`.
+
+    every_frame: all; on_faces: frames with at least one face; on_change: the first frame,
+    any frame whose face count differs from the last *published* count, and a heartbeat
+    when nothing was published for `heartbeat_s` (so subscribers can tell "still 0 faces"
+    from "camera gone"). Time is injected (`time.monotonic()` values) to keep it testable.
+    """
+
+    def __init__(self, *, config: PublishConfig) -> None:
+        self._policy = config.policy
+        self._heartbeat_s = config.heartbeat_s
+        self._last_count: int | None = None
+        self._last_publish: float | None = None
+
+    def should_publish(self, *, face_count: int, now_monotonic: float) -> bool:
+        """Whether to publish this frame; a True answer is recorded as a publish."""
+        if self._policy is PublishPolicy.EVERY_FRAME:
+            publish = True
+        elif self._policy is PublishPolicy.ON_FACES:
+            publish = face_count > 0
+        else:
+            publish = (
+                self._last_publish is None
+                or face_count != self._last_count
+                or now_monotonic - self._last_publish >= self._heartbeat_s
+            )
+        if publish:
+            self._last_count = face_count
+            self._last_publish = now_monotonic
+        return publish

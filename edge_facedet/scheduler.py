@@ -1,0 +1,212 @@
+"""From per-camera latest-frame slots to detector batches: fairness, batching, backpressure.
+
+Reader threads put frames into a `LatestFrameSlot` (one per camera, holding at most one
+frame; a newer frame replaces an unprocessed one and the drop is counted). The `Scheduler`
+runs on the event loop: it takes a frame only when an infer request is free, so while the
+detector is busy frames wait in the slots and get replaced there; no queue grows anywhere.
+Cameras are served round robin, so a fast camera cannot starve a slow one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Protocol
+
+if sys.version_info >= (3, 11):
+    from asyncio import TaskGroup
+else:  # pragma: no cover - exercised on Python 3.10 only
+    from taskgroup import TaskGroup
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from edge_facedet.detector import BatchResult, Detector
+    from edge_facedet.frames import Frame
+
+log = logging.getLogger(__name__)
+
+
+class _Wakeup:
+    """Sets an asyncio.Event from any thread, scheduling at most one wake-up at a time."""
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.event = asyncio.Event()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def notify(self) -> None:
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        # A closed loop means the service is shutting down; the frame is not needed then.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        self.event.set()
+
+
+class LatestFrameSlot:
+    """At most one frame of one camera, waiting for the scheduler."""
+
+    def __init__(self, *, camera_id: str, on_drop: Callable[[], None], wakeup: _Wakeup) -> None:
+        self.camera_id = camera_id
+        self._on_drop = on_drop
+        self._wakeup = wakeup
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        """Called by the camera's reader thread; never blocks beyond a short lock."""
+        with self._lock:
+            replaced = self._frame is not None
+            self._frame = frame
+            if replaced:
+                self.dropped += 1
+        if replaced:
+            self._on_drop()
+        self._wakeup.notify()
+
+    def take(self) -> Frame | None:
+        with self._lock:
+            frame, self._frame = self._frame, None
+        return frame
+
+
+class ResultSink(Protocol):
+    """Where a batch's results go (the service's pipeline; tests record them)."""
+
+    def __call__(self, frames: Sequence[Frame], result: BatchResult) -> None: ...
+
+
+class Scheduler:
+    """Forms batches from the slots and keeps at most `detector.max_inflight` in flight."""
+
+    def __init__(
+        self,
+        *,
+        detector: Detector,
+        camera_ids: Sequence[str],
+        on_result: ResultSink,
+        on_drop: Callable[[str], None] | None = None,
+        on_inflight: Callable[[int], None] | None = None,
+        batch_wait_s: float = 0.005,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not camera_ids:
+            raise ValueError("the scheduler needs at least one camera")
+        self._detector = detector
+        self._on_result = on_result
+        self._on_inflight = on_inflight
+        self._batch_wait_s = batch_wait_s
+        self._wakeup = _Wakeup(loop=loop or asyncio.get_running_loop())
+        drop = on_drop or (lambda _camera_id: None)
+        self._slots = [
+            LatestFrameSlot(
+                camera_id=camera_id,
+                on_drop=lambda camera_id=camera_id: drop(camera_id),  # type: ignore[misc]
+                wakeup=self._wakeup,
+            )
+            for camera_id in camera_ids
+        ]
+        self._by_id = {slot.camera_id: slot for slot in self._slots}
+        self._next_slot = 0
+        self._free_requests = asyncio.Semaphore(detector.max_inflight)
+        self._inflight = 0
+        self.batches = 0
+        self.errors = 0
+
+    def slot(self, camera_id: str) -> LatestFrameSlot:
+        return self._by_id[camera_id]
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def _take_round_robin(self, limit: int) -> list[Frame]:
+        """Up to `limit` frames, one per camera, starting after the last camera served."""
+        taken: list[Frame] = []
+        count = len(self._slots)
+        for offset in range(count):
+            if len(taken) == limit:
+                break
+            index = (self._next_slot + offset) % count
+            frame = self._slots[index].take()
+            if frame is not None:
+                taken.append(frame)
+                self._next_slot = (index + 1) % count
+        return taken
+
+    async def _collect_batch(self) -> list[Frame]:
+        limit = self._detector.batch_size
+        batch: list[Frame] = []
+        deadline: float | None = None
+        while True:
+            # Clear before scanning: a put() after the scan sets the event again.
+            self._wakeup.event.clear()
+            batch += self._take_round_robin(limit - len(batch))
+            if len(batch) == limit:
+                return batch
+            if batch:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._batch_wait_s
+                if now >= deadline:
+                    return batch
+                try:
+                    await asyncio.wait_for(self._wakeup.event.wait(), deadline - now)
+                except asyncio.TimeoutError:
+                    return batch
+            else:
+                await self._wakeup.event.wait()
+
+    async def run(self) -> None:
+        """Serve batches until cancelled."""
+        async with TaskGroup() as group:
+            while True:
+                # Backpressure: no frame leaves its slot before a request is free for it.
+                await self._free_requests.acquire()
+                try:
+                    frames = await self._collect_batch()
+                except BaseException:
+                    self._free_requests.release()
+                    raise
+                self._inflight += 1
+                if self._on_inflight:
+                    self._on_inflight(self._inflight)
+                group.create_task(self._infer(frames), name=f"infer-batch-{self.batches}")
+                self.batches += 1
+
+    async def _infer(self, frames: list[Frame]) -> None:
+        images: list[NDArray[np.uint8]] = [frame.image for frame in frames]
+        try:
+            result = await self._detector.detect(images)
+        except Exception:
+            # One failed request must not stop the service; a detector that keeps failing
+            # shows as no frames inferred, which the health check and watchdog act on.
+            self.errors += 1
+            log.exception("inference failed for a batch of %d frames", len(frames))
+            return
+        finally:
+            self._inflight -= 1
+            if self._on_inflight:
+                self._on_inflight(self._inflight)
+            self._free_requests.release()
+        try:
+            self._on_result(frames, result)
+        except Exception:
+            self.errors += 1
+            log.exception("handling the results of a batch failed")

@@ -1,0 +1,72 @@
+"""The systemd notify protocol (READY, WATCHDOG, STATUS, STOPPING), written by hand.
+
+sd_notify(3) is one datagram to the AF_UNIX socket named in $NOTIFY_SOCKET (a leading '@'
+means the abstract namespace). Without $NOTIFY_SOCKET every call does nothing, so the
+service runs the same outside systemd.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
+
+class SystemdNotifier:
+    """Sends sd_notify messages; a no-op when not started by systemd with Type=notify."""
+
+    def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        self._address: str | None = None
+        if address.startswith("@"):
+            self._address = "\0" + address[1:]
+        elif address.startswith("/"):
+            self._address = address
+        self._socket: socket.socket | None = None
+        watchdog_usec = env.get("WATCHDOG_USEC", "")
+        watchdog_pid = env.get("WATCHDOG_PID", "")
+        self.watchdog_interval_s: float | None = None
+        if watchdog_usec.isdigit() and (not watchdog_pid or watchdog_pid == str(os.getpid())):
+            # systemd's advice (sd_watchdog_enabled): ping at half the timeout.
+            self.watchdog_interval_s = int(watchdog_usec) / 2_000_000
+
+    @property
+    def enabled(self) -> bool:
+        return self._address is not None
+
+    def _send(self, message: str) -> None:
+        if self._address is None:
+            return
+        try:
+            if self._socket is None:
+                self._socket = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                )
+            self._socket.sendto(message.encode(), self._address)
+        except OSError as exc:
+            # The service must keep running if the manager went away; say so once per kind.
+            log.warning("sd_notify to %s failed: %s", self._address.lstrip("\0"), exc)
+
+    def ready(self, status: str = "") -> None:
+        self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+
+    def watchdog(self) -> None:
+        self._send("WATCHDOG=1")
+
+    def status(self, text: str) -> None:
+        self._send(f"STATUS={text}")
+
+    def stopping(self) -> None:
+        self._send("STOPPING=1")
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

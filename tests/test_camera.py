@@ -1,0 +1,415 @@
+"""CameraReader against real sources: H.264 files made from real footage and a real RTSP server."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+from datetime import timezone
+from typing import TYPE_CHECKING
+
+import pytest
+
+from edge_facedet.camera import CameraReader, CameraState, CameraStatus
+from edge_facedet.frames import Frame
+from edge_facedet.metrics import Metrics
+from tests.support.paths import HIKERS_VIDEO
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from tests.support.media import ClipMaker
+    from tests.support.rtsp import RtspServer
+
+pytestmark = pytest.mark.slow
+
+INPUT_SIZE = (448, 256)  # not square, so a swapped width/height shows
+SECRET = "SuperSecret123"  # noqa: S105 - a fake credential the tests hunt for
+WAIT_S = 20.0  # upper bound for anything a test waits for; healthy runs take a fraction
+
+
+class Recorder:
+    """The consumer side of a reader: keeps every frame and status with its arrival time."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.frame_arrivals: list[float] = []
+        self.statuses: list[CameraStatus] = []
+        self._changed = threading.Condition()
+
+    def on_frame(self, frame: Frame) -> None:
+        with self._changed:
+            self.frames.append(frame)
+            self.frame_arrivals.append(time.monotonic())
+            self._changed.notify_all()
+
+    def on_status(self, status: CameraStatus) -> None:
+        with self._changed:
+            self.statuses.append(status)
+            self._changed.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[], bool], *, what: str, timeout: float = WAIT_S
+    ) -> None:
+        with self._changed:
+            if not self._changed.wait_for(predicate, timeout=timeout):
+                last = self.statuses[-1] if self.statuses else None
+                pytest.fail(f"timed out waiting for {what}; last status {last}")
+
+    def wait_for_state(self, state: CameraState, *, timeout: float = WAIT_S) -> None:
+        self.wait_for(lambda: any(s.state is state for s in self.statuses), what=str(state),
+                      timeout=timeout)  # fmt: skip
+
+    def wait_for_frames(self, count: int, *, timeout: float = WAIT_S) -> None:
+        self.wait_for(lambda: len(self.frames) >= count, what=f"{count} frames", timeout=timeout)
+
+    def states(self) -> list[CameraState]:
+        with self._changed:
+            states = [s.state for s in self.statuses]
+        # Collapse repeats (rate reports): the sequence of state changes.
+        return [s for i, s in enumerate(states) if i == 0 or states[i - 1] is not s]
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def make_reader(metrics: Metrics) -> Iterator[Callable[..., tuple[CameraReader, Recorder]]]:
+    """Factory for started readers with a recorder; every reader is stopped and joined."""
+    readers: list[CameraReader] = []
+
+    def make(*, camera_id: str, url: str, **options: object) -> tuple[CameraReader, Recorder]:
+        recorder = Recorder()
+        settings: dict[str, object] = {
+            "detect_fps": 5.0,
+            "input_size": INPUT_SIZE,
+            "open_timeout_s": 2.0,
+            "read_timeout_s": 2.0,
+            "stall_timeout_s": 2.0,
+            "reconnect_initial_s": 0.2,
+            "reconnect_max_s": 1.0,
+        }
+        settings.update(options)
+        reader = CameraReader(
+            camera_id=camera_id,
+            url=url,
+            on_frame=recorder.on_frame,
+            on_status=recorder.on_status,
+            metrics=metrics,
+            **settings,  # type: ignore[arg-type]
+        )
+        readers.append(reader)
+        reader.start()
+        return reader, recorder
+
+    yield make
+    for reader in readers:
+        reader.stop()
+    for reader in readers:
+        assert reader.join(timeout=5.0), f"{reader.status.camera_id} did not stop"
+
+
+def counter(metrics: Metrics, name: str, camera_id: str) -> float:
+    value = metrics.registry.get_sample_value(f"edge_facedet_{name}_total", {"camera": camera_id})
+    return value or 0.0
+
+
+def gauge(metrics: Metrics, name: str, camera_id: str) -> float:
+    value = metrics.registry.get_sample_value(f"edge_facedet_{name}", {"camera": camera_id})
+    assert value is not None
+    return value
+
+
+@pytest.fixture
+def blackhole_port() -> Iterator[int]:
+    """A port whose listener never accepts: the kernel completes TCP handshakes, nothing
+    ever answers (a camera whose firmware hung)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def test_file_camera_paced_at_detect_fps_with_correct_frames(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    clip = h264_clip.clip(seconds=6)
+    reader, recorder = make_reader(camera_id="file", url=str(clip), detect_fps=5.0)
+
+    recorder.wait_for_frames(16)
+    reader.stop()
+    assert reader.join(timeout=3.0)
+
+    frames = list(recorder.frames)
+    span_s = recorder.frame_arrivals[-1] - recorder.frame_arrivals[0]
+    # 25 fps file, 5 fps out, paced in real time: 15 intervals of 0.2 s (~3 s), not a burst.
+    assert 2.4 <= span_s / (len(frames) - 1) * 15 <= 3.6, span_s
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    for frame in frames:
+        assert frame.camera_id == "file"
+        assert (frame.width, frame.height) == (1280, 720)
+        assert frame.image.shape == (*INPUT_SIZE[::-1], 3)
+        assert frame.image.dtype.name == "uint8"
+        assert frame.capture_time.tzinfo is timezone.utc
+    assert all(a.capture_monotonic < b.capture_monotonic for a, b in itertools.pairwise(frames))
+    assert all(a.capture_time <= b.capture_time for a, b in itertools.pairwise(frames))
+
+    captured = counter(metrics, "frames_captured", "file")
+    skipped = counter(metrics, "frames_skipped", "file")
+    assert captured - skipped == len(frames)
+    assert 0.7 <= skipped / captured <= 0.9  # four of every five frames are only grabbed
+
+    rates = [s for s in recorder.statuses if s.state is CameraState.STREAMING and s.fps_in > 0]
+    assert rates, "no rate report while streaming"
+    assert 20 <= rates[-1].fps_in <= 30
+    assert 3.5 <= rates[-1].fps_out <= 6.5
+    assert reader.status.state is CameraState.STOPPED
+    assert gauge(metrics, "camera_up", "file") == 0
+
+
+def test_file_read_as_fast_as_possible_holds_detect_fps_on_media_clock_then_stops_at_end(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    clip = h264_clip.clip(seconds=4)  # 100 frames at 25 fps
+    reader, recorder = make_reader(camera_id="bench", url=str(clip), realtime=False)
+
+    assert reader.join(timeout=WAIT_S)
+    # Every fifth frame of the file's own timeline, however fast it was read.
+    assert len(recorder.frames) == 20
+    assert counter(metrics, "frames_captured", "bench") == 100
+    assert counter(metrics, "frames_skipped", "bench") == 80
+    # A file without loop_file is a finished source, not a fault.
+    assert recorder.states() == [CameraState.STARTING, CameraState.STREAMING, CameraState.STOPPED]
+    assert reader.status.reconnects == 0
+    assert reader.status.last_error is None
+
+
+def test_looped_file_continues_without_counting_a_fault(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    clip = h264_clip.clip(seconds=1)
+    reader, recorder = make_reader(camera_id="loop", url=str(clip), detect_fps=10.0, loop_file=True)
+
+    recorder.wait_for_frames(25)  # two and a half passes through a one-second clip
+    assert [f.seq for f in recorder.frames[:25]] == list(range(25))
+    assert reader.status.state is CameraState.STREAMING
+    assert reader.status.reconnects == 0
+    assert counter(metrics, "camera_reconnects", "loop") == 0
+    assert CameraState.RECONNECTING not in recorder.states()
+
+
+def test_truncated_file_delivers_what_it_has_then_ends(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    clip = h264_clip.truncated(clip=h264_clip.clip(seconds=4), keep_fraction=0.5)
+    reader, recorder = make_reader(
+        camera_id="truncated", url=str(clip), detect_fps=25.0, realtime=False
+    )
+
+    assert reader.join(timeout=WAIT_S)
+    assert 10 <= len(recorder.frames) < 100
+    assert reader.status.state is CameraState.STOPPED
+
+
+def test_corrupted_file_keeps_decoding_past_the_damage(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    clip = h264_clip.corrupted(clip=h264_clip.clip(seconds=4))
+    reader, recorder = make_reader(
+        camera_id="corrupt", url=str(clip), detect_fps=25.0, realtime=False
+    )
+
+    assert reader.join(timeout=WAIT_S)
+    assert len(recorder.frames) >= 80  # damage costs a few frames, not the rest of the file
+    assert all(f.image.shape == (*INPUT_SIZE[::-1], 3) for f in recorder.frames)
+    assert reader.status.state is CameraState.STOPPED
+
+
+def test_resolution_change_mid_stream_is_carried_by_frames(
+    h264_clip: ClipMaker, make_reader: Callable[..., tuple[CameraReader, Recorder]]
+) -> None:
+    clip = h264_clip.resolution_change(seconds_each=1)
+    reader, recorder = make_reader(
+        camera_id="reschange", url=str(clip), detect_fps=25.0, realtime=False
+    )
+
+    assert reader.join(timeout=WAIT_S)
+    sizes = [(f.width, f.height) for f in recorder.frames]
+    changes = [size for i, size in enumerate(sizes) if i == 0 or sizes[i - 1] != size]
+    assert changes == [(1280, 720), (640, 480)]
+    assert sizes.count((1280, 720)) >= 20
+    assert sizes.count((640, 480)) >= 20
+    assert all(f.image.shape == (*INPUT_SIZE[::-1], 3) for f in recorder.frames)
+    assert (reader.status.frame_width, reader.status.frame_height) == (640, 480)
+
+
+# -- RTSP ----------------------------------------------------------------------------------
+
+
+def test_rtsp_camera_reconnects_after_server_restart_while_another_never_pauses(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    flaky = rtsp_server(mounts={"cam": h264_clip.clip(seconds=15)})
+    steady = rtsp_server(
+        mounts={"cam": h264_clip.clip(seconds=15, width=640, height=480, source=HIKERS_VIDEO)}
+    )
+    flaky_reader, flaky_frames = make_reader(camera_id="flaky", url=flaky.url("cam"))
+    _, steady_frames = make_reader(camera_id="steady", url=steady.url("cam"))
+    flaky_frames.wait_for_frames(5)
+    steady_frames.wait_for_frames(5)
+    assert (flaky_frames.frames[0].width, flaky_frames.frames[0].height) == (1280, 720)
+    assert gauge(metrics, "camera_up", "flaky") == 1
+
+    outage_start = time.monotonic()
+    flaky.kill()
+    flaky_frames.wait_for(
+        lambda: flaky_reader.status.reconnects >= 2, what="two reconnect attempts"
+    )
+    assert flaky_reader.status.state is CameraState.RECONNECTING
+    assert gauge(metrics, "camera_up", "flaky") == 0
+    assert "read failed" in (flaky_reader.status.last_error or "")
+
+    frames_before = len(flaky_frames.frames)
+    restarted_at = time.monotonic()
+    flaky.start()  # same port
+    flaky_frames.wait_for_frames(frames_before + 5)
+    reconnect_s = flaky_frames.frame_arrivals[frames_before] - restarted_at
+    outage_end = time.monotonic()
+    recovered = flaky_reader.status
+    assert recovered.state is CameraState.STREAMING
+    assert counter(metrics, "camera_reconnects", "flaky") == flaky_reader.status.reconnects
+    seqs = [f.seq for f in flaky_frames.frames]
+    assert seqs == list(range(len(seqs)))  # seq continues across the reconnect
+    logging.getLogger(__name__).info("RTSP reconnect after restart: %.2f s", reconnect_s)
+
+    during_outage = [t for t in steady_frames.frame_arrivals if outage_start <= t <= outage_end]
+    gaps = [b - a for a, b in itertools.pairwise(during_outage)]
+    assert len(during_outage) >= 5
+    # 5 fps means 0.2 s between frames; a camera blocked by its neighbour would show seconds.
+    assert max(gaps) < 1.0, gaps
+    assert CameraState.RECONNECTING not in steady_frames.states()
+
+
+def test_stalled_rtsp_stream_is_detected_and_recovered(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+) -> None:
+    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=15)})
+    reader, recorder = make_reader(
+        camera_id="stall", url=server.url("cam"), read_timeout_s=1.0, stall_timeout_s=1.0
+    )
+    recorder.wait_for_frames(3)
+
+    server.pause()  # sockets stay open, nothing is sent
+    try:
+        recorder.wait_for_state(CameraState.RECONNECTING)
+    finally:
+        server.resume()
+    error = reader.status.last_error or ""
+    assert "stalled" in error or "read failed" in error, error
+    frames_before = len(recorder.frames)
+    recorder.wait_for_frames(frames_before + 3)
+    recovered = reader.status
+    assert recovered.state is CameraState.STREAMING
+
+
+def test_unanswering_camera_backs_off_and_never_leaks_its_password(
+    blackhole_port: int,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:{blackhole_port}/stream1"
+    reader, recorder = make_reader(camera_id="blackhole", url=url, open_timeout_s=0.5)
+
+    recorder.wait_for(lambda: reader.status.reconnects >= 2, what="two reconnects")
+    status = reader.status
+    assert status.state is CameraState.RECONNECTING
+    assert status.last_error is not None
+    assert "cannot open" in status.last_error
+    assert f"127.0.0.1:{blackhole_port}/stream1" in status.last_error
+    assert "\n" not in status.last_error
+    assert counter(metrics, "camera_reconnects", "blackhole") >= 2
+    assert gauge(metrics, "camera_up", "blackhole") == 0
+
+    reader.stop()
+    assert reader.join(timeout=3.0)
+    seen = [repr(s) for s in recorder.statuses] + [r.getMessage() for r in caplog.records]
+    assert any("***" in text for text in seen)  # the URL was reported, redacted
+    assert not [text for text in seen if SECRET in text]
+    native_output = capfd.readouterr()  # OpenCV and FFmpeg write to fd 1/2 directly
+    assert SECRET not in native_output.out + native_output.err
+
+
+@pytest.mark.parametrize("source", ["closed-port", "not-a-video"])
+def test_gives_up_after_max_reconnect_attempts(
+    source: str,
+    tmp_path: Path,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    if source == "closed-port":
+        url = f"rtsp://127.0.0.1:{closed_port()}/cam"
+    else:
+        garbage = tmp_path / "camera.mp4"
+        garbage.write_bytes(b"this is not a video\n" * 1000)
+        url = str(garbage)
+    reader, recorder = make_reader(
+        camera_id="doomed", url=url, reconnect_initial_s=0.05, reconnect_max_s=0.1,
+        max_reconnect_attempts=3,
+    )  # fmt: skip
+
+    assert reader.join(timeout=WAIT_S)
+    assert reader.status.state is CameraState.FAILED
+    assert reader.status.reconnects == 3
+    assert counter(metrics, "camera_reconnects", "doomed") == 3
+    assert recorder.states() == [CameraState.STARTING, CameraState.RECONNECTING, CameraState.FAILED]
+    assert recorder.frames == []
+
+
+def test_stop_during_reconnect_backoff_is_prompt(
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+) -> None:
+    # Full jitter draws the delay from [0, 30 s]: almost always a long sleep to interrupt.
+    reader, recorder = make_reader(
+        camera_id="backoff",
+        url=f"rtsp://127.0.0.1:{closed_port()}/cam",
+        reconnect_initial_s=30.0,
+        reconnect_max_s=30.0,
+    )
+    recorder.wait_for_state(CameraState.RECONNECTING)
+
+    reader.stop()
+    assert reader.join(timeout=1.0)
+    assert reader.status.state is CameraState.STOPPED
+    assert recorder.states()[-1] is CameraState.STOPPED
