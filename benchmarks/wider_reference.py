@@ -63,7 +63,9 @@ def reference_detections(
         resized = cv2.resize(image, (INPUT_SIZE, INPUT_SIZE))
         tensor = resized.transpose(2, 0, 1)[None].astype(np.float32)
         rows = compiled([tensor])[0].reshape(-1, 7)
-        rows = rows[rows[:, 0] != -1]
+        # DetectionOutput ends its rows with one whose image_id is -1; the rest are padding.
+        terminators = np.flatnonzero(rows[:, 0] == -1)
+        rows = rows[: terminators[0]] if terminators.size else rows
         scale = np.array([width, height, width, height], np.float32)
         all_boxes.append(rows[:, 3:7] * scale)
         all_scores.append(rows[:, 2].copy())

@@ -37,6 +37,9 @@ cd "$repo"
 
 # --- Python interpreter ---------------------------------------------------------------------
 python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; }
+if [[ -n "${PYTHON:-}" ]] && ! python_ok "$PYTHON"; then
+    die "PYTHON=$PYTHON is not a working Python >= 3.10"
+fi
 python=""
 for candidate in "${PYTHON:-python3}" python3.13 python3.12 python3.11 python3.10; do
     if command -v "$candidate" >/dev/null && python_ok "$candidate"; then
@@ -146,7 +149,8 @@ if [[ -f $stamp && "$(cat "$stamp")" == "$want_stamp" ]] \
 else
     say "python packages: pip install -e '.[test]' (a few minutes on a fresh machine)"
     rm -f "$stamp"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]' \
+    # -qq hides pip's warnings and progress; its errors still print.
+    "$venv/bin/python" -m pip install -qq --disable-pip-version-check -e '.[test]' \
         || die "python packages: pip install failed (see the messages above)"
     printf '%s\n' "$want_stamp" >"$stamp"
 fi
@@ -159,11 +163,11 @@ model_mirror=${EDGE_FACEDET_MODEL_MIRROR:-$shared/models}
 model_source=()
 if [[ -d $model_mirror ]]; then
     model_source=(--mirror "$model_mirror")
-    say "model: installing from mirror $model_mirror into .models"
+    say "model: FP16-INT8 and FP16 in .models (from mirror $model_mirror)"
 else
     [[ -n "${EDGE_FACEDET_MODEL_MIRROR:-}" ]] \
         && die "model: EDGE_FACEDET_MODEL_MIRROR=$model_mirror is not a folder"
-    say "model: downloading from Open Model Zoo into .models"
+    say "model: FP16-INT8 and FP16 in .models (from Open Model Zoo downloads)"
 fi
 for precision in FP16-INT8 FP16; do
     "$cli" model fetch --precision "$precision" "${model_source[@]}" --dest .models \
@@ -174,11 +178,11 @@ media_mirror=${EDGE_FACEDET_MEDIA_MIRROR:-$shared/media}
 media_source=()
 if [[ -d $media_mirror ]]; then
     media_source=(--mirror "$media_mirror")
-    say "demo media: installing from mirror $media_mirror into .media"
+    say "demo media: clips in .media (from mirror $media_mirror)"
 else
     [[ -n "${EDGE_FACEDET_MEDIA_MIRROR:-}" ]] \
         && die "demo media: EDGE_FACEDET_MEDIA_MIRROR=$media_mirror is not a folder"
-    say "demo media: downloading Intel sample videos into .media"
+    say "demo media: clips in .media (from the Intel sample-videos repository)"
 fi
 "$cli" media fetch "${media_source[@]}" --dest .media \
     || die "demo media: fetch failed (see the message above)"

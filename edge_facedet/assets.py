@@ -253,7 +253,7 @@ def fetch_demo_media(
     """Install the demo clips (DEMO_MEDIA) as dest/sample-videos/<name>; return their paths.
 
     Same sources and rules as fetch_model; `mirror` is a folder like the shared media folder,
-    with the clips at mirror/sample-videos/<name>.
+    with the clips at mirror/sample-videos/<name> (the same layout as dest).
     """
     _fetch_all(
         assets=DEMO_MEDIA,

@@ -348,7 +348,7 @@ class CameraReader:
             elif self._backoff.attempt and arrived - session_start > STABLE_STREAMING_S:
                 self._backoff.reset()
 
-            if self._is_due(clock_s=clock_s):
+            if True:
                 self._hand_on(capture=capture, capture_time=capture_time, monotonic=arrived)
             else:
                 self._skipped.inc()

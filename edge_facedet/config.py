@@ -117,6 +117,9 @@ class PublishPolicy(enum.Enum):
 class SecretSource(_Strict):
     """Where a secret comes from. Exactly one of the fields is set."""
 
+    # A password may legitimately begin or end with spaces: keep inline values verbatim.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
     file: Path | None = Field(
         default=None,
         description="Read the secret from this file (one trailing newline removed); "
@@ -629,6 +632,13 @@ class CameraConfig(CameraSettings):
                 raise ValueError("malformed URL (bad host or port)") from None
             if not host:
                 raise ValueError("URL has no host")
+            if "@" not in parts.netloc and "@" in url:
+                # `rtsp://admin:12/34@cam/` parses as host "admin", port 12: the password would
+                # be in the "path" and escape redaction. Credentials must be percent-encoded.
+                raise ValueError(
+                    "URL has '@' after the host; percent-encode / ? # @ in user names and "
+                    "passwords (%2F %3F %23 %40), or use username: and password:"
+                )
             return url
         lowered = url.lower()
         if any(lowered.startswith(f"{scheme}:") for scheme in _URL_SCHEMES):
@@ -874,6 +884,8 @@ def _format_validation_error(path: Path, exc: ValidationError, data: Any) -> Con
         if isinstance(field, str):
             loc = (*loc, field)
         message = str(error["msg"])
+        if error["type"] == "string_pattern_mismatch" and loc and loc[-1] in ("id", "node_id"):
+            message = "must be 1-64 letters, digits, _ or -, starting with a letter or digit"
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         problems.append(f"{path}: {_format_loc(loc, data)}: {message}")
     return ConfigError(problems)
@@ -979,6 +991,10 @@ def display_url(camera: CameraConfig) -> str:
     return redact_url(camera.url)
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_config(path: Path, *, out: TextIO, err: TextIO) -> int:
     """`edge-facedet check-config FILE`: 0 and a summary if valid, else 2 and the problems."""
     try:
@@ -999,10 +1015,10 @@ def check_config(path: Path, *, out: TextIO, err: TextIO) -> int:
     mqtt = config.mqtt
     user = f", user {mqtt.username}" if mqtt.username else ""
     tls = "yes" if mqtt.tls.enabled else "no"
-    out.write(f"mqtt: {mqtt.host}:{mqtt.effective_port}, TLS {tls}{user}\n")
+    out.write(f"mqtt: {_host_port(mqtt.host, mqtt.effective_port)}, TLS {tls}{user}\n")
     metrics = config.metrics
     if metrics.enabled:
-        out.write(f"metrics: http://{metrics.host}:{metrics.port}/metrics\n")
+        out.write(f"metrics: http://{_host_port(metrics.host, metrics.port)}/metrics\n")
     else:
         out.write("metrics: disabled\n")
     return 0

@@ -31,6 +31,7 @@ from edge_facedet.postprocess import to_detections
 if sys.version_info >= (3, 11):
     from asyncio import TaskGroup
 else:  # pragma: no cover - exercised on Python 3.10 only
+    from exceptiongroup import BaseExceptionGroup
     from taskgroup import TaskGroup
 
 if TYPE_CHECKING:
@@ -351,15 +352,17 @@ async def evaluate(
 ) -> EvalResult:
     """Run `detector` over every annotated image in `images_dir` and compute the AP.
 
-    Images are decoded and resized in worker threads. `concurrency` is how many batches may be
-    loading or inferring at once; the default, twice `detector.max_inflight`, keeps every
-    inference request busy while the next batches are decoded (`detect` itself holds callers
-    beyond `max_inflight` until a request is free). `progress(done, total)` is called on the
-    loop with the number of images finished.
+    Images are decoded and resized in worker threads. At most `detector.max_inflight` batches
+    are in `detect` at once; `concurrency` is how many batches may be loading or waiting for
+    a detector slot. Its default, twice `max_inflight`, has the next batches decoded while the
+    current ones infer, so the inference requests never wait for a JPEG decoder.
+    `progress(done, total)` is called on the loop with the number of images finished.
     """
-    workers = concurrency if concurrency is not None else 2 * max(1, detector.max_inflight)
+    inflight = max(1, detector.max_inflight)
+    workers = concurrency if concurrency is not None else 2 * inflight
     if workers < 1:
         raise ValueError(f"concurrency must be >= 1, got {workers}")
+    detector_slots = asyncio.Semaphore(inflight)
     annotations = await asyncio.to_thread(read_ground_truth, gt_file=gt_file, images_dir=images_dir)
     if not annotations:
         raise EvaluationError(f"no image annotated in {gt_file} is present under {images_dir}")
@@ -382,7 +385,8 @@ async def evaluate(
         for batch in next_batch:
             paths = [images_dir / annotations[i].image for i in batch]
             loaded = await asyncio.to_thread(_load_batch, paths, input_size=detector.input_size)
-            result = await detector.detect([image.resized for image in loaded])
+            async with detector_slots:
+                result = await detector.detect([image.resized for image in loaded])
             for image_index, image, rows in zip(batch, loaded, result.rows, strict=True):
                 detections = to_detections(
                     rows,
@@ -397,9 +401,14 @@ async def evaluate(
                 progress(done, total)
 
     started = time.perf_counter()
-    async with TaskGroup() as group:
-        for _ in range(min(workers, len(batches))):
-            group.create_task(worker())
+    try:
+        async with TaskGroup() as group:
+            for _ in range(min(workers, len(batches))):
+                group.create_task(worker())
+    except BaseExceptionGroup as failure:
+        # The first failing batch (an unreadable image, say) cancels the others; callers get
+        # its own exception, not a group, so `except EvaluationError` works for them.
+        raise failure.exceptions[0] from None
     seconds = time.perf_counter() - started
     average_precision = compute_average_precision(
         gt_boxes=[annotation.boxes for annotation in annotations],

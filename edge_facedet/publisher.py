@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["MqttPublisher"]
 
 _log = logging.getLogger(__name__)
-# paho's own chatter (CONNECT/PUBLISH packet traces) goes to a child logger, DEBUG only.
+# paho's own chatter (CONNECT/PUBLISH packet traces) goes to a child logger.
 _paho_log = logging.getLogger(f"{__name__}.paho")
 
 _T = TypeVar("_T")
@@ -60,6 +60,7 @@ _CLOSE_STATUS_TIMEOUT_S = 1.0
 _CANCEL_STATUS_TIMEOUT_S = 1.0
 # No PUBACK within this time means the connection is not usable; reconnect.
 _PUBLISH_TIMEOUT_S = 10.0
+_CONNECT_TIMEOUT_S = 5.0
 # The same failure, repeated while the broker stays down, is logged again at most this often.
 _REPEAT_LOG_S = 300.0
 
@@ -118,6 +119,11 @@ class MqttPublisher:
         self._failures_since_log = 0
         self._denied_topics: set[str] = set()
         self._rejection: ReasonCode | None = None
+        # paho logs socket errors (e.g. the server's TLS alert) at ERROR on its own; they are
+        # captured here and become the cause in our one failure line instead.
+        self._socket_error: str | None = None
+        self._paho_log = logging.getLogger(f"{_paho_log.name}.{self._client_id}")
+        self._paho_log.addFilter(self._capture_socket_error)
 
     # -- topics and state -------------------------------------------------------------------
 
@@ -149,8 +155,7 @@ class MqttPublisher:
 
     def set_camera_state(self, *, camera_id: str, payload: bytes) -> None:
         """Set a camera's retained state; only the latest is kept, and re-sent on reconnect."""
-        topic = self.topic("cameras", camera_id, "state")  # validates camera_id
-        del topic
+        self.topic("cameras", camera_id, "state")  # rejects a camera id that breaks topics
         self._states[camera_id] = payload
         self._unsent_states[camera_id] = None
         self._wakeup.set()
@@ -242,7 +247,7 @@ class MqttPublisher:
                 identifier=self._client_id,
                 username=self._config.username,
                 password=password,
-                logger=_paho_log,
+                logger=self._paho_log,
                 protocol=aiomqtt.ProtocolVersion.V5,
                 # v5 "clean start" with the default session expiry of 0 is 3.1.1's clean
                 # session: the broker keeps nothing for us; the outbox is our queue.
@@ -252,9 +257,14 @@ class MqttPublisher:
                 ),
                 keepalive=self._config.keepalive_s,
                 tls_context=tls_context,
-                timeout=_PUBLISH_TIMEOUT_S,
+                # Bounds the wait for CONNACK (a broker that drops us during the TLS
+                # handshake never sends one); raised to the publish timeout once connected.
+                timeout=_CONNECT_TIMEOUT_S,
             )
-            async with client:
+            async with contextlib.AsyncExitStack() as stack:
+                if not await self._enter_unless_closing(stack, client):
+                    return 0.0
+                client.timeout = _PUBLISH_TIMEOUT_S
                 connected_at = time.monotonic()
                 self._on_connected()
                 await self._serve(client)
@@ -266,6 +276,37 @@ class MqttPublisher:
             if connected_at is not None:
                 self._on_disconnected()
         return 0.0 if connected_at is None else time.monotonic() - connected_at
+
+    async def _enter_unless_closing(
+        self, stack: contextlib.AsyncExitStack, client: aiomqtt.Client
+    ) -> bool:
+        """Connect (enter `client` on `stack`); False if close() came first.
+
+        The connect can take up to the connect timeout; close() must not wait for that.
+        """
+        self._socket_error = None
+        enter = asyncio.ensure_future(stack.enter_async_context(client))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait((enter, closing), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            enter.cancel()
+            raise
+        finally:
+            closing.cancel()
+        if not enter.done():
+            enter.cancel()
+            await asyncio.wait((enter,))
+            return False
+        enter.result()  # raises the connect error
+        return True
+
+    def _capture_socket_error(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        self._socket_error = record.getMessage()
+        _log.debug("MQTT client: %s", self._socket_error)
+        return False
 
     def _password(self) -> str | None:
         if self._config.password is None:
@@ -488,6 +529,9 @@ class MqttPublisher:
             return self._describe_refusal(exc, where=where)
         if was_connected:
             return "lost", f"lost the connection to {where}: {detail}"
+        if self._socket_error is not None and "timed out" in detail.lower():
+            # No CONNACK because the connection died first: the socket error is the cause.
+            detail = self._socket_error
         low = detail.lower()
         if isinstance(exc, ssl.SSLError) or any(w in low for w in ("certificate", "ssl", "tls")):
             return "tls", (

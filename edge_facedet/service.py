@@ -86,6 +86,13 @@ class Service:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _model_cache_dir(self) -> Path | None:
+        if self._config.model.cache_dir is not None:
+            return self._config.model.cache_dir
+        # systemd's CacheDirectory= sets this; a restart then loads the compiled model.
+        cache = self._environ.get("CACHE_DIRECTORY")
+        return Path(cache.split(":")[0]) / "openvino" if cache else None
+
     def _flow_window_s(self) -> float:
         slowest = min(camera.detect_fps for camera in self._enabled_cameras())
         return max(10.0, 5.0 / slowest)
@@ -140,7 +147,7 @@ class Service:
             performance_hint=model.performance_hint.value,
             batch_size=model.batch_size,
             infer_requests=model.infer_requests,
-            cache_dir=model.cache_dir,
+            cache_dir=self._model_cache_dir(),
             inference_threads=model.inference_threads,
         )
         devices = ",".join(detector.info.execution_devices)

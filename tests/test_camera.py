@@ -149,7 +149,7 @@ def test_file_camera_paced_at_detect_fps_with_correct_frames(
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
     metrics: Metrics,
 ) -> None:
-    clip = h264_clip.clip(seconds=6)
+    clip = h264_clip.clip(seconds=4)  # 100 frames; the test needs 80
     reader, recorder = make_reader(camera_id="file", url=str(clip), detect_fps=5.0)
 
     recorder.wait_for_frames(16)
@@ -249,37 +249,39 @@ def test_corrupted_file_keeps_decoding_past_the_damage(
     assert reader.status.state is CameraState.STOPPED
 
 
-def test_resolution_change_mid_stream_is_carried_by_frames(
+def test_resolution_change_inside_a_stream_keeps_the_stream_going(
     h264_clip: ClipMaker, make_reader: Callable[..., tuple[CameraReader, Recorder]]
 ) -> None:
+    # OpenCV 5.0's FFmpeg backend keeps delivering the size it probed at open and rescales
+    # later frames to it (measured), so inside one session the change is invisible; the new
+    # size arrives with the next open (see the RTSP restart test). What must hold here: the
+    # new SPS neither breaks nor ends the stream, and frames stay well-formed.
     clip = h264_clip.resolution_change(seconds_each=1)
     reader, recorder = make_reader(
         camera_id="reschange", url=str(clip), detect_fps=25.0, realtime=False
     )
 
     assert reader.join(timeout=WAIT_S)
-    sizes = [(f.width, f.height) for f in recorder.frames]
-    changes = [size for i, size in enumerate(sizes) if i == 0 or sizes[i - 1] != size]
-    assert changes == [(1280, 720), (640, 480)]
-    assert sizes.count((1280, 720)) >= 20
-    assert sizes.count((640, 480)) >= 20
+    assert len(recorder.frames) >= 45  # both one-second halves at 25 fps
+    assert {(f.width, f.height) for f in recorder.frames} == {(1280, 720)}
     assert all(f.image.shape == (*INPUT_SIZE[::-1], 3) for f in recorder.frames)
-    assert (reader.status.frame_width, reader.status.frame_height) == (640, 480)
+    assert reader.status.state is CameraState.STOPPED
+    assert reader.status.reconnects == 0
 
 
 # -- RTSP ----------------------------------------------------------------------------------
 
 
-def test_rtsp_camera_reconnects_after_server_restart_while_another_never_pauses(
+def test_rtsp_camera_reconnects_to_a_reconfigured_server_while_another_never_pauses(
     h264_clip: ClipMaker,
     rtsp_server: Callable[..., RtspServer],
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
     metrics: Metrics,
 ) -> None:
-    flaky = rtsp_server(mounts={"cam": h264_clip.clip(seconds=15)})
-    steady = rtsp_server(
-        mounts={"cam": h264_clip.clip(seconds=15, width=640, height=480, source=HIKERS_VIDEO)}
-    )
+    clip_720p = h264_clip.clip(seconds=12)
+    clip_480p = h264_clip.clip(seconds=12, width=640, height=480, source=HIKERS_VIDEO)
+    flaky = rtsp_server(mounts={"cam": clip_720p})
+    steady = rtsp_server(mounts={"cam": clip_480p})
     flaky_reader, flaky_frames = make_reader(camera_id="flaky", url=flaky.url("cam"))
     _, steady_frames = make_reader(camera_id="steady", url=steady.url("cam"))
     flaky_frames.wait_for_frames(5)
@@ -294,16 +296,22 @@ def test_rtsp_camera_reconnects_after_server_restart_while_another_never_pauses(
     )
     assert flaky_reader.status.state is CameraState.RECONNECTING
     assert gauge(metrics, "camera_up", "flaky") == 0
-    assert "read failed" in (flaky_reader.status.last_error or "")
+    errors = [s.last_error or "" for s in flaky_frames.statuses]
+    assert "read failed" in next(e for e in errors if e), errors  # the kill, then open failures
+    assert "cannot open" in errors[-1]
 
     frames_before = len(flaky_frames.frames)
     restarted_at = time.monotonic()
+    flaky.mounts["cam"] = clip_480p  # the camera comes back reconfigured to 640x480
     flaky.start()  # same port
     flaky_frames.wait_for_frames(frames_before + 5)
     reconnect_s = flaky_frames.frame_arrivals[frames_before] - restarted_at
     outage_end = time.monotonic()
     recovered = flaky_reader.status
     assert recovered.state is CameraState.STREAMING
+    assert (recovered.frame_width, recovered.frame_height) == (640, 480)
+    assert {(f.width, f.height) for f in flaky_frames.frames[frames_before:]} == {(640, 480)}
+    assert all(f.image.shape == (*INPUT_SIZE[::-1], 3) for f in flaky_frames.frames)
     assert counter(metrics, "camera_reconnects", "flaky") == flaky_reader.status.reconnects
     seqs = [f.seq for f in flaky_frames.frames]
     assert seqs == list(range(len(seqs)))  # seq continues across the reconnect
@@ -322,7 +330,7 @@ def test_stalled_rtsp_stream_is_detected_and_recovered(
     rtsp_server: Callable[..., RtspServer],
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
 ) -> None:
-    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=15)})
+    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
     reader, recorder = make_reader(
         camera_id="stall", url=server.url("cam"), read_timeout_s=1.0, stall_timeout_s=1.0
     )

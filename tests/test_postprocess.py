@@ -331,7 +331,9 @@ def raw_outputs(draw: st.DrawFn) -> tuple[NDArray[np.float32], int]:
     return np.asarray(rows, np.float32).reshape(1, 1, n, 7), batch
 
 
-rois = st.none() | st.tuples(st.floats(0, 0.5), st.floats(0, 0.5), st.floats(0.5, 1), st.floats(0.5, 1))
+rois = st.none() | st.tuples(
+    st.floats(0, 0.5), st.floats(0, 0.5), st.floats(0.5, 1), st.floats(0.5, 1)
+)
 
 
 @settings(max_examples=300, deadline=None)

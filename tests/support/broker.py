@@ -299,7 +299,8 @@ async def mqtt_subscriber(
 class TcpGate:
     """A port that refuses connections until `open()`, then forwards them to `target`.
 
-    `close()` stops listening and cuts the forwarded connections. Tests use it to subscribe
+    `close()` stops listening and cuts the forwarded connections; `hold_replies()` freezes
+    the broker -> client direction, so acknowledgements stay pending. Tests use it to subscribe
     directly on a broker before the code under test (connected through the gate) can reach it.
     """
 
@@ -310,6 +311,15 @@ class TcpGate:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = asyncio.Event()
+        self._replies.set()
+
+    def hold_replies(self) -> None:
+        """Stop forwarding broker -> client (PUBACKs stay pending) until `release_replies()`."""
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
 
     async def open(self) -> None:
         if self._server is None:
@@ -342,15 +352,21 @@ class TcpGate:
             return
         self._writers.add(up_writer)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, replies: bool
+        ) -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
+                    if replies:
+                        await self._replies.wait()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
 
         try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            await asyncio.gather(
+                pipe(reader, up_writer, replies=False), pipe(up_reader, writer, replies=True)
+            )
         finally:
             for w in (writer, up_writer):
                 w.transport.abort()

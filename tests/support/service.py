@@ -1,0 +1,147 @@
+"""Running the real service as a user does: `edge-facedet run --config FILE` in a subprocess.
+
+`ServiceProcess` writes the config, listens on a datagram socket as systemd's notify socket
+would, and offers the metrics page parsed with `prometheus_client.parser`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.paths import REPO
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def edge_facedet_command() -> list[str]:
+    script = Path(sys.executable).parent / "edge-facedet"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "edge_facedet.cli"]
+
+
+class ServiceProcess:
+    """One `edge-facedet run` process with its config, notify socket and log."""
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        watchdog_usec: int | None = 2_000_000,
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.config_path = directory / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.metrics_port = int(config.get("metrics", {}).get("port", 0))
+        self.log_path = directory / "service.log"
+        self.notify_path = directory / "notify.sock"
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(self.notify_path))
+        self._notify.setblocking(False)
+        self.notifications: list[str] = []
+        self._env = {**os.environ, **(env or {}), "NOTIFY_SOCKET": str(self.notify_path)}
+        if watchdog_usec is not None:
+            self._env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self._env.pop("WATCHDOG_PID", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*edge_facedet_command(), "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                cwd=REPO,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def poll_notifications(self) -> list[str]:
+        while True:
+            try:
+                self.notifications.append(self._notify.recv(4096).decode())
+            except BlockingIOError:
+                return self.notifications
+
+    def wait_notification(self, prefix: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.poll_notifications():
+                if message.startswith(prefix) or f"\n{prefix}" in message:
+                    return message
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"service exited {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(
+            f"no {prefix!r} within {timeout} s; got {self.notifications}\n{self.log()}"
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        self.wait_notification("READY=1", timeout)
+
+    def http_get(self, path: str) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+
+    def metrics(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """Samples by name, then by sorted label pairs."""
+        status, body = self.http_get("/metrics")
+        assert status == 200
+        samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                key = tuple(sorted(sample.labels.items()))
+                samples.setdefault(sample.name, {})[key] = sample.value
+        return samples
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        status, body = self.http_get("/healthz")
+        return status, json.loads(body)
+
+    def terminate(self, timeout: float = 10.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds to exit)."""
+        assert self.process is not None
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            self._notify.close()
+
+
+def camera_value(
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str, camera: str
+) -> float:
+    return samples[name][(("camera", camera),)]

@@ -1,0 +1,438 @@
+"""MqttPublisher against real Mosquitto brokers; every test uses its own topic prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import textwrap
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+import pytest
+
+from edge_facedet.config import MqttConfig, QosConfig, SecretSource, TlsConfig
+from edge_facedet.metrics import Metrics
+from edge_facedet.publisher import MqttPublisher
+from tests.support.broker import (
+    BrokerAddress,
+    MosquittoBroker,
+    Received,
+    TcpGate,
+    make_tls_files,
+    mqtt_subscriber,
+    python_env,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
+
+PUBLISHER_LOG = "edge_facedet.publisher"
+
+
+def prefix() -> str:
+    return f"test-edge-facedet/{uuid.uuid4().hex[:12]}"
+
+
+def make(host: str, port: int, topic_prefix: str, **options: Any) -> tuple[MqttPublisher, Metrics]:
+    settings: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "topic_prefix": topic_prefix,
+        "client_id": f"test-{uuid.uuid4().hex[:12]}",
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.2,
+        "qos": QosConfig(faces=1, state=1, status=1),
+    }
+    settings.update(options)
+    metrics = Metrics()
+    publisher = MqttPublisher(config=MqttConfig(**settings), node_id="n1", metrics=metrics)
+    return publisher, metrics
+
+
+@contextlib.asynccontextmanager
+async def running(publisher: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
+    """run() in a task; at exit close() then cancel, as the service's shutdown does."""
+    task = asyncio.create_task(publisher.run())
+    try:
+        yield task
+    finally:
+        await publisher.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def seqs(messages: list[Received], topic: str) -> list[int]:
+    return [json.loads(m.payload)["seq"] for m in messages if m.topic == topic]
+
+
+def face(seq: int) -> bytes:
+    return json.dumps({"seq": seq}).encode()
+
+
+def value(counter: Any) -> float:
+    return float(counter._value.get())
+
+
+async def clear_retained(host: str, port: int, *topics: str) -> None:
+    async with aiomqtt.Client(host, port) as client:
+        for topic in topics:
+            await client.publish(topic, b"", qos=1, retain=True)
+
+
+async def test_online_faces_in_order_state_retained(mqtt_broker: BrokerAddress) -> None:
+    p = prefix()
+    host, port = mqtt_broker.host, mqtt_broker.port
+    publisher, metrics = make(host, port, p, qos=QosConfig(faces=1, state=2, status=1))
+    assert publisher.topic_prefix == p
+    faces_topic = publisher.topic("cameras", "cam1", "faces")
+    state_topic = publisher.topic("cameras", "cam1", "state")
+    try:
+        async with mqtt_subscriber(f"{p}/#", host=host, port=port) as sub, running(publisher):
+            assert await publisher.wait_connected(5)
+            assert value(metrics.mqtt_connected) == 1
+            publisher.set_camera_state(camera_id="cam1", payload=b'{"state":"streaming"}')
+            for i in range(100):
+                publisher.publish_faces(camera_id="cam1", payload=face(i))
+            await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 100)
+            assert seqs(sub.messages, faces_topic) == list(range(100))
+            assert {m.qos for m in sub.on(faces_topic)} == {1}
+            assert sub.on(f"{p}/status")[0].payload == b"online"
+            assert sub.on(state_topic)[-1].qos == 2
+            assert value(metrics.mqtt_published) == 102
+            assert value(metrics.mqtt_dropped) == 0
+            # A late subscriber gets the retained status and state.
+            async with mqtt_subscriber(f"{p}/#", host=host, port=port) as late:
+                await late.wait_for(lambda m: len(m) >= 2)
+                retained = {m.topic: (m.payload, m.retain) for m in late.messages}
+                assert retained == {
+                    f"{p}/status": (b"online", True),
+                    state_topic: (b'{"state":"streaming"}', True),
+                }
+    finally:
+        await clear_retained(host, port, f"{p}/status", state_topic)
+
+
+async def test_broker_down_at_start_outbox_bounded_then_drained(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    broker = private_broker(start=False)
+    gate = TcpGate(target_host=broker.host, target_port=broker.port)
+    p = prefix()
+    publisher, metrics = make(gate.host, gate.port, p, outbox_size=5)
+    faces_topic = publisher.topic("cameras", "c", "faces")
+    async with running(publisher) as task:
+        assert not await publisher.wait_connected(0.5)
+        assert not task.done()  # run() survives the refused connections
+        for i in range(8):
+            publisher.publish_faces(camera_id="c", payload=face(i))  # never blocks
+        assert publisher.outbox_len == 5
+        assert value(metrics.mqtt_dropped) == 3
+        assert value(metrics.mqtt_connected) == 0
+        await asyncio.to_thread(broker.start)
+        async with mqtt_subscriber(f"{p}/#", host=broker.host, port=broker.port) as sub:
+            await gate.open()
+            assert await publisher.wait_connected(5)
+            await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 5)
+            assert seqs(sub.messages, faces_topic) == [3, 4, 5, 6, 7]
+            assert sub.messages[0].topic == f"{p}/status"
+            assert sub.messages[0].payload == b"online"
+            assert publisher.outbox_len == 0
+        await gate.close()
+
+
+async def test_broker_killed_and_restarted(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    broker = private_broker()
+    gate = TcpGate(target_host=broker.host, target_port=broker.port)
+    await gate.open()
+    p = prefix()
+    publisher, metrics = make(gate.host, gate.port, p, outbox_size=50)
+    faces_topic = publisher.topic("cameras", "c", "faces")
+    state_topic = publisher.topic("cameras", "c", "state")
+    async with running(publisher):
+        async with mqtt_subscriber(f"{p}/#", host=broker.host, port=broker.port) as before:
+            assert await publisher.wait_connected(5)
+            publisher.set_camera_state(camera_id="c", payload=b"state-1")
+            for i in range(10):
+                publisher.publish_faces(camera_id="c", payload=face(i))
+            await before.wait_for(lambda m: len(seqs(m, faces_topic)) == 10)
+            await asyncio.to_thread(broker.kill)
+            await gate.close()  # the publisher must not reach the new broker before `after`
+            await before.wait_for(lambda _: before.disconnected)
+        for _ in range(50):
+            if not publisher.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert not publisher.connected
+        assert value(metrics.mqtt_connected) == 0
+        for i in range(10, 30):
+            publisher.publish_faces(camera_id="c", payload=face(i))
+        await asyncio.to_thread(broker.start)
+        async with mqtt_subscriber(f"{p}/#", host=broker.host, port=broker.port) as after:
+            await gate.open()
+            await after.wait_for(lambda m: len(seqs(m, faces_topic)) >= 20)
+            got = seqs(after.messages, faces_topic)
+            assert got == list(range(10, 30))  # FIFO, nothing lost
+            topics = [m.topic for m in after.messages]
+            # online, then the (latest) state, then the outbox.
+            assert topics[:2] == [f"{p}/status", state_topic]
+            assert after.messages[0].payload == b"online"
+            # Re-sent although unchanged: the restarted broker lost its retained store.
+            assert after.messages[1].payload == b"state-1"
+            publisher.set_camera_state(camera_id="c", payload=b"state-2")  # sent right away
+            await after.wait_for(lambda m: m[-1].payload == b"state-2")
+        assert value(metrics.mqtt_dropped) == 0
+    await gate.close()
+
+
+async def test_unacknowledged_message_goes_back_to_the_front(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    broker = private_broker()
+    gate = TcpGate(target_host=broker.host, target_port=broker.port)
+    await gate.open()
+    p = prefix()
+    publisher, metrics = make(gate.host, gate.port, p, outbox_size=50)
+    faces_topic = publisher.topic("cameras", "c", "faces")
+    async with (
+        mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
+        running(publisher),
+    ):
+        assert await publisher.wait_connected(5)
+        gate.hold_replies()  # the broker gets seq 0, its PUBACK never arrives
+        for i in range(5):
+            publisher.publish_faces(camera_id="c", payload=face(i))
+        await sub.wait_for(lambda m: seqs(m, faces_topic) == [0])
+        assert publisher.outbox_len == 4  # seq 0 is in flight
+        await gate.close()  # connection lost while waiting for the PUBACK
+        gate.release_replies()
+        for _ in range(50):
+            if not publisher.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert publisher.outbox_len == 5  # seq 0 is back, at the front
+        await gate.open()
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 6)
+        # At least once: seq 0 again (subscribers dedupe on event_id), then FIFO.
+        assert seqs(sub.messages, faces_topic) == [0, 0, 1, 2, 3, 4]
+        assert value(metrics.mqtt_dropped) == 0
+    await gate.close()
+
+
+async def test_close_with_broker_down_returns_promptly(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    broker = private_broker(start=False)  # nothing listens on its port
+    publisher, _ = make(broker.host, broker.port, prefix(), reconnect_max_s=5.0)
+    task = asyncio.create_task(publisher.run())
+    publisher.publish_faces(camera_id="c", payload=face(0))
+    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await publisher.close()
+    await asyncio.wait_for(task, 1.0)  # run() ends by itself, without cancellation
+    assert loop.time() - started < 1.0
+    assert not publisher.connected
+
+
+async def test_close_publishes_stopped_and_no_will(mqtt_broker: BrokerAddress) -> None:
+    p = prefix()
+    host, port = mqtt_broker.host, mqtt_broker.port
+    publisher, _ = make(host, port, p)
+    try:
+        async with mqtt_subscriber(f"{p}/status", host=host, port=port) as sub:
+            task = asyncio.create_task(publisher.run())
+            assert await publisher.wait_connected(5)
+            await sub.wait_for(lambda m: [x.payload for x in m] == [b"online"])
+            await publisher.close()
+            await publisher.close()  # idempotent
+            await asyncio.wait_for(task, 2)  # run() returned by itself
+            await sub.wait_for(lambda m: [x.payload for x in m] == [b"online", b"stopped"])
+            await asyncio.sleep(0.5)
+            assert [x.payload for x in sub.messages] == [b"online", b"stopped"]  # no Will
+        async with mqtt_subscriber(f"{p}/status", host=host, port=port) as late:
+            await late.wait_for(lambda m: len(m) == 1)
+            assert (late.messages[0].payload, late.messages[0].retain) == (b"stopped", True)
+    finally:
+        await clear_retained(host, port, f"{p}/status")
+
+
+async def test_cancel_without_close_says_offline(mqtt_broker: BrokerAddress) -> None:
+    p = prefix()
+    host, port = mqtt_broker.host, mqtt_broker.port
+    publisher, _ = make(host, port, p)
+    try:
+        async with mqtt_subscriber(f"{p}/status", host=host, port=port) as sub:
+            task = asyncio.create_task(publisher.run())
+            assert await publisher.wait_connected(5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await sub.wait_for(lambda m: [x.payload for x in m] == [b"online", b"offline"])
+    finally:
+        await clear_retained(host, port, f"{p}/status")
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from edge_facedet.config import MqttConfig
+    from edge_facedet.metrics import Metrics
+    from edge_facedet.publisher import MqttPublisher
+
+    async def main() -> None:
+        config = MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), topic_prefix=sys.argv[3])
+        publisher = MqttPublisher(config=config, node_id="child", metrics=Metrics())
+        task = asyncio.create_task(publisher.run())
+        if await publisher.wait_connected(10):
+            print("connected", flush=True)
+        await task
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sigkill_of_publisher_process_sends_will(mqtt_broker: BrokerAddress) -> None:
+    p = prefix()
+    host, port = mqtt_broker.host, mqtt_broker.port
+    try:
+        async with mqtt_subscriber(f"{p}/status", host=host, port=port) as sub:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", CHILD, host, str(port), p, env=python_env()
+            )
+            try:
+                await sub.wait_for(lambda m: [x.payload for x in m] == [b"online"], timeout=15)
+                child.kill()  # SIGKILL: no DISCONNECT, the broker must send the Will
+                await sub.wait_for(lambda m: [x.payload for x in m] == [b"online", b"offline"])
+            finally:
+                if child.returncode is None:
+                    child.kill()
+                await asyncio.wait_for(child.wait(), 5)
+    finally:
+        await clear_retained(host, port, f"{p}/status")
+
+
+async def test_auth_good_and_bad_password(
+    private_broker: Callable[..., MosquittoBroker], caplog: pytest.LogCaptureFixture
+) -> None:
+    good, bad = "g00d-Pa55-x1", "b4d-Pa55-y2"
+    broker = private_broker(users={"edge": good})
+    caplog.set_level(logging.DEBUG)
+
+    ok, _ = make(broker.host, broker.port, prefix(), username="edge",
+                 password=SecretSource(value=good))  # fmt: skip
+    async with running(ok):
+        assert await ok.wait_connected(5)
+
+    wrong, metrics = make(broker.host, broker.port, prefix(), username="edge",
+                          password=SecretSource(value=bad))  # fmt: skip
+    async with running(wrong) as task:
+        await asyncio.sleep(1.5)
+        assert not wrong.connected
+        assert not task.done()
+    assert value(metrics.mqtt_connected) == 0
+
+    ours = [r for r in caplog.records if r.name.startswith(PUBLISHER_LOG)]
+    refusals = [
+        r for r in ours if r.levelno == logging.WARNING and "refused the connection" in r.message
+    ]
+    assert len(refusals) == 1, [r.message for r in ours]  # one line per failure kind
+    assert "not authori" in refusals[0].message.lower()
+    assert "mqtt.username/password" in refusals[0].message
+    assert f"{broker.host}:{broker.port}" in refusals[0].message
+    retries = [r for r in ours if "(again)" in r.message]
+    delays = [float(r.args[1]) for r in ours if r.message.startswith("MQTT reconnect")]  # type: ignore[index, arg-type]
+    assert len(retries) >= 3  # it kept trying...
+    assert all(0 <= d <= 0.2 for d in delays)  # ...within the backoff cap
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        assert good not in text
+        assert bad not in text
+
+
+async def test_acl_denied_status_publish_is_logged(
+    private_broker: Callable[..., MosquittoBroker], caplog: pytest.LogCaptureFixture
+) -> None:
+    p = prefix()
+    acl = f"user edge\ntopic write {p}/cameras/#\n"
+    broker = private_broker(users={"edge": "pw-acl-1"}, acl=acl)
+    publisher, _ = make(broker.host, broker.port, p, username="edge",
+                        password=SecretSource(value="pw-acl-1"))  # fmt: skip
+    caplog.set_level(logging.INFO, logger=PUBLISHER_LOG)
+    async with running(publisher):
+        assert await publisher.wait_connected(5)
+        for _ in range(50):
+            if any("rejected a publish" in r.message for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+    denied = [r.message for r in caplog.records if "rejected a publish" in r.message]
+    assert denied, [r.message for r in caplog.records]
+    assert f"{p}/status" in denied[0]
+    assert "not authori" in denied[0].lower()
+    assert "'edge'" in denied[0]
+
+
+async def test_tls_verified_with_client_certificate(
+    private_broker: Callable[..., MosquittoBroker], tmp_path: Path
+) -> None:
+    tls = make_tls_files(tmp_path / "pki")
+    broker = private_broker(tls=tls, require_certificate=True)
+    p = prefix()
+    tls_config = TlsConfig(
+        enabled=True, ca_file=tls.ca_file, cert_file=tls.client_cert, key_file=tls.client_key
+    )
+    sub_tls = aiomqtt.TLSParameters(
+        ca_certs=str(tls.ca_file), certfile=str(tls.client_cert), keyfile=str(tls.client_key)
+    )
+    for host in ("127.0.0.1", "localhost"):  # both names are in the server certificate
+        publisher, _ = make(host, broker.port, p, tls=tls_config)
+        async with (
+            mqtt_subscriber(f"{p}/status", host=host, port=broker.port, tls_params=sub_tls) as sub,
+            running(publisher),
+        ):
+            assert await publisher.wait_connected(5)
+            await sub.wait_for(lambda m: any(x.payload == b"online" for x in m))
+
+
+async def test_tls_failures_are_explained(
+    private_broker: Callable[..., MosquittoBroker],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tls = make_tls_files(tmp_path / "pki")
+    other = make_tls_files(tmp_path / "other", name="other")
+    broker = private_broker(tls=tls, require_certificate=True)
+    caplog.set_level(logging.WARNING, logger=PUBLISHER_LOG)
+    wrong_ca = TlsConfig(
+        enabled=True, ca_file=other.ca_file, cert_file=tls.client_cert, key_file=tls.client_key
+    )
+    no_client_cert = TlsConfig(enabled=True, ca_file=tls.ca_file)
+    cases = (
+        (wrong_ca, "certificate verify failed"),
+        # TLS 1.3: the server's refusal arrives after the handshake, as an alert.
+        (no_client_cert, "certificate required"),
+    )
+    for tls_config, expected in cases:
+        caplog.clear()
+        publisher, _ = make(broker.host, broker.port, prefix(), tls=tls_config)
+        async with running(publisher) as task:
+            for _ in range(160):
+                if caplog.records:
+                    break
+                await asyncio.sleep(0.05)
+            assert not publisher.connected
+            assert not task.done()
+        messages = [r.message for r in caplog.records]
+        assert messages, "a failure must be logged"
+        assert len(messages) == 1, messages  # one line, paho's own ERROR is folded into it
+        assert messages[0].startswith(f"TLS handshake with MQTT broker {broker.host}:{broker.port}")
+        assert expected in messages[0].lower(), messages
+        assert "mqtt.tls.ca_file" in messages[0]

@@ -1,0 +1,203 @@
+"""Scheduler: fairness, batching, backpressure and drop counting, against a fake detector."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from edge_facedet.detector import BatchResult
+from edge_facedet.frames import Frame
+from edge_facedet.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import NDArray
+
+IMAGE = np.zeros((8, 8, 3), np.uint8)
+
+
+def make_frame(camera_id: str, seq: int) -> Frame:
+    return Frame(
+        camera_id=camera_id,
+        seq=seq,
+        capture_time=datetime.now(timezone.utc),
+        capture_monotonic=time.monotonic(),
+        width=8,
+        height=8,
+        image=IMAGE,
+    )
+
+
+class FakeDetector:
+    """Satisfies the Detector protocol; each call takes `delay_s` and is recorded."""
+
+    def __init__(self, *, batch_size: int = 1, max_inflight: int = 2, delay_s: float = 0.01):
+        self.batch_size = batch_size
+        self.max_inflight = max_inflight
+        self.input_size = (8, 8)
+        self.delay_s = delay_s
+        self.inflight = 0
+        self.peak_inflight = 0
+        self.batches: list[int] = []
+        self.gate: asyncio.Event | None = None
+
+    async def detect(self, images: Sequence[NDArray[np.uint8]]) -> BatchResult:
+        assert 1 <= len(images) <= self.batch_size
+        self.inflight += 1
+        self.peak_inflight = max(self.peak_inflight, self.inflight)
+        self.batches.append(len(images))
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.inflight -= 1
+        rows = [np.zeros((0, 5), np.float32) for _ in images]
+        return BatchResult(rows=rows, inference_seconds=self.delay_s)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def __call__(self, frames: Sequence[Frame], result: BatchResult) -> None:
+        assert len(frames) == len(result.rows)
+        self.frames.extend(frames)
+
+
+async def run_for(scheduler: Scheduler, seconds: float) -> None:
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_round_robin_serves_a_slow_camera_beside_fast_ones() -> None:
+    detector = FakeDetector(batch_size=1, max_inflight=1, delay_s=0.005)
+    recorder = Recorder()
+    scheduler = Scheduler(
+        detector=detector, camera_ids=["fast1", "fast2", "slow"], on_result=recorder
+    )
+    stop = threading.Event()
+
+    def feed(camera_id: str, period_s: float) -> None:
+        seq = 0
+        while not stop.is_set():
+            scheduler.slot(camera_id).put(make_frame(camera_id, seq))
+            seq += 1
+            time.sleep(period_s)
+
+    threads = [
+        threading.Thread(target=feed, args=("fast1", 0.0005)),
+        threading.Thread(target=feed, args=("fast2", 0.0005)),
+        threading.Thread(target=feed, args=("slow", 0.05)),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        await run_for(scheduler, 1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    served = Counter(frame.camera_id for frame in recorder.frames)
+    # The slow camera offers ~20 frames; round robin must take nearly all of them although
+    # the fast cameras always have a frame waiting.
+    assert served["slow"] >= 15, served
+    # The fast cameras share the rest evenly.
+    assert abs(served["fast1"] - served["fast2"]) <= max(3, served["fast1"] // 10), served
+    assert scheduler.slot("fast1").dropped > 0
+
+
+async def test_backpressure_keeps_frames_in_slots_and_counts_drops() -> None:
+    detector = FakeDetector(batch_size=1, max_inflight=2, delay_s=0.0)
+    detector.gate = asyncio.Event()  # inference blocked until the gate opens
+    recorder = Recorder()
+    drops: Counter[str] = Counter()
+    scheduler = Scheduler(
+        detector=detector,
+        camera_ids=["a", "b", "c"],
+        on_result=recorder,
+        on_drop=lambda camera_id: drops.update([camera_id]),
+    )
+    task = asyncio.create_task(scheduler.run())
+    for seq in range(50):
+        for camera_id in ("a", "b", "c"):
+            scheduler.slot(camera_id).put(make_frame(camera_id, seq))
+        await asyncio.sleep(0.001)
+    # Only as many batches as infer requests were taken; nothing queued behind them.
+    assert detector.peak_inflight == 2
+    assert scheduler.inflight == 2
+    assert sum(drops.values()) >= 3 * 50 - 2 - 3
+    detector.gate.set()
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # After the gate opened, the newest frame of each camera was inferred, not an old one.
+    latest = {frame.camera_id: frame.seq for frame in recorder.frames}
+    assert latest == {"a": 49, "b": 49, "c": 49}
+    taken = len(recorder.frames)
+    for camera_id in ("a", "b", "c"):
+        assert scheduler.slot(camera_id).dropped == drops[camera_id]
+    assert taken + sum(drops.values()) == 150
+
+
+async def test_batches_fill_across_cameras_and_partial_batches_leave_after_the_wait() -> None:
+    detector = FakeDetector(batch_size=4, max_inflight=1, delay_s=0.0)
+    recorder = Recorder()
+    scheduler = Scheduler(
+        detector=detector,
+        camera_ids=["a", "b", "c", "d", "e"],
+        on_result=recorder,
+        batch_wait_s=0.05,
+    )
+    task = asyncio.create_task(scheduler.run())
+    for camera_id in ("a", "b", "c", "d", "e"):
+        scheduler.slot(camera_id).put(make_frame(camera_id, 0))
+    await asyncio.sleep(0.01)
+    assert detector.batches == [4]  # a full batch leaves at once
+    started = time.monotonic()
+    while len(detector.batches) < 2 and time.monotonic() - started < 1:
+        await asyncio.sleep(0.005)
+    waited = time.monotonic() - started
+    assert detector.batches == [4, 1]  # the fifth frame left alone after the batch wait
+    assert waited >= 0.03
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(frame.camera_id for frame in recorder.frames) == ["a", "b", "c", "d", "e"]
+
+
+async def test_a_failing_batch_does_not_stop_the_scheduler() -> None:
+    class FlakyDetector(FakeDetector):
+        calls = 0
+
+        async def detect(self, images: Sequence[NDArray[np.uint8]]) -> BatchResult:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("device lost")
+            return await super().detect(images)
+
+    detector = FlakyDetector(batch_size=1, max_inflight=1, delay_s=0.0)
+    recorder = Recorder()
+    scheduler = Scheduler(detector=detector, camera_ids=["a"], on_result=recorder)
+    task = asyncio.create_task(scheduler.run())
+    scheduler.slot("a").put(make_frame("a", 0))
+    await asyncio.sleep(0.02)
+    scheduler.slot("a").put(make_frame("a", 1))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert scheduler.errors == 1
+    assert [frame.seq for frame in recorder.frames] == [1]
