@@ -606,6 +606,14 @@ class CameraConfig(CameraSettings):
         default=None, description="Stream password source, inserted into the URL at open time."
     )
 
+    @field_validator("url", mode="before")
+    @classmethod
+    def _device_index(cls, url: Any) -> Any:
+        # `url: 0` (a V4L2 index) arrives from YAML as an int.
+        if isinstance(url, int) and not isinstance(url, bool) and url >= 0:
+            return str(url)
+        return url
+
     @field_validator("url")
     @classmethod
     def _url_shape(cls, url: str, info: ValidationInfo) -> str:

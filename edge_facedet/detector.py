@@ -201,6 +201,14 @@ class OpenVinoDetector:
         if count == 0 or count > self._batch_size:
             raise ValueError(f"detect takes 1..{self._batch_size} images, got {count}")
         first = images[0]
+        # Checked here, on the loop, so a bad frame raises ValueError to its caller instead of
+        # a RuntimeError from inside OpenVINO after a request was taken (or being silently
+        # cast by np.stack into a batch that the model misreads).
+        for image in images:
+            if image.dtype != np.uint8:
+                raise ValueError(f"images must be uint8 BGR, got {image.dtype}")
+            if image.ndim != 3 or image.shape[2] != 3 or image.shape != first.shape:
+                raise ValueError(f"images must be HxWx3 of one size, got {image.shape}")
         if not self._resize_in_model and first.shape[1::-1] != self._input_size:
             raise ValueError(f"images must be {self._input_size} (w, h), got {first.shape[1::-1]}")
         if count == self._batch_size:
@@ -226,21 +234,25 @@ class OpenVinoDetector:
         # the loop; it is released from the completion callback, not here, because a
         # cancelled caller's request keeps running.
         await self._free_requests.acquire()
-        # AsyncInferQueue marks a request idle just after our callback returns; the permit
-        # can arrive a moment earlier, and start_async would then block the loop.
-        # No event exists for that moment, hence the short poll (it ends within microseconds).
-        while not self._queue.is_ready():  # noqa: ASYNC110
-            await asyncio.sleep(0.0002)
         future: asyncio.Future[tuple[NDArray[np.float32], float]] = loop.create_future()
-        self._inflight += 1
         try:
+            # AsyncInferQueue marks a request idle just after our callback returns; the permit
+            # can arrive a moment earlier, and start_async would then block the loop.
+            # No event exists for that moment, hence the short poll (it ends within
+            # microseconds).
+            while not self._queue.is_ready():  # noqa: ASYNC110
+                await asyncio.sleep(0.0002)
             self._queue.start_async(
                 {0: tensor}, (future, time.perf_counter(), tensor), share_inputs=True
             )
         except BaseException:
-            self._inflight -= 1
+            # Cancelled while polling, or start_async refused the inputs: no request runs, so
+            # no callback will return this permit; without this, each such cancellation
+            # would lose a request for good (and with one request, hang every later call).
             self._free_requests.release()
             raise
+        # _finish is scheduled on this loop by the callback, so it cannot run before this line.
+        self._inflight += 1
         output, seconds = await future
         return BatchResult(rows=split_batch(output, batch=len(images)), inference_seconds=seconds)
 

@@ -235,12 +235,9 @@ class MqttPublisher:
         connected_at: float | None = None
         password: str | None = None
         try:
-            password = self._password()
-            tls_context = None
-            if self._config.tls.enabled:
-                # Reading the CA and key files is blocking I/O; done per attempt so renewed
-                # certificates are picked up on reconnect.
-                tls_context = await asyncio.to_thread(self._tls_context)
+            # Secret files and TLS key material are read per attempt, so a rotated password
+            # or renewed certificate is picked up on reconnect; reading is blocking I/O.
+            password, tls_context = await asyncio.to_thread(self._credentials)
             client = aiomqtt.Client(
                 self._config.host,
                 self._config.effective_port,
@@ -268,9 +265,9 @@ class MqttPublisher:
                 connected_at = time.monotonic()
                 self._on_connected()
                 await self._serve(client)
-        except aiomqtt.MqttError as exc:
-            self._report_failure(exc, password=password, was_connected=connected_at is not None)
         except Exception as exc:  # noqa: BLE001 - run() must survive anything but cancellation
+            # MqttError for broker and network trouble; ConfigError/OSError/SSLError for an
+            # unreadable password or certificate, which may be fixed while we retry.
             self._report_failure(exc, password=password, was_connected=connected_at is not None)
         finally:
             if connected_at is not None:
@@ -307,6 +304,12 @@ class MqttPublisher:
         self._socket_error = record.getMessage()
         _log.debug("MQTT client: %s", self._socket_error)
         return False
+
+    def _credentials(self) -> tuple[str | None, ssl.SSLContext | None]:
+        """(password, TLS context) for one connect attempt; runs in a worker thread."""
+        password = self._password()
+        tls_context = self._tls_context() if self._config.tls.enabled else None
+        return password, tls_context
 
     def _password(self) -> str | None:
         if self._config.password is None:
@@ -529,6 +532,12 @@ class MqttPublisher:
             return self._describe_refusal(exc, where=where)
         if was_connected:
             return "lost", f"lost the connection to {where}: {detail}"
+        if not isinstance(exc, aiomqtt.MqttError | ssl.SSLError):
+            # Raised before any network traffic: the password source or a TLS file.
+            return f"local:{type(exc).__name__}", (
+                f"cannot prepare the connection to {where}: {type(exc).__name__}: {detail} "
+                "(check mqtt.password and the mqtt.tls files)"
+            )
         if self._socket_error is not None and "timed out" in detail.lower():
             # No CONNACK because the connection died first: the socket error is the cause.
             detail = self._socket_error
@@ -549,12 +558,7 @@ class MqttPublisher:
         for needle, kind, text in hints:
             if needle in low:
                 return kind, f"{text} ({detail})"
-        if isinstance(exc, aiomqtt.MqttError | OSError):
-            return "network", f"cannot connect to {where}: {detail}"
-        return (
-            f"error:{type(exc).__name__}",
-            f"MQTT publisher cannot connect to {where}: {type(exc).__name__}: {detail}",
-        )
+        return "network", f"cannot connect to {where}: {detail}"
 
     def _describe_refusal(self, exc: MqttConnectError, *, where: str) -> tuple[str, str]:
         """A negative CONNACK: the broker is up but does not want us."""

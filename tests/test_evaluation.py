@@ -164,20 +164,21 @@ def test_iou_of_exactly_half_is_a_true_positive(detection: Box, expected_ap: flo
 
 
 def test_all_point_interpolation_matches_a_hand_computed_curve() -> None:
-    # Four faces over two images; ranked detections TP, FP, TP, FP, TP (one face missed):
+    # Four faces over two images; ranked detections TP, FP, FP, TP, TP (one face missed):
     #   rank      1     2     3     4     5
-    #   recall    1/4   1/4   2/4   2/4   3/4
-    #   precision 1     1/2   2/3   1/2   3/5
-    # Interpolated precision (max to the right): 1, 2/3, 2/3, 3/5, 3/5.
-    # AP = 1/4 * 1 + (2/4 - 1/4) * 2/3 + (3/4 - 2/4) * 3/5 = 1/4 + 1/6 + 3/20 = 17/30,
-    # where the 11-point VOC 2007 method would give (3*1 + 3*2/3 + 2*3/5) / 11 = 6.2/11.
+    #   recall    1/4   1/4   1/4   2/4   3/4
+    #   precision 1     1/2   1/3   1/2   3/5
+    # Interpolated precision (the best at this recall or beyond): 1, 3/5, 3/5, 3/5, 3/5.
+    # AP = 1/4 * 1 + (2/4 - 1/4) * 3/5 + (3/4 - 2/4) * 3/5 = 1/4 + 3/20 + 3/20 = 11/20.
+    # Without the interpolation it would be 1/4 + 1/4 * 1/2 + 1/4 * 3/5 = 21/40, and the
+    # 11-point VOC 2007 method (3 * 1 + 5 * 3/5 + 3 * 0) / 11 = 6/11.
     faces = [[FACE_A, FACE_B], [FACE_A, FACE_B]]
     detections = [
         [(FACE_A, 0.9), (FAR_AWAY, 0.8), (FACE_B, 0.5)],
-        [(FACE_A, 0.7), (FAR_AWAY, 0.6)],
+        [(FAR_AWAY, 0.7), (FACE_A, 0.6)],
     ]
     result = ap_of(faces=faces, detections=detections)
-    assert result.ap == pytest.approx(17 / 30)
+    assert result.ap == pytest.approx(11 / 20)
     assert (result.true_positives, result.false_positives) == (3, 2)
 
 
@@ -257,10 +258,12 @@ def test_parser_keeps_only_images_present_in_the_folder(tmp_path: Path) -> None:
     ("bad_text", "line", "message"),
     [
         (GT_TEXT.replace("5 5 3 4 2 0 0 1 2 0", "5 5 3 4 2 0 0 1 2"), 4, "expected 10 integers"),
-        (GT_TEXT.replace("100 50 64 70", "100 50 6x4 70"), 9, "must be integers"),
-        (GT_TEXT.replace("\n1\n", "\none\n"), 8, "face count"),
-        (GT_TEXT.replace("0\n0 0 0 0 0 0 0 0 0 0\n", "0\n"), 7, "expected an image name"),
-        (GT_TEXT + "2--Demonstration/d.jpg\n3\n1 1 1 1 0 0 0 0 0 0\n", 12, "file ends inside"),
+        (GT_TEXT.replace("100 50 64 70", "100 50 6x4 70"), 10, "must be integers"),
+        (GT_TEXT.replace("\n1\n", "\none\n"), 9, "face count"),
+        (GT_TEXT.replace("0--Parade/empty.jpg", "0--Parade/empty"), 5, "expected an image name"),
+        # Without its zero line, the count-0 entry swallows the next name as a face line.
+        (GT_TEXT.replace("0\n0 0 0 0 0 0 0 0 0 0\n", "0\n"), 7, "expected 10 integers"),
+        (GT_TEXT + "2--Demonstration/d.jpg\n3\n1 1 1 1 0 0 0 0 0 0\n", 13, "file ends inside"),
     ],
 )
 def test_malformed_ground_truth_names_file_and_line(
@@ -303,7 +306,7 @@ class BrightBoxDetector:
         self.max_running = max(self.max_running, self.running)
         self.batch_lengths.append(len(images))
         try:
-            await asyncio.sleep(0.02)  # long enough for the other workers to pile up
+            await asyncio.sleep(0.05)  # long enough for the other workers to pile up
             rows = []
             for image in images:
                 assert image.shape == (448, 448, 3)
@@ -338,11 +341,12 @@ def write_synthetic_dataset(folder: Path) -> tuple[Path, Path, list[Box]]:
     return folder / "images", gt_file, [face for _, face in sizes_and_faces]
 
 
+@pytest.mark.parametrize(("batch_size", "batch_lengths"), [(2, [1, 2, 2]), (1, [1, 1, 1, 1, 1])])
 async def test_evaluate_maps_boxes_back_and_keeps_max_inflight_batches_busy(
-    tmp_path: Path,
+    tmp_path: Path, batch_size: int, batch_lengths: list[int]
 ) -> None:
     images_dir, gt_file, _ = write_synthetic_dataset(tmp_path)
-    detector = BrightBoxDetector(batch_size=2, max_inflight=2)
+    detector = BrightBoxDetector(batch_size=batch_size, max_inflight=2)
     progress: list[tuple[int, int]] = []
     result = await evaluate(
         detector=detector,
@@ -353,7 +357,7 @@ async def test_evaluate_maps_boxes_back_and_keeps_max_inflight_batches_busy(
     # Boxes found at 448x448 only match the faces (IoU >= 0.5) once scaled back per image.
     assert result.ap == 1.0
     assert (result.images, result.gt_faces_counted, result.detections) == (5, 5, 5)
-    assert sorted(detector.batch_lengths) == [1, 2, 2]
+    assert sorted(detector.batch_lengths) == batch_lengths
     assert detector.max_running == 2  # pipelined, and never beyond max_inflight
     assert progress[0] == (0, 5)
     assert progress[-1] == (5, 5)

@@ -38,7 +38,14 @@ def prefix() -> str:
     return f"test-edge-facedet/{uuid.uuid4().hex[:12]}"
 
 
-def make(host: str, port: int, topic_prefix: str, **options: Any) -> tuple[MqttPublisher, Metrics]:
+def make(
+    host: str,
+    port: int,
+    topic_prefix: str,
+    *,
+    environ: dict[str, str] | None = None,
+    **options: Any,
+) -> tuple[MqttPublisher, Metrics]:
     settings: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -50,7 +57,9 @@ def make(host: str, port: int, topic_prefix: str, **options: Any) -> tuple[MqttP
     }
     settings.update(options)
     metrics = Metrics()
-    publisher = MqttPublisher(config=MqttConfig(**settings), node_id="n1", metrics=metrics)
+    publisher = MqttPublisher(
+        config=MqttConfig(**settings), node_id="n1", metrics=metrics, environ=environ
+    )
     return publisher, metrics
 
 
@@ -206,22 +215,26 @@ async def test_unacknowledged_message_goes_back_to_the_front(
         running(publisher),
     ):
         assert await publisher.wait_connected(5)
-        gate.hold_replies()  # the broker gets seq 0, its PUBACK never arrives
-        for i in range(5):
+        publisher.publish_faces(camera_id="c", payload=face(0))
+        for _ in range(100):  # `online` and seq 0 acknowledged: nothing in flight
+            if value(metrics.mqtt_published) == 2:
+                break
+            await asyncio.sleep(0.02)
+        gate.hold_replies()  # from now on the broker's PUBACKs do not arrive
+        for i in range(1, 6):
             publisher.publish_faces(camera_id="c", payload=face(i))
-        await sub.wait_for(lambda m: seqs(m, faces_topic) == [0])
-        assert publisher.outbox_len == 4  # seq 0 is in flight
+        await sub.wait_for(lambda m: seqs(m, faces_topic) == [0, 1])
+        assert publisher.outbox_len == 4  # seq 1 is in flight
         await gate.close()  # connection lost while waiting for the PUBACK
-        gate.release_replies()
         for _ in range(50):
             if not publisher.connected:
                 break
             await asyncio.sleep(0.05)
-        assert publisher.outbox_len == 5  # seq 0 is back, at the front
+        assert publisher.outbox_len == 5  # seq 1 is back, at the front
         await gate.open()
-        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 6)
-        # At least once: seq 0 again (subscribers dedupe on event_id), then FIFO.
-        assert seqs(sub.messages, faces_topic) == [0, 0, 1, 2, 3, 4]
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 7)
+        # At least once: seq 1 again (subscribers dedupe on event_id), then FIFO.
+        assert seqs(sub.messages, faces_topic) == [0, 1, 1, 2, 3, 4, 5]
         assert value(metrics.mqtt_dropped) == 0
     await gate.close()
 
@@ -327,11 +340,27 @@ async def test_auth_good_and_bad_password(
     broker = private_broker(users={"edge": good})
     caplog.set_level(logging.DEBUG)
 
-    ok, _ = make(broker.host, broker.port, prefix(), username="edge",
-                 password=SecretSource(value=good))  # fmt: skip
+    # The password comes from the environment mapping the service passes in.
+    source = SecretSource(env="EDGE_FACEDET_TEST_MQTT_PW")
+    ok, _ = make(broker.host, broker.port, prefix(), username="edge", password=source,
+                 environ={"EDGE_FACEDET_TEST_MQTT_PW": good})  # fmt: skip
     async with running(ok):
         assert await ok.wait_connected(5)
 
+    seen = list(caplog.records)  # every record is checked for the passwords at the end
+    caplog.clear()
+    unset, _ = make(broker.host, broker.port, prefix(), username="edge", password=source,
+                    environ={})  # fmt: skip
+    async with running(unset) as task:
+        assert not await unset.wait_connected(0.3)
+        assert not task.done()
+    messages = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(messages) == 1, messages
+    assert "EDGE_FACEDET_TEST_MQTT_PW" in messages[0]
+    assert "check mqtt.password" in messages[0]
+
+    seen += caplog.records
+    caplog.clear()
     wrong, metrics = make(broker.host, broker.port, prefix(), username="edge",
                           password=SecretSource(value=bad))  # fmt: skip
     async with running(wrong) as task:
@@ -352,7 +381,7 @@ async def test_auth_good_and_bad_password(
     delays = [float(r.args[1]) for r in ours if r.message.startswith("MQTT reconnect")]  # type: ignore[index, arg-type]
     assert len(retries) >= 3  # it kept trying...
     assert all(0 <= d <= 0.2 for d in delays)  # ...within the backoff cap
-    for record in caplog.records:
+    for record in [*seen, *caplog.records]:
         text = record.getMessage() + (record.exc_text or "")
         assert good not in text
         assert bad not in text

@@ -8,6 +8,7 @@ JSON Schemas that ship in the package.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -168,7 +169,7 @@ async def test_four_cameras_publish_schema_valid_faces_metrics_and_notify(
             for payload in faces_of(sub.messages, prefix, camera):
                 jsonschema.validate(payload, faces_schema)
                 assert payload["camera"] == camera
-            states = [m for m in sub.on(f"{prefix}/cameras/{camera}/state")]
+            states = list(sub.on(f"{prefix}/cameras/{camera}/state"))
             assert states, f"no state for {camera}"
             for state in states:
                 jsonschema.validate(json.loads(state.payload), state_schema)
@@ -212,7 +213,7 @@ async def test_four_cameras_publish_schema_valid_faces_metrics_and_notify(
     async with mqtt_subscriber(
         f"{prefix}/status", host=mqtt_broker.host, port=mqtt_broker.port
     ) as late:
-        received = await late.wait_for(lambda messages: bool(messages), timeout=5)
+        received = await late.wait_for(bool, timeout=5)
         assert received[0].payload == b"stopped"
         assert received[0].retain
 
@@ -261,7 +262,7 @@ async def test_rtsp_server_restart_reconnects_that_camera_and_others_never_pause
             t for t in capture_times(faces_of(sub.messages, prefix, "event")) if t > killed_at - 2
         ]
         assert event_times[-1] > restarted_at
-        gaps = [b - a for a, b in zip(event_times, event_times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(event_times)]
         assert max(gaps) < 1.0, f"file camera paused for {max(gaps):.2f} s"
         code, _ = await asyncio.to_thread(service.terminate)
         assert code == 0

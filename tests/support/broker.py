@@ -299,9 +299,10 @@ async def mqtt_subscriber(
 class TcpGate:
     """A port that refuses connections until `open()`, then forwards them to `target`.
 
-    `close()` stops listening and cuts the forwarded connections; `hold_replies()` freezes
-    the broker -> client direction, so acknowledgements stay pending. Tests use it to subscribe
-    directly on a broker before the code under test (connected through the gate) can reach it.
+    Tests use it to subscribe directly on a broker before the code under test (connected
+    through the gate) can reach it. `close()` stops listening and cuts the forwarded
+    connections; `hold_replies()` freezes the broker -> client direction, so acknowledgements
+    stay pending (until `release_replies()` or `close()`).
     """
 
     def __init__(self, *, target_host: str, target_port: int) -> None:
@@ -331,8 +332,8 @@ class TcpGate:
             server.close()
         for writer in list(self._writers):
             writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
+        # A held pipe would never notice the abort; its data now goes nowhere.
+        self._replies.set()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         if server is not None:
