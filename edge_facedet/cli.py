@@ -58,6 +58,25 @@ def _secret_values(config: ServiceConfig) -> list[str]:
     return values
 
 
+def _model_problem(config: ServiceConfig) -> str | None:
+    """Why the configured model cannot be loaded (naming the field), or None if it can."""
+    from edge_facedet.assets import AssetError, default_model_root, verify_model
+
+    model = config.model
+    if model.path is not None:
+        # An explicit IR may be any model: only its files' presence can be checked.
+        missing = [p for p in (model.path, model.path.with_suffix(".bin")) if not p.is_file()]
+        if missing:
+            return f"model.path: model file {missing[0]} does not exist"
+        return None
+    field = "model.dir" if model.dir is not None else "model.dir (default models root)"
+    try:
+        verify_model(root=model.dir or default_model_root(), precision=model.precision)
+    except AssetError as exc:
+        return f"{field}: {exc}"
+    return None
+
+
 def _model_xml(args: argparse.Namespace) -> Path:
     from edge_facedet.assets import default_model_root, model_xml_path
 
@@ -84,6 +103,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         secrets = _secret_values(config)
     except ConfigError as exc:
         print(f"edge-facedet: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # A missing model is a configuration problem (wrong model.path/dir, or `model fetch`
+    # not run): say so with the field and exit 2 before the service starts, instead of
+    # failing later in OpenVINO with exit 1 and no hint which setting points where.
+    problem = _model_problem(config)
+    if problem is not None:
+        print(f"edge-facedet: invalid configuration: {args.config}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args.log_level, secrets=secrets)
     try:

@@ -6,6 +6,9 @@ Owns the one broker connection of the service and everything sent over it:
   (and on an unplanned cancellation), `stopped` from `close()`.
 * `<prefix>/cameras/<id>/state` (retained): the latest state per camera, re-sent after every
   reconnect so a broker that lost its retained store is repaired.
+* Extra retained messages from `set_retained` (Home Assistant discovery, see
+  homeassistant.py): published after every connect *before* `online`, so a subscriber that
+  reacts to `online` already has them.
 * `<prefix>/cameras/<id>/faces`: FIFO from a bounded outbox; when it is full the oldest
   message is dropped and counted, so a dead broker costs memory of `outbox_size` messages
   at most and never slows the detector down.
@@ -32,13 +35,14 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_facedet.backoff import Backoff
+from edge_facedet.homeassistant import discovery_messages
 from edge_facedet.redact import redact_text
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Mapping
+    from collections.abc import Awaitable, Mapping, Sequence
     from pathlib import Path
 
-    from edge_facedet.config import MqttConfig
+    from edge_facedet.config import CameraConfig, MqttConfig
     from edge_facedet.metrics import Metrics
 
 __all__ = ["MqttPublisher"]
@@ -84,8 +88,8 @@ class _PublishRejectedError(Exception):
 class MqttPublisher:
     """Publishes the service's messages to one broker; see the module docstring.
 
-    Use from one event loop: `publish_faces` and `set_camera_state` are synchronous and
-    never block; `run()` is the connection task; `close()` ends it cleanly.
+    Use from one event loop: `publish_faces`, `set_camera_state` and `set_retained` are
+    synchronous and never block; `run()` is the connection task; `close()` ends it cleanly.
     """
 
     def __init__(
@@ -109,6 +113,9 @@ class MqttPublisher:
         self._states: dict[str, bytes] = {}
         # Camera ids whose latest state the broker has not acknowledged yet (insertion order).
         self._unsent_states: dict[str, None] = {}
+        # set_retained(): topic -> message, and the topics not yet sent on this connection.
+        self._retained: dict[str, _Message] = {}
+        self._unsent_retained: dict[str, None] = {}
         self._wakeup = asyncio.Event()
         self._connected = asyncio.Event()
         self._closing = asyncio.Event()
@@ -159,6 +166,29 @@ class MqttPublisher:
         self._states[camera_id] = payload
         self._unsent_states[camera_id] = None
         self._wakeup.set()
+
+    def set_retained(self, *, topic: str, payload: bytes, qos: int) -> None:
+        """Keep `payload` retained on `topic` (any topic, not only under the prefix).
+
+        Sent after every connect before `online`, and at once if connected now; a later call
+        for the same topic replaces the message.
+        """
+        if not topic or any(ch in topic for ch in "#+\0") or topic.startswith("$"):
+            raise ValueError(f"invalid topic {topic!r}")
+        self._retained[topic] = _Message(topic, payload, qos, retain=True)
+        self._unsent_retained[topic] = None
+        self._wakeup.set()
+
+    def announce_cameras(self, *, cameras: Sequence[CameraConfig]) -> None:
+        """Home Assistant discovery for `cameras`, if `mqtt.home_assistant_discovery` is on."""
+        if not self._config.home_assistant_discovery:
+            return
+        for message in discovery_messages(
+            node_id=self._node_id, topic_prefix=self._prefix, cameras=cameras
+        ):
+            self.set_retained(
+                topic=message.topic, payload=message.payload, qos=self._config.qos.state
+            )
 
     async def wait_connected(self, timeout: float) -> bool:
         """Whether the publisher is (or within `timeout` seconds becomes) connected."""
@@ -347,6 +377,7 @@ class MqttPublisher:
         # The broker may have lost its retained store (restart without persistence).
         for camera_id in self._states:
             self._unsent_states[camera_id] = None
+        self._unsent_retained = dict.fromkeys(self._retained)
 
     def _on_disconnected(self) -> None:
         self._connected.clear()
@@ -356,6 +387,7 @@ class MqttPublisher:
         self._watch_publish_results(client)
         lost = asyncio.create_task(self._connection_lost(client))
         try:
+            await self._publish_unsent_retained(client, lost)
             await self._publish(client, lost, self._status("online"))
             await self._drain(client, lost)
             await self._finish(client, lost)
@@ -382,7 +414,9 @@ class MqttPublisher:
     async def _drain(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
         """States first (they are few and describe the present), then the outbox, FIFO."""
         while not self._closing.is_set():
-            if self._unsent_states:
+            if self._unsent_retained:
+                await self._publish_unsent_retained(client, lost)
+            elif self._unsent_states:
                 await self._publish_next_state(client, lost)
             elif self._outbox:
                 await self._publish_next_face(client, lost)
@@ -426,6 +460,17 @@ class MqttPublisher:
         # A newer state set while this one was in flight stays unsent.
         if self._states.get(camera_id) is payload:
             self._unsent_states.pop(camera_id, None)
+
+    async def _publish_unsent_retained(
+        self, client: aiomqtt.Client, lost: asyncio.Task[None]
+    ) -> None:
+        while self._unsent_retained:
+            topic = next(iter(self._unsent_retained))
+            message = self._retained[topic]
+            await self._publish(client, lost, message)
+            # A replacement set while this one was in flight stays unsent.
+            if self._retained.get(topic) is message:
+                self._unsent_retained.pop(topic, None)
 
     async def _publish_next_face(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
         message = self._outbox.popleft()

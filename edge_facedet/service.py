@@ -167,6 +167,8 @@ class Service:
             credentials_dir=self._credentials_dir,
         )
         enabled = self._enabled_cameras()
+        # Before the first connect, so it already carries the Home Assistant discovery.
+        publisher.announce_cameras(cameras=enabled)
         self.pipeline = pipeline = ResultPipeline(
             node_id=config.node_id,
             run_id=self.run_id,

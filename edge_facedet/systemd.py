@@ -30,6 +30,7 @@ class SystemdNotifier:
         elif address.startswith("/"):
             self._address = address
         self._socket: socket.socket | None = None
+        self._dropped = 0
         watchdog_usec = env.get("WATCHDOG_USEC", "")
         watchdog_pid = env.get("WATCHDOG_PID", "")
         self.watchdog_interval_s: float | None = None
@@ -49,7 +50,21 @@ class SystemdNotifier:
                 self._socket = socket.socket(
                     socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                 )
+                # This runs on the event loop: a manager that does not read its socket (hung
+                # or busy PID 1) fills the queue, and a blocking send would then freeze the
+                # whole service, SIGTERM handling included. A dropped STATUS or WATCHDOG is
+                # harmless in comparison (the next one follows within seconds).
+                self._socket.settimeout(0.0)
             self._socket.sendto(message.encode(), self._address)
+        except BlockingIOError:
+            self._dropped += 1
+            # Powers of two: visible at once, without a line per message while it lasts.
+            if self._dropped & (self._dropped - 1) == 0:
+                log.warning(
+                    "sd_notify to %s: the manager's queue is full; %d message(s) dropped",
+                    self._address.lstrip("\0"),
+                    self._dropped,
+                )
         except OSError as exc:
             # The service must keep running if the manager went away; say so once per kind.
             log.warning("sd_notify to %s failed: %s", self._address.lstrip("\0"), exc)

@@ -18,10 +18,13 @@ pytest_plugins = ["tests.support.broker", "tests.support.rtsp"]
 @pytest.fixture(scope="session")
 def model_root() -> Path:
     """The model tree, installed from the shared mirror (with checksums) if it is missing."""
-    from edge_facedet.assets import fetch_model
+    from edge_facedet.assets import AssetError, fetch_model, verify_model
 
     for precision in ("FP16", "FP16-INT8"):
-        fetch_model(precision=precision, dest=MODEL_ROOT, mirror=MODEL_MIRROR)
+        try:
+            verify_model(root=MODEL_ROOT, precision=precision)
+        except AssetError:
+            fetch_model(precision=precision, dest=MODEL_ROOT, mirror=MODEL_MIRROR)
     return MODEL_ROOT
 
 

@@ -43,7 +43,7 @@ def read_frames(video: Path, indices: list[int]) -> list[NDArray[np.uint8]]:
             ok, frame = capture.read()
             assert ok, f"{video} ended before frame {index}"
             if index in indices:
-                frames[index] = frame
+                frames[index] = np.asarray(frame, np.uint8)
     finally:
         capture.release()
     return [frames[i] for i in indices]
@@ -57,7 +57,10 @@ def full_frames() -> list[NDArray[np.uint8]]:
 
 @pytest.fixture(scope="module")
 def frames(full_frames: list[NDArray[np.uint8]]) -> list[NDArray[np.uint8]]:
-    return [cv2.resize(f, (448, 448), interpolation=cv2.INTER_LINEAR) for f in full_frames]
+    return [
+        np.asarray(cv2.resize(f, (448, 448), interpolation=cv2.INTER_LINEAR), np.uint8)
+        for f in full_frames
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +96,8 @@ def assert_same_detections(
     got: list[NDArray[np.float32]], expected: list[NDArray[np.float32]]
 ) -> None:
     assert len(got) == len(expected)
-    for index, (mine, theirs) in enumerate(zip(got, expected, strict=True)):
-        mine, theirs = above(mine), above(theirs)
+    for index, (got_rows, expected_rows) in enumerate(zip(got, expected, strict=True)):
+        mine, theirs = above(got_rows), above(expected_rows)
         assert len(mine) == len(theirs), f"frame {index}: {len(mine)} vs {len(theirs)} faces"
         np.testing.assert_allclose(mine, theirs, atol=TOLERANCE, rtol=0, err_msg=f"frame {index}")
 
@@ -174,11 +177,17 @@ async def max_tick_gap(
 
 
 def batch8_detector() -> OpenVinoDetector:
-    # Batch 8 in FP16 makes one inference long (~0.2 s here), so a start_async that waited
-    # for a busy request would stall the loop far longer than scheduling noise on a loaded
-    # 2-core machine (tens of ms seen with other test suites running).
+    # Batch 8 in FP16 makes one inference long (~0.3 s on one thread here), so a start_async
+    # that waited for a busy request would stall the loop far longer than scheduling noise.
+    # One inference thread leaves the other core to the loop: with both cores running pinned
+    # inference threads (and other suites on this shared machine), the loop thread was seen
+    # starved inside epoll for a whole inference, which is the OS, not the detector.
     return OpenVinoDetector(
-        model_xml=mirror_xml("FP16"), device="CPU", batch_size=8, infer_requests=2
+        model_xml=mirror_xml("FP16"),
+        device="CPU",
+        batch_size=8,
+        infer_requests=2,
+        inference_threads=1,
     )
 
 
@@ -186,8 +195,11 @@ async def test_detect_never_blocks_the_loop(frames: list[NDArray[np.uint8]]) -> 
     detector = await asyncio.to_thread(batch8_detector)
     # Warm every request up: a request's first inference does one-off set-up.
     await asyncio.gather(*(detector.detect(frames) for _ in range(detector.max_inflight)))
-    gap, one = await max_tick_gap(detector, frames[0], calls=8)
-    print(f"inference {one * 1000:.0f} ms, max tick gap {gap * 1000:.1f} ms")
+    # Three floods, judged by the calmest: a blocking start_async stalls the loop in every
+    # flood, whereas the OS starving the loop thread on this shared machine is sporadic.
+    floods = [await max_tick_gap(detector, frames[0], calls=8) for _ in range(3)]
+    gap, one = min(floods)
+    print("gap/inference ms:", [(round(g * 1000), round(i * 1000)) for g, i in floods])
     assert gap < one / 2, f"loop stalled {gap * 1000:.0f} ms; one inference is {one * 1000:.0f} ms"
 
 
@@ -210,13 +222,17 @@ async def test_tick_gap_bound_catches_a_blocking_start(frames: list[NDArray[np.u
     detector = await asyncio.to_thread(batch8_detector)
     # Warm every request up: a request's first inference does one-off set-up.
     await asyncio.gather(*(detector.detect(frames) for _ in range(detector.max_inflight)))
-    detector._queue = _BlockingQueue(detector._queue)  # type: ignore[assignment]
+    detector._queue = _BlockingQueue(detector._queue)
     detector._free_requests = asyncio.Semaphore(1000)
     try:
-        gap, one = await max_tick_gap(detector, frames[0], calls=8)
+        floods = [await max_tick_gap(detector, frames[0], calls=8) for _ in range(3)]
     finally:
         await asyncio.to_thread(detector.wait_idle)
-    print(f"blocking control: inference {one * 1000:.0f} ms, max tick gap {gap * 1000:.1f} ms")
+    gap, one = min(floods)
+    print(
+        "blocking control gap/inference ms:",
+        [(round(g * 1000), round(i * 1000)) for g, i in floods],
+    )
     assert gap >= one / 2, f"a blocking start stalled only {gap * 1000:.0f} ms"
 
 
@@ -277,7 +293,7 @@ async def test_cancel_while_waiting_for_an_idle_request_returns_the_permit(
         OpenVinoDetector, model_xml=mirror_xml("FP16-INT8"), device="CPU", infer_requests=1
     )
     slow = _SlowToIdleQueue(detector._queue, not_ready_polls=10**9)
-    detector._queue = slow  # type: ignore[assignment]
+    detector._queue = slow
     task = asyncio.create_task(detector.detect([frames[0]]))
     while slow.not_ready_polls == 10**9:  # the caller holds the permit and polls
         await asyncio.sleep(0.001)
@@ -319,7 +335,7 @@ async def test_second_image_of_a_batch_with_a_wrong_size(
 
 async def test_wrong_dtype(batch2_detector: OpenVinoDetector) -> None:
     with pytest.raises(ValueError, match="uint8"):
-        await batch2_detector.detect([np.zeros((448, 448, 3), np.float32)])  # type: ignore[list-item]
+        await batch2_detector.detect([np.zeros((448, 448, 3), np.float32)])
 
 
 @pytest.mark.parametrize("count", [0, 3])

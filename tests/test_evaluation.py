@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import math
 import os
 import re
@@ -26,6 +27,7 @@ from edge_facedet.evaluation import (
     AveragePrecision,
     EvaluationError,
     GroundTruthError,
+    _ProgressLine,
     compute_average_precision,
     evaluate,
     pairwise_iou,
@@ -389,6 +391,36 @@ async def test_evaluate_refuses_a_folder_without_annotated_images(tmp_path: Path
         )
 
 
+class TerminalStream(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_rewrites_one_line_on_a_terminal() -> None:
+    stream = TerminalStream()
+    report = _ProgressLine(stream=stream)
+    for done in range(0, 490, 7):
+        report(done, 489)
+    report(489, 489)
+    text = stream.getvalue()
+    assert text.count("\n") == 1
+    assert text.endswith("\n")
+    assert re.search(r"\r  489/489 images  \d+\.\d img/s\n\Z", text)
+    assert text.startswith("\r  0/489 images")
+
+
+def test_progress_writes_about_ten_lines_to_a_log() -> None:
+    stream = io.StringIO()
+    report = _ProgressLine(stream=stream)
+    for done in range(0, 489, 3):
+        report(done, 489)
+    report(489, 489)
+    lines = stream.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12
+    assert lines[-1].startswith("  489/489 images  ")
+    assert "\r" not in stream.getvalue()
+
+
 # --- the real model against the reference path --------------------------------------------
 
 
@@ -417,9 +449,8 @@ def make_subset(folder: Path, *, count: int) -> tuple[Path, Path]:
             (images_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (images_dir / name).symlink_to(WIDER_IMAGES / name)
             kept.append(name)
-            gt_lines = entry
             with (folder / "gt.txt").open("a") as gt_file:
-                gt_file.write("\n".join(gt_lines) + "\n")
+                gt_file.write("\n".join(entry) + "\n")
     assert len(kept) == count
     return images_dir, folder / "gt.txt"
 
@@ -434,8 +465,11 @@ def load_reference() -> ModuleType:
     return module
 
 
-async def test_service_path_ap_matches_the_reference_path(tmp_path: Path, model_xml: Path) -> None:
-    require_wider_dev()
+async def test_service_path_ap_matches_the_reference_path(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    require_wider_dev()  # before the model fixture, so a missing dataset is what gets reported
+    model_xml: Path = request.getfixturevalue("model_xml")
     images_dir, gt_file = make_subset(tmp_path, count=40)
     # Batch 3 over 40 images ends with a padded batch of one, the service's partial-batch path.
     detector = await asyncio.to_thread(
@@ -472,8 +506,9 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_eval_command_prints_the_ap(tmp_path: Path, model_root: Path) -> None:
+def test_eval_command_prints_the_ap(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     require_wider_dev()
+    model_root: Path = request.getfixturevalue("model_root")
     images_dir, gt_file = make_subset(tmp_path, count=10)
     completed = run_cli(
         "eval",

@@ -145,7 +145,7 @@ def cand(*rows: tuple[float, float, float, float, float]) -> NDArray[np.float32]
 def test_threshold_is_inclusive() -> None:
     rows = cand((0.5, *BOX), (np.nextafter(np.float32(0.5), np.float32(0)), *BOX), (0.51, *BOX))
     found = to_detections(rows, frame_width=100, frame_height=100, confidence_threshold=0.5)
-    np.testing.assert_array_equal(found.confidences, np.float32([0.51, 0.5]))
+    np.testing.assert_array_equal(found.confidences, np.array([0.51, 0.5], np.float32))
 
 
 def test_threshold_zero_and_one() -> None:
@@ -173,10 +173,10 @@ def test_boxes_are_clipped_to_the_frame() -> None:
         (0.4, 0.2, 0.3, 0.4),  # inverted
     ],
 )
-def test_boxes_wholly_outside_or_empty_are_dropped(box: tuple[float, ...]) -> None:
+def test_boxes_wholly_outside_or_empty_are_dropped(box: tuple[float, float, float, float]) -> None:
     rows = cand((0.9, *box), (0.8, *BOX))
     found = to_detections(rows, frame_width=640, frame_height=480, confidence_threshold=0.5)
-    np.testing.assert_array_equal(found.confidences, np.float32([0.8]))
+    np.testing.assert_array_equal(found.confidences, np.array([0.8], np.float32))
 
 
 def test_min_face_px_is_on_the_height_in_frame_pixels() -> None:
@@ -202,7 +202,7 @@ def test_roi_keeps_faces_whose_centre_is_inside() -> None:
     found = to_detections(
         rows, frame_width=100, frame_height=100, confidence_threshold=0.5, roi=(0.3, 0.3, 0.5, 0.5)
     )
-    np.testing.assert_array_equal(found.confidences, np.float32([0.8, 0.7]))
+    np.testing.assert_array_equal(found.confidences, np.array([0.8, 0.7], np.float32))
 
 
 def test_sorted_by_confidence_descending_stable_for_ties() -> None:
@@ -213,7 +213,7 @@ def test_sorted_by_confidence_descending_stable_for_ties() -> None:
         (0.7, 0.3, 0.3, 0.4, 0.4),
     )
     found = to_detections(rows, frame_width=10, frame_height=10, confidence_threshold=0.5)
-    np.testing.assert_array_equal(found.confidences, np.float32([0.9, 0.7, 0.6, 0.6]))
+    np.testing.assert_array_equal(found.confidences, np.array([0.9, 0.7, 0.6, 0.6], np.float32))
     np.testing.assert_allclose(found.boxes_norm[:, 0], [0.1, 0.3, 0.0, 0.2], rtol=1e-6)
 
 

@@ -1,0 +1,487 @@
+"""The `edge-facedet detect PATH...` command: faces in image files, folders and video files.
+
+Owns expanding the PATHs into media files, decoding and resizing them in worker threads
+pipelined with batched inference on an `OpenVinoDetector`, the JSON-lines output (one line
+per frame) and the annotated copies written with `--annotate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import cv2
+import numpy as np
+
+from edge_facedet.detector import OpenVinoDetector
+from edge_facedet.postprocess import to_detections
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import NDArray
+
+    from edge_facedet.detector import BatchResult
+    from edge_facedet.frames import Detections
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2"}
+    | {".pbm", ".pgm", ".ppm", ".pnm", ".ras", ".sr", ".exr", ".hdr", ".pic", ".avif"}
+)
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".avi", ".gif", ".mov", ".webm", ".mpg", ".mpeg", ".ts"}
+    | {".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mjpeg", ".mjpg", ".h264", ".hevc"}
+)
+# Annotated images keep their name when OpenCV writes that format losslessly or as the
+# input did; anything else (bmp, tiff, ...) becomes a PNG so the copy is easy to view.
+_KEPT_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+
+EXIT_OK, EXIT_FAILED, EXIT_NO_INPUT = 0, 1, 2
+
+_BOX_COLOUR = (0, 255, 0)  # BGR green
+_LABEL_COLOUR = (0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """One input file, and where its annotated copy goes (relative to the output folder)."""
+
+    path: Path
+    is_video: bool
+    annotated_name: Path
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """One frame: the original (for annotation) and its network-sized copy."""
+
+    media: MediaFile
+    index: int
+    image: NDArray[np.uint8]
+    resized: NDArray[np.uint8]
+    last: bool
+    """The last frame this file will produce, so its video writer can be closed."""
+    fps: float = 0.0
+    """Videos: the rate of the kept frames, for the annotated copy."""
+
+
+@dataclass(slots=True)
+class _Run:
+    """State shared by the pipeline stages of one `run_detect` call."""
+
+    out: TextIO
+    err: TextIO
+    failed: set[Path] = field(default_factory=set)
+
+    def fail(self, path: Path, message: str) -> None:
+        self.failed.add(path)
+        self.err.write(f"edge-facedet detect: {path}: {message}\n")
+        self.err.flush()
+
+
+def _kind(path: Path) -> bool | None:
+    """True for a video, False for an image, None when the suffix names neither."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return True
+    if suffix in IMAGE_SUFFIXES:
+        return False
+    return None
+
+
+def _annotated_name(relative: Path, *, is_video: bool) -> Path:
+    if is_video:
+        return relative.with_suffix(".mp4")
+    if relative.suffix.lower() in _KEPT_IMAGE_SUFFIXES:
+        return relative
+    return relative.with_suffix(".png")
+
+
+def expand_paths(*, paths: Sequence[Path], run: _Run) -> list[MediaFile]:
+    """Files in argument order; a folder contributes its images and videos, recursively
+    and sorted. Missing paths are reported on `run.err` and skipped."""
+    media: list[MediaFile] = []
+    used: set[Path] = set()
+
+    def add(path: Path, relative: Path, *, is_video: bool) -> None:
+        name = _annotated_name(relative, is_video=is_video)
+        # Two inputs with one name (e.g. a.jpg given twice, or a.png next to a.bmp) must
+        # not overwrite each other's annotated copy.
+        candidate, n = name, 1
+        while candidate in used:
+            candidate = name.with_name(f"{name.stem}-{n}{name.suffix}")
+            n += 1
+        used.add(candidate)
+        media.append(MediaFile(path=path, is_video=is_video, annotated_name=candidate))
+
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)
+            for file in found:
+                add(file, file.relative_to(path), is_video=bool(_kind(file)))
+        elif path.is_file():
+            # A file named explicitly is tried even with an unknown suffix: as a video when
+            # OpenCV cannot read it as an image.
+            kind = _kind(path)
+            add(path, Path(path.name), is_video=bool(kind))
+        else:
+            run.fail(path, "no such file or folder")
+    return media
+
+
+class _VideoReader:
+    """Sequential decoding of one video, keeping every `every_nth` frame; runs in a thread."""
+
+    def __init__(self, path: Path, *, every_nth: int) -> None:
+        self._capture = cv2.VideoCapture(str(path))
+        self._every_nth = every_nth
+        self._index = -1
+        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS)) if self.opened else 0.0
+
+    @property
+    def opened(self) -> bool:
+        return bool(self._capture.isOpened())
+
+    def next(self) -> tuple[int, NDArray[np.uint8]] | None:
+        """The next kept frame and its index in the file, or None at the end."""
+        while True:
+            self._index += 1
+            if self._index % self._every_nth:
+                # grab() skips the colour conversion and copy of frames we do not keep.
+                if not self._capture.grab():
+                    return None
+                continue
+            ok, frame = self._capture.read()
+            if not ok or frame is None:
+                return None
+            return self._index, np.asarray(frame, np.uint8)
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+def _resize(image: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
+    if image.shape[1::-1] == size:
+        return image
+    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), np.uint8)
+
+
+def _read_image(
+    path: Path, size: tuple[int, int]
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | None:
+    """(image, resized) or None; one worker-thread call for both."""
+    # IMREAD_COLOR gives 3-channel BGR for grey, palette and alpha images alike.
+    decoded = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if decoded is None:
+        return None
+    image = np.asarray(decoded, np.uint8)
+    return image, _resize(image, size)
+
+
+async def _produce(
+    *,
+    media: Sequence[MediaFile],
+    size: tuple[int, int],
+    every_nth: int,
+    frames: asyncio.Queue[_Decoded | None],
+    run: _Run,
+) -> None:
+    """Decode and resize in worker threads, so that runs on the second core while the
+    detector's requests run on OpenVINO's threads."""
+    for item in media:
+        if not item.is_video:
+            read = await asyncio.to_thread(_read_image, item.path, size)
+            if read is not None:
+                await frames.put(_Decoded(item, 0, *read, last=True))
+                continue
+            if _kind(item.path) is not None:  # an image by name that OpenCV cannot read
+                run.fail(item.path, "cannot read the image")
+                continue
+            video = MediaFile(
+                path=item.path,
+                is_video=True,
+                annotated_name=item.annotated_name.with_suffix(".mp4"),
+            )
+        else:
+            video = item
+        await _produce_video(item=video, size=size, every_nth=every_nth, frames=frames, run=run)
+    # Only a normal end is signalled: on an error, _detect_files cancels every stage, and
+    # a put() into a full queue here would then never return.
+    await frames.put(None)
+
+
+async def _produce_video(
+    *,
+    item: MediaFile,
+    size: tuple[int, int],
+    every_nth: int,
+    frames: asyncio.Queue[_Decoded | None],
+    run: _Run,
+) -> None:
+    reader = await asyncio.to_thread(_VideoReader, item.path, every_nth=every_nth)
+    try:
+        if not reader.opened:
+            run.fail(item.path, "cannot open it as an image or a video")
+            return
+
+        def next_frame() -> tuple[int, NDArray[np.uint8], NDArray[np.uint8]] | None:
+            got = reader.next()
+            return None if got is None else (got[0], got[1], _resize(got[1], size))
+
+        # Keeping every Nth frame, the annotated copy plays at 1/N of the rate, in real time.
+        fps = (reader.fps if reader.fps > 0 else 25.0) / every_nth
+        # One frame of look-ahead tells the consumer which frame is the file's last.
+        pending = await asyncio.to_thread(next_frame)
+        if pending is None:
+            run.fail(item.path, "no frame could be decoded")
+            return
+        while pending is not None:
+            following = await asyncio.to_thread(next_frame)
+            index, image, resized = pending
+            decoded = _Decoded(item, index, image, resized, last=following is None, fps=fps)
+            await frames.put(decoded)
+            pending = following
+    finally:
+        await asyncio.to_thread(reader.close)
+
+
+async def _batch(
+    *,
+    detector: OpenVinoDetector,
+    frames: asyncio.Queue[_Decoded | None],
+    batches: asyncio.Queue[tuple[list[_Decoded], asyncio.Task[BatchResult]] | None],
+) -> None:
+    """Group frames into full batches (a partial one only at the end) and start them; the
+    bounded `batches` queue keeps about `max_inflight` requests busy without running ahead."""
+    batch: list[_Decoded] = []
+    while (decoded := await frames.get()) is not None:
+        batch.append(decoded)
+        if len(batch) == detector.batch_size:
+            task = asyncio.create_task(detector.detect([d.resized for d in batch]))
+            await batches.put((batch, task))
+            batch = []
+    if batch:
+        task = asyncio.create_task(detector.detect([d.resized for d in batch]))
+        await batches.put((batch, task))
+    await batches.put(None)  # as in _produce: only a normal end is signalled
+
+
+class _Annotator:
+    """Writes annotated copies; called from a worker thread, one frame at a time, in order."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self._out_dir = out_dir
+        self._writer: cv2.VideoWriter | None = None
+
+    def add(self, decoded: _Decoded, faces: Detections) -> str | None:
+        """Draw and write one frame; returns an error message, or None."""
+        image = draw_faces(image=decoded.image, faces=faces)
+        target = self._out_dir / decoded.media.annotated_name
+        if self._writer is None:  # a new file: its folder may not exist yet
+            target.parent.mkdir(parents=True, exist_ok=True)
+        if not decoded.media.is_video:
+            return None if cv2.imwrite(str(target), image) else f"cannot write {target}"
+        if self._writer is None:
+            height, width = image.shape[:2]
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            self._writer = cv2.VideoWriter(str(target), fourcc, decoded.fps, (width, height))
+            if not self._writer.isOpened():
+                self._writer = None
+                return f"cannot write {target}"
+        self._writer.write(image)
+        if decoded.last:
+            self.close()
+        return None
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        self._writer = None
+
+
+def draw_faces(*, image: NDArray[np.uint8], faces: Detections) -> NDArray[np.uint8]:
+    """A copy of `image` with each face's box and confidence drawn on it."""
+    canvas = image.copy()
+    # Line width and text scale follow the frame size so labels stay legible on 1080p.
+    thickness = max(1, round(max(image.shape[:2]) / 320))
+    scale = max(0.4, max(image.shape[:2]) / 1280)
+    corners = np.rint(faces.boxes_px).astype(np.int32)
+    # OpenCV draws one rectangle per call; this loop is per face on the annotation path
+    # only, not per candidate row on the inference path.
+    for (x0, y0, x1, y1), confidence in zip(
+        corners.tolist(), faces.confidences.tolist(), strict=True
+    ):
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), _BOX_COLOUR, thickness)
+        label = f"{confidence:.2f}"
+        (text_w, text_h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = max(y0 - text_h - base, 0)
+        cv2.rectangle(canvas, (x0, top), (x0 + text_w, top + text_h + base), _BOX_COLOUR, -1)
+        cv2.putText(
+            canvas,
+            label,
+            (x0, top + text_h),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            _LABEL_COLOUR,
+            1,
+            cv2.LINE_AA,
+        )
+    return canvas
+
+
+def frame_record(
+    *, decoded: _Decoded, rows: NDArray[np.float32], threshold: float, min_face_px: int
+) -> tuple[dict[str, object], Detections]:
+    """The JSON object for one frame (and its detections, for annotation)."""
+    height, width = decoded.image.shape[:2]
+    faces = to_detections(
+        rows,
+        frame_width=width,
+        frame_height=height,
+        confidence_threshold=threshold,
+        min_face_px=min_face_px,
+    )
+    # float64 before rounding, so 12.3 prints as 12.3 rather than float32's 12.300000190734863.
+    boxes = np.round(faces.boxes_px.astype(np.float64), 1).tolist()
+    boxes_norm = np.round(faces.boxes_norm.astype(np.float64), 4).tolist()
+    confidences = np.round(faces.confidences.astype(np.float64), 3).tolist()
+    record: dict[str, object] = {
+        "file": str(decoded.media.path),
+        "frame": decoded.index,
+        "width": width,
+        "height": height,
+        "faces": [
+            {"box": box, "box_norm": norm, "confidence": conf}
+            for box, norm, conf in zip(boxes, boxes_norm, confidences, strict=True)
+        ],
+    }
+    return record, faces
+
+
+async def _consume(
+    *,
+    batches: asyncio.Queue[tuple[list[_Decoded], asyncio.Task[BatchResult]] | None],
+    threshold: float,
+    min_face_px: int,
+    annotator: _Annotator | None,
+    run: _Run,
+) -> None:
+    """Results in input order: JSON lines, then annotated copies (written in a thread)."""
+    try:
+        while (entry := await batches.get()) is not None:
+            batch, task = entry
+            result = await task
+            lines = []
+            for decoded, rows in zip(batch, result.rows, strict=True):
+                record, faces = frame_record(
+                    decoded=decoded, rows=rows, threshold=threshold, min_face_px=min_face_px
+                )
+                lines.append(json.dumps(record) + "\n")
+                if annotator is not None and decoded.media.path not in run.failed:
+                    problem = await asyncio.to_thread(annotator.add, decoded, faces)
+                    if problem is not None:
+                        run.fail(decoded.media.path, problem)
+            run.out.write("".join(lines))
+            run.out.flush()
+    finally:
+        if annotator is not None:
+            await asyncio.to_thread(annotator.close)
+
+
+async def _detect_files(
+    *,
+    media: Sequence[MediaFile],
+    model_xml: Path,
+    device: str,
+    batch_size: int,
+    confidence_threshold: float,
+    min_face_px: int,
+    annotate_dir: Path | None,
+    every_nth: int,
+    run: _Run,
+) -> None:
+    detector = await asyncio.to_thread(
+        OpenVinoDetector, model_xml=model_xml, device=device, batch_size=batch_size
+    )
+    # A few decoded batches ahead of inference hide decoding jitter; more would only hold
+    # full-size frames in memory.
+    depth = detector.max_inflight * detector.batch_size * 2
+    frames: asyncio.Queue[_Decoded | None] = asyncio.Queue(maxsize=depth)
+    batches: asyncio.Queue[tuple[list[_Decoded], asyncio.Task[BatchResult]] | None]
+    batches = asyncio.Queue(maxsize=detector.max_inflight)
+    annotator = None if annotate_dir is None else _Annotator(annotate_dir)
+    stages = [
+        asyncio.create_task(
+            _produce(
+                media=media,
+                size=detector.input_size,
+                every_nth=every_nth,
+                frames=frames,
+                run=run,
+            )
+        ),
+        asyncio.create_task(_batch(detector=detector, frames=frames, batches=batches)),
+        asyncio.create_task(
+            _consume(
+                batches=batches,
+                threshold=confidence_threshold,
+                min_face_px=min_face_px,
+                annotator=annotator,
+                run=run,
+            )
+        ),
+    ]
+    try:
+        await asyncio.gather(*stages)
+    finally:
+        # A failed stage would leave the others waiting on a queue forever.
+        for stage in stages:
+            stage.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)
+        await asyncio.to_thread(detector.wait_idle)
+
+
+def run_detect(
+    *,
+    paths: Sequence[Path],
+    model_xml: Path,
+    device: str = "AUTO",
+    batch_size: int = 1,
+    confidence_threshold: float = 0.5,
+    min_face_px: int = 0,
+    annotate_dir: Path | None = None,
+    every_nth: int = 1,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Detect faces in `paths`, one JSON line per frame on `out`.
+
+    Returns 0, or 1 when any file could not be read (or its copy written; the others are
+    still processed), or 2 when no image or video file was found at all.
+    """
+    if every_nth < 1:
+        raise ValueError("every_nth must be >= 1")
+    run = _Run(out=out, err=err)
+    media = expand_paths(paths=paths, run=run)
+    if not media:
+        err.write("edge-facedet detect: no image or video file found\n")
+        return EXIT_NO_INPUT
+    if annotate_dir is not None:
+        annotate_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(
+        _detect_files(
+            media=media,
+            model_xml=model_xml,
+            device=device,
+            batch_size=batch_size,
+            confidence_threshold=confidence_threshold,
+            min_face_px=min_face_px,
+            annotate_dir=annotate_dir,
+            every_nth=every_nth,
+            run=run,
+        )
+    )
+    return EXIT_FAILED if run.failed else EXIT_OK

@@ -1,0 +1,218 @@
+"""`run_detect` (the `edge-facedet detect` command) on real frames written to temporary
+images and videos: JSON lines, folders, every-Nth, annotated copies and failure handling."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_facedet.filedetect import EXIT_FAILED, EXIT_NO_INPUT, EXIT_OK, run_detect
+from tests.support.paths import FACE_VIDEO, MODEL_MIRROR
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from numpy.typing import NDArray
+
+CLIP_FRAMES = 5
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    xml = MODEL_MIRROR / "intel" / "face-detection-0204" / "FP16-INT8" / "face-detection-0204.xml"
+    if not xml.is_file():
+        pytest.skip(f"model not in the shared mirror: {xml}")
+    return xml
+
+
+@pytest.fixture(scope="module")
+def event_frames() -> list[NDArray[np.uint8]]:
+    capture = cv2.VideoCapture(str(FACE_VIDEO))
+    frames = []
+    for _ in range(CLIP_FRAMES):
+        ok, frame = capture.read()
+        assert ok
+        frames.append(np.asarray(frame, np.uint8))
+    capture.release()
+    return frames
+
+
+@pytest.fixture
+def face_png(tmp_path: Path, event_frames: list[NDArray[np.uint8]]) -> Path:
+    path = tmp_path / "in" / "event.png"
+    path.parent.mkdir()
+    assert cv2.imwrite(str(path), event_frames[0])
+    return path
+
+
+def write_clip(path: Path, frames: list[NDArray[np.uint8]]) -> None:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def detect(model: Path, *paths: Path, **options: Any) -> tuple[int, list[dict[str, Any]], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run_detect(paths=list(paths), model_xml=model, out=out, err=err, **options)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    return code, lines, err.getvalue()
+
+
+def test_one_image(model: Path, face_png: Path) -> None:
+    code, lines, err = detect(model, face_png, device="CPU")
+    assert (code, err) == (EXIT_OK, "")
+    (line,) = lines
+    assert (line["file"], line["frame"], line["width"], line["height"]) == (
+        str(face_png),
+        0,
+        640,
+        480,
+    )
+    faces = line["faces"]
+    assert len(faces) >= 3
+    for face in faces:
+        x0, y0, x1, y1 = face["box"]
+        assert 0 <= x0 < x1 <= 640
+        assert 0 <= y0 < y1 <= 480
+        assert face["confidence"] >= 0.5
+        # The pixel box is the normalised one scaled, each rounded as documented.
+        assert face["box"] == [round(v, 1) for v in face["box"]]
+        assert face["box_norm"] == [round(v, 4) for v in face["box_norm"]]
+        assert face["confidence"] == round(face["confidence"], 3)
+        scaled = np.multiply(face["box_norm"], [640, 480, 640, 480])
+        np.testing.assert_allclose(face["box"], scaled, atol=0.1)
+    confidences = [f["confidence"] for f in faces]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+def test_threshold_and_min_face_px_filter(model: Path, face_png: Path) -> None:
+    _, (everything,), _ = detect(model, face_png, device="CPU", confidence_threshold=0.3)
+    _, (strict,), _ = detect(model, face_png, device="CPU", confidence_threshold=0.99)
+    heights = sorted(f["box"][3] - f["box"][1] for f in everything["faces"])
+    _, (big,), _ = detect(
+        model, face_png, device="CPU", confidence_threshold=0.3, min_face_px=int(heights[-1])
+    )
+    assert len(everything["faces"]) > len(strict["faces"]) >= 1
+    assert all(f["confidence"] >= 0.99 for f in strict["faces"])
+    assert 1 <= len(big["faces"]) < len(everything["faces"])
+
+
+@pytest.fixture
+def media_folder(tmp_path: Path, event_frames: list[NDArray[np.uint8]]) -> Path:
+    folder = tmp_path / "media"
+    (folder / "nested").mkdir(parents=True)
+    write_clip(folder / "clip.mp4", event_frames)
+    assert cv2.imwrite(str(folder / "nested" / "still.bmp"), event_frames[2])
+    (folder / "notes.txt").write_text("not media\n")
+    return folder
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_folder_of_image_and_video(model: Path, media_folder: Path, batch_size: int) -> None:
+    # Batch 4 mixes the clip's last frame and the image in one request, and ends partial.
+    code, lines, err = detect(model, media_folder, device="CPU", batch_size=batch_size)
+    assert (code, err) == (EXIT_OK, "")
+    clip, still = str(media_folder / "clip.mp4"), str(media_folder / "nested" / "still.bmp")
+    assert [(line["file"], line["frame"]) for line in lines] == [
+        *((clip, i) for i in range(CLIP_FRAMES)),
+        (still, 0),
+    ]
+    assert all(len(line["faces"]) >= 3 for line in lines)
+
+
+def test_every_nth_frame(model: Path, media_folder: Path) -> None:
+    code, lines, _ = detect(model, media_folder / "clip.mp4", device="CPU", every_nth=2)
+    assert code == EXIT_OK
+    assert [line["frame"] for line in lines] == [0, 2, 4]
+
+
+def test_annotate_writes_boxes_on_copies(model: Path, media_folder: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "annotated"
+    code, lines, err = detect(model, media_folder, device="CPU", annotate_dir=out_dir)
+    assert (code, err) == (EXIT_OK, "")
+
+    still_in = cv2.imread(str(media_folder / "nested" / "still.bmp"))
+    # A BMP's copy becomes a PNG (lossless, so unchanged pixels compare exactly).
+    still_out = cv2.imread(str(out_dir / "nested" / "still.png"))
+    assert still_in is not None
+    assert still_out is not None
+    assert still_out.shape == still_in.shape
+    changed = np.any(still_out != still_in, axis=2)
+    faces = lines[-1]["faces"]
+    on_box = np.zeros_like(changed)
+    for face in faces:
+        x0, y0, x1, y1 = (round(v) for v in face["box"])
+        # Each box's outline is drawn: its left edge, down the middle of its height.
+        assert changed[(y0 + y1) // 2, max(x0 - 1, 0) : x0 + 2].any()
+        on_box[max(y0 - 40, 0) : y1 + 3, max(x0 - 3, 0) : x1 + 40] = True
+    assert changed.any()
+    assert not changed[~on_box].any(), "pixels changed away from every face"
+
+    clip_out = cv2.VideoCapture(str(out_dir / "clip.mp4"))
+    assert clip_out.isOpened()
+    if shutil.which("ffprobe"):
+        fields = "stream=codec_name,codec_tag_string"
+        clip = str(out_dir / "clip.mp4")
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", fields, clip],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert probe.stdout.split() == [
+            "[STREAM]",
+            "codec_name=mpeg4",
+            "codec_tag_string=mp4v",
+            "[/STREAM]",
+        ]
+    count, first = 0, None
+    while True:
+        ok, frame = clip_out.read()
+        if not ok:
+            break
+        first = frame if first is None else first
+        count += 1
+    clip_out.release()
+    assert count == CLIP_FRAMES
+    assert first is not None
+    assert first.shape == (480, 640, 3)
+    # The clip was lossy already: compare the box outline colour, green, not exact pixels.
+    face = lines[0]["faces"][0]
+    x0, y0, _, y1 = (round(v) for v in face["box"])
+    outline = first[(y0 + y1) // 2, x0].astype(int)
+    assert outline[1] > 150 and outline[0] < 120 and outline[2] < 120, outline
+
+
+def test_missing_and_unreadable_files_are_reported_and_skipped(
+    model: Path, face_png: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "gone.jpg"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\x00not a jpeg" * 100)
+    code, lines, err = detect(model, missing, broken, face_png, device="CPU")
+    assert code == EXIT_FAILED
+    assert str(missing) in err
+    assert str(broken) in err
+    assert [line["file"] for line in lines] == [str(face_png)]
+    assert len(lines[0]["faces"]) >= 3
+
+
+def test_no_input_files(model: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing to see\n")
+    code, lines, err = detect(model, empty, tmp_path / "absent.png", device="CPU")
+    assert code == EXIT_NO_INPUT
+    assert lines == []
+    assert "absent.png" in err
+    assert "no image or video file" in err

@@ -1,0 +1,375 @@
+"""Home Assistant MQTT discovery: payloads against HA's documented keys, templates, real broker.
+
+The allowed keys are copied from the HA docs (integrations/sensor.mqtt and
+binary_sensor.mqtt, "Configuration Variables", and the MQTT discovery page for `device` and
+`availability`), as of HA 2026.x. jinja2 is not a project dependency, so the templates are
+checked literally and evaluated by a tiny interpreter for exactly the template shapes used.
+The end-to-end test runs the real publisher against the real broker, then checks what a
+fresh subscriber gets as retained messages, and that `online` comes after the configs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from edge_facedet.config import CameraConfig, MqttConfig, PublishConfig, PublishPolicy
+from edge_facedet.homeassistant import (
+    AVAILABILITY_TEMPLATE,
+    FACE_COUNT_TEMPLATE,
+    FACE_PRESENT_TEMPLATE,
+    binary_sensor_config,
+    discovery_messages,
+    expire_after_s,
+    sensor_config,
+)
+from edge_facedet.metrics import Metrics
+from edge_facedet.publisher import MqttPublisher
+from tests.support.broker import BrokerAddress, mqtt_subscriber
+from tests.support.paths import FACE_VIDEO
+from tests.support.service import ServiceProcess
+from tests.test_service import service_config
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from tests.support.broker import MosquittoBroker, Received
+
+_COMMON_KEYS = {
+    "availability", "availability_mode", "availability_template", "availability_topic",
+    "default_entity_id", "device", "device_class", "enabled_by_default", "encoding",
+    "entity_category", "entity_picture", "expire_after", "force_update", "icon",
+    "json_attributes_template", "json_attributes_topic", "name", "object_id",
+    "payload_available", "payload_not_available", "platform", "qos", "state_topic",
+    "unique_id", "value_template",
+}  # fmt: skip
+SENSOR_KEYS = _COMMON_KEYS | {
+    "last_reset_value_template", "options", "state_class", "suggested_display_precision",
+    "unit_of_measurement",
+}  # fmt: skip
+BINARY_SENSOR_KEYS = _COMMON_KEYS | {"off_delay", "payload_off", "payload_on"}
+DEVICE_KEYS = {
+    "configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model",
+    "model_id", "name", "serial_number", "suggested_area", "sw_version", "via_device",
+}  # fmt: skip
+AVAILABILITY_KEYS = {"payload_available", "payload_not_available", "topic", "value_template"}
+SENSOR_STATE_CLASSES = {"measurement", "measurement_angle", "total", "total_increasing"}
+
+
+def camera(**overrides: Any) -> CameraConfig:
+    fields: dict[str, Any] = {"id": "front-door", "name": "Front door", "url": "/dev/video0"}
+    fields.update(overrides)
+    return CameraConfig.model_validate(fields)
+
+
+def render(template: str, payload: str) -> str:
+    """Evaluate the three template shapes homeassistant.py uses, as HA's Jinja would."""
+    if template == FACE_COUNT_TEMPLATE:
+        return str(len(json.loads(payload)["faces"]))
+    if template == FACE_PRESENT_TEMPLATE:
+        return "ON" if len(json.loads(payload)["faces"]) > 0 else "OFF"
+    if template == AVAILABILITY_TEMPLATE:
+        return "online" if payload == "online" else "offline"
+    raise AssertionError(f"template not understood by the test: {template!r}")
+
+
+def faces_message(count: int) -> str:
+    face = {"box": [1.0, 2.0, 30.0, 40.0], "box_norm": [0.0, 0.0, 0.1, 0.1], "confidence": 0.9}
+    return json.dumps({"camera": "front-door", "seq": 1, "faces": [face] * count})
+
+
+def test_sensor_payload_uses_only_documented_keys() -> None:
+    body = sensor_config(node_id="gate-1", topic_prefix="site/gate-1", camera=camera())
+    assert set(body) <= SENSOR_KEYS, set(body) - SENSOR_KEYS
+    assert set(body["device"]) <= DEVICE_KEYS
+    for entry in body["availability"]:
+        assert set(entry) <= AVAILABILITY_KEYS
+    # availability and availability_topic are mutually exclusive in HA.
+    assert "availability_topic" not in body
+    assert body["state_class"] in SENSOR_STATE_CLASSES
+    assert body["unit_of_measurement"] == "faces"
+    assert body["state_topic"] == "site/gate-1/cameras/front-door/faces"
+    assert body["unique_id"] == "edge-facedet_gate-1_front-door_faces"
+    assert body["default_entity_id"] == "sensor.gate_1_front_door_faces"
+    assert body["name"] == "Front door faces"
+    assert body["device"]["identifiers"] == ["edge-facedet_gate-1"]
+    assert {"name", "manufacturer", "model", "sw_version"} <= set(body["device"])
+
+
+def test_binary_sensor_payload_uses_only_documented_keys() -> None:
+    body = binary_sensor_config(node_id="gate-1", topic_prefix="site/gate-1", camera=camera())
+    assert set(body) <= BINARY_SENSOR_KEYS, set(body) - BINARY_SENSOR_KEYS
+    assert set(body["device"]) <= DEVICE_KEYS
+    assert body["device_class"] == "occupancy"
+    assert body["default_entity_id"] == "binary_sensor.gate_1_front_door_face_present"
+    assert (body["payload_on"], body["payload_off"]) == ("ON", "OFF")
+    # Both entities belong to the same device.
+    sensor = sensor_config(node_id="gate-1", topic_prefix="site/gate-1", camera=camera())
+    assert body["device"] == sensor["device"]
+    assert body["unique_id"] != sensor["unique_id"]
+
+
+def test_key_sets_would_catch_an_undocumented_key() -> None:
+    assert "value_templ" not in SENSOR_KEYS
+    assert "device_class" in BINARY_SENSOR_KEYS
+    assert "state_class" not in BINARY_SENSOR_KEYS  # binary sensors have no state class
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_templates_render_face_count_and_presence(count: int) -> None:
+    sensor = sensor_config(node_id="n", topic_prefix="p", camera=camera())
+    binary = binary_sensor_config(node_id="n", topic_prefix="p", camera=camera())
+    assert sensor["value_template"] == "{{ value_json.faces | length }}"
+    assert render(sensor["value_template"], faces_message(count)) == str(count)
+    produced = render(binary["value_template"], faces_message(count))
+    assert produced == (binary["payload_on"] if count else binary["payload_off"])
+
+
+@pytest.mark.parametrize(
+    ("status", "available"), [("online", True), ("offline", False), ("stopped", False)]
+)
+def test_availability_maps_every_node_status(status: str, available: bool) -> None:
+    (entry,) = sensor_config(node_id="n", topic_prefix="site/n", camera=camera())["availability"]
+    assert entry["topic"] == "site/n/status"
+    value = render(entry["value_template"], status)
+    expected = entry["payload_available"] if available else entry["payload_not_available"]
+    assert value == expected
+    assert {entry["payload_available"], entry["payload_not_available"]} == {"online", "offline"}
+
+
+def test_templates_are_well_formed_jinja_expressions() -> None:
+    for template in (FACE_COUNT_TEMPLATE, FACE_PRESENT_TEMPLATE, AVAILABILITY_TEMPLATE):
+        assert re.fullmatch(r"\{\{ [^{}]+ \}\}", template), template
+
+
+def test_expire_after_follows_the_publish_policy() -> None:
+    on_change = camera(publish=PublishConfig(policy=PublishPolicy.ON_CHANGE, heartbeat_s=10))
+    assert expire_after_s(on_change) == 30
+    assert sensor_config(node_id="n", topic_prefix="p", camera=on_change)["expire_after"] == 30
+    every = camera(publish=PublishConfig(policy=PublishPolicy.EVERY_FRAME), detect_fps=5)
+    assert expire_after_s(every) == 10
+    on_faces = camera(publish=PublishConfig(policy=PublishPolicy.ON_FACES), detect_fps=5)
+    assert expire_after_s(on_faces) is None
+    binary = binary_sensor_config(node_id="n", topic_prefix="p", camera=on_faces)
+    assert "expire_after" not in binary
+    assert binary["off_delay"] == 10
+
+
+def test_discovery_messages_topics_and_disabled_cameras() -> None:
+    messages = discovery_messages(
+        node_id="gate-1",
+        topic_prefix="edge-facedet/gate-1",
+        cameras=[camera(), camera(id="yard", enabled=False), camera(id="lobby", name=None)],
+    )
+    assert [m.topic for m in messages] == [
+        "homeassistant/sensor/gate-1_front-door_faces/config",
+        "homeassistant/binary_sensor/gate-1_front-door_face_present/config",
+        "homeassistant/sensor/gate-1_lobby_faces/config",
+        "homeassistant/binary_sensor/gate-1_lobby_face_present/config",
+    ]
+    lobby = json.loads(messages[2].payload)
+    assert lobby["name"] == "lobby faces"
+
+
+def test_no_camera_credentials_in_discovery() -> None:
+    secret_camera = camera(url="rtsp://viewer:s3cr3t-pw@192.0.2.1/stream")
+    payloads = b"".join(
+        m.payload
+        for m in discovery_messages(node_id="n", topic_prefix="p", cameras=[secret_camera])
+    )
+    assert b"s3cr3t-pw" not in payloads
+    assert b"192.0.2.1" not in payloads
+
+
+# -- real broker ----------------------------------------------------------------------------
+
+
+async def _collect_retained(broker: BrokerAddress, node: str) -> list[Received]:
+    """What a fresh subscriber receives right after subscribing: the retained configs."""
+    async with mqtt_subscriber(
+        "homeassistant/+/+/config", host=broker.host, port=broker.port
+    ) as collector:
+        await asyncio.sleep(0.5)
+        return [m for m in collector.messages if m.retain and f"/{node}_" in m.topic]
+
+
+async def _wait_retained(
+    broker: BrokerAddress, node: str, *, count: int, timeout: float = 15.0
+) -> list[Received]:
+    """Retained configs of `node`, polled with fresh subscribers until `count` are there."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    retained = await _collect_retained(broker, node)
+    while len(retained) < count and asyncio.get_running_loop().time() < deadline:
+        retained = await _collect_retained(broker, node)
+    return retained
+
+
+async def test_publisher_sends_retained_discovery_before_online(
+    mqtt_broker: BrokerAddress,
+) -> None:
+    node = f"ha-{uuid.uuid4().hex[:8]}"
+    prefix = f"edge-facedet/{node}"
+    config = MqttConfig(
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        home_assistant_discovery=True,
+        reconnect_initial_s=0.2,
+        reconnect_max_s=1.0,
+    )
+    metrics = Metrics()
+    publisher = MqttPublisher(config=config, node_id=node, metrics=metrics)
+    cameras = [camera(id="door"), camera(id="yard", name="Yard")]
+    # As the service wires it: announced before the first connect.
+    publisher.announce_cameras(cameras=cameras)
+    discovery_topics = {
+        f"homeassistant/sensor/{node}_door_faces/config",
+        f"homeassistant/binary_sensor/{node}_door_face_present/config",
+        f"homeassistant/sensor/{node}_yard_faces/config",
+        f"homeassistant/binary_sensor/{node}_yard_face_present/config",
+    }
+    order: list[str] = []
+    async with mqtt_subscriber("#", host=mqtt_broker.host, port=mqtt_broker.port) as live:
+        task = asyncio.create_task(publisher.run())
+        try:
+            await live.wait_for(
+                lambda messages: any(m.topic == f"{prefix}/status" for m in messages), timeout=10
+            )
+            order = [
+                m.topic
+                for m in live.messages
+                if m.topic in discovery_topics or m.topic == f"{prefix}/status"
+            ]
+            # A fresh subscriber (Home Assistant starting later) gets every config, retained.
+            retained = await _collect_retained(mqtt_broker, node)
+            assert {m.topic for m in retained} == discovery_topics
+            for message in retained:
+                body = json.loads(message.payload)
+                allowed = SENSOR_KEYS if "/sensor/" in message.topic else BINARY_SENSOR_KEYS
+                assert set(body) <= allowed
+                assert body["availability"][0]["topic"] == f"{prefix}/status"
+                assert body["state_topic"].startswith(f"{prefix}/cameras/")
+            await publisher.close()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # Leave the shared broker clean: empty retained payloads delete the configs.
+            await _clear_retained(mqtt_broker, [*discovery_topics, f"{prefix}/status"])
+    assert order[-1] == f"{prefix}/status"
+    assert set(order[:-1]) == discovery_topics, order
+
+
+async def test_discovery_off_publishes_nothing_under_homeassistant(
+    mqtt_broker: BrokerAddress,
+) -> None:
+    node = f"ha-off-{uuid.uuid4().hex[:8]}"
+    config = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port)
+    publisher = MqttPublisher(config=config, node_id=node, metrics=Metrics())
+    publisher.announce_cameras(cameras=[camera()])
+    async with mqtt_subscriber(
+        "homeassistant/#", host=mqtt_broker.host, port=mqtt_broker.port
+    ) as live:
+        task = asyncio.create_task(publisher.run())
+        try:
+            assert await publisher.wait_connected(10)
+            await asyncio.sleep(0.5)
+            await publisher.close()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await _clear_retained(mqtt_broker, [f"edge-facedet/{node}/status"])
+        assert [m.topic for m in live.messages if node in m.topic] == []
+
+
+async def test_discovery_is_republished_after_a_broker_restart(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    # No persistence: the restarted broker has lost every retained message.
+    broker = private_broker()
+    address = BrokerAddress(broker.host, broker.port)
+    config = MqttConfig(
+        host=broker.host,
+        port=broker.port,
+        home_assistant_discovery=True,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.3,
+    )
+    publisher = MqttPublisher(config=config, node_id="restart", metrics=Metrics())
+    publisher.announce_cameras(cameras=[camera(id="door")])
+    task = asyncio.create_task(publisher.run())
+    try:
+        assert await publisher.wait_connected(10)
+        assert len(await _wait_retained(address, "restart", count=2)) == 2
+        broker.kill()
+        while publisher.connected:
+            await asyncio.sleep(0.05)
+        # Started again with `persistence false`: its retained store is empty, so configs
+        # found now were published on the reconnect.
+        broker.start()
+        retained = await _wait_retained(address, "restart", count=2)
+        assert sorted(m.topic for m in retained) == [
+            "homeassistant/binary_sensor/restart_door_face_present/config",
+            "homeassistant/sensor/restart_door_faces/config",
+        ]
+        await publisher.close()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.slow
+async def test_running_service_announces_its_cameras(
+    tmp_path: Path, model_root: Path, mqtt_broker: BrokerAddress
+) -> None:
+    node = f"ha-svc-{uuid.uuid4().hex[:8]}"
+    config = service_config(
+        node_id=node,
+        model_root=model_root,
+        model_cache=tmp_path / "ov-cache",
+        mqtt_port=mqtt_broker.port,
+        cameras=[{"id": "faces", "name": "Faces clip", "url": str(FACE_VIDEO), "loop": True}],
+    )
+    config["mqtt"]["home_assistant_discovery"] = True
+    service = ServiceProcess(directory=tmp_path / "service", config=config)
+    topics = [
+        f"homeassistant/sensor/{node}_faces_faces/config",
+        f"homeassistant/binary_sensor/{node}_faces_face_present/config",
+    ]
+    try:
+        service.start()
+        service.wait_ready()
+        retained = await _wait_retained(mqtt_broker, node, count=2)
+        assert sorted(m.topic for m in retained) == sorted(topics)
+        sensor = json.loads(next(m.payload for m in retained if "/sensor/" in m.topic))
+        assert sensor["name"] == "Faces clip faces"
+        assert sensor["state_topic"] == f"edge-facedet/{node}/cameras/faces/faces"
+        # every_frame (the test config's policy) at 5 fps: expire after 10 s of silence.
+        assert sensor["expire_after"] == 10
+        # The state topic the entities read really carries faces messages.
+        async with mqtt_subscriber(
+            sensor["state_topic"], host=mqtt_broker.host, port=mqtt_broker.port
+        ) as live:
+            await live.wait_for(lambda messages: len(messages) >= 2, timeout=20)
+            assert render(sensor["value_template"], live.messages[-1].payload.decode()).isdigit()
+        code, _ = service.terminate()
+        assert code == 0
+    finally:
+        service.close()
+        await _clear_retained(mqtt_broker, [*topics, f"edge-facedet/{node}/status"])
+
+
+async def _clear_retained(broker: BrokerAddress, topics: list[str]) -> None:
+    import aiomqtt
+
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        for topic in topics:
+            await client.publish(topic, b"", qos=1, retain=True)
