@@ -31,6 +31,7 @@ import enum
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ than reading the backlog as fast as possible."""
 _FILE_READ_FAILURES_AT_END = 16
 """Consecutive failed grabs that end a file; fewer are damaged packets, skipped (each failed
 grab at the real end of a file returns at once, so the margin is cheap)."""
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
+"""Ports FFmpeg uses when a network URL names none."""
 _DUE_EPSILON_S = 1e-6
 """Absorbs float rounding when the media clock sums frame intervals (5 x 0.04 < 0.2)."""
 
@@ -143,6 +146,7 @@ class CameraReader:
         reconnect_max_s: float = 30.0,
         max_reconnect_attempts: int | None = None,
         decoder_threads: int = 1,
+        claim: Callable[[], bool] | None = None,
     ) -> None:
         if detect_fps <= 0:
             raise ValueError(f"camera {camera_id}: detect_fps must be > 0, got {detect_fps}")
@@ -165,6 +169,9 @@ class CameraReader:
         self._stall_timeout_s = stall_timeout_s
         self._max_reconnect_attempts = max_reconnect_attempts
         self._decoder_threads = decoder_threads
+        # Asked before converting a due frame; False means the consumer cannot take it yet
+        # (and has counted it), so the BGR conversion and resize are skipped.
+        self._claim = claim
         self._backoff = Backoff(base=reconnect_initial_s, cap=reconnect_max_s)
 
         self._stop_requested = threading.Event()
@@ -185,6 +192,7 @@ class CameraReader:
         # Reader-thread state, touched only by the thread.
         self._seq = 0
         self._file_read_failures = 0
+        self._frames_since_rewind = 0
         self._media_clock_s = 0.0
         self._next_due_s = 0.0
         self._window_start = time.monotonic()
@@ -306,6 +314,8 @@ class CameraReader:
             device: int | str = int(self._url) if self._url.isdigit() else self._url
             capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
         else:
+            if self._kind is _SourceKind.NETWORK:
+                self._probe()
             params = [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
                 round(self._open_timeout_s * 1000),
@@ -323,6 +333,72 @@ class CameraReader:
             raise _CameraFaultError(f"cannot open {self._safe_url} (gave up after {waited:.1f} s)")
         return capture
 
+    def _probe(self) -> None:
+        """Check that a network camera answers before handing its URL to OpenCV.
+
+        OpenCV's FFmpeg backend opens every capture of the process under one global lock, so
+        an open that waits out its timeout (a camera that accepts TCP but never answers, an
+        unreachable host, a frozen server) holds up the opens of all other cameras, looping
+        files included, for that long: one dead camera paused every reconnecting camera. The
+        probe waits here instead, outside that lock: a TCP connect, and for RTSP an OPTIONS
+        request whose reply (any status, 401 included) shows the server is alive.
+        """
+        parts = urlsplit(self._url)
+        scheme = parts.scheme.lower()
+        if scheme == "udp":
+            return  # connectionless: nothing to probe
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            return  # let OpenCV report the malformed URL as before
+        host = parts.hostname
+        if host is None or port is None:
+            return
+        started = time.monotonic()
+        deadline = started + self._open_timeout_s
+        try:
+            with socket.create_connection((host, port), timeout=self._open_timeout_s) as sock:
+                if scheme != "rtsp":
+                    return  # http(s), rtsps, rtmp: the TCP connect is the probe
+                netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                request = (
+                    f"OPTIONS rtsp://{netloc}{parts.path or '/'} RTSP/1.0\r\n"
+                    "CSeq: 1\r\nUser-Agent: edge-facedet\r\n\r\n"
+                )
+                sock.sendall(request.encode())
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                reply = sock.recv(16)
+        except OSError as exc:
+            waited = time.monotonic() - started
+            reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or "error")
+            raise _CameraFaultError(
+                f"cannot open {self._safe_url} ({reason}; gave up after {waited:.1f} s)"
+            ) from None
+        if not reply.startswith(b"RTSP/"):
+            raise _CameraFaultError(
+                f"cannot open {self._safe_url} (not an RTSP server: no RTSP reply to OPTIONS)"
+            )
+
+    def _grab_or_rewind(self, *, capture: cv2.VideoCapture, first: bool) -> float | None:
+        """`_grab`, except that a looping file at its end is rewound (None) if it can be."""
+        try:
+            arrived = self._grab(capture=capture, first=first)
+        except _EndOfFileError:
+            # Rewinding keeps a looping file away from OpenCV's process-wide open lock (see
+            # _probe), where a reopen would wait behind other cameras' opens. Only after
+            # frames were read since the last rewind, so an unreadable file cannot spin
+            # here; otherwise (or if the seek fails) the file is reopened as before.
+            if not (self._loop_file and self._frames_since_rewind):
+                raise
+            self._file_read_failures = 0
+            if not capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                raise
+            self._frames_since_rewind = 0
+            return None
+        if arrived is not None:
+            self._frames_since_rewind += 1
+        return arrived
+
     def _read_loop(self, *, capture: cv2.VideoCapture) -> None:
         is_file = self._kind is _SourceKind.FILE
         file_frame_interval_s = 1.0 / _file_fps(capture=capture) if is_file else 0.0
@@ -330,6 +406,7 @@ class CameraReader:
         # live sources on the monotonic clock at the moment each frame arrives.
         pacing_origin = time.monotonic() - self._media_clock_s
         session_frames = 0
+        self._frames_since_rewind = 0
         session_start = time.monotonic()
         last_status = session_start
 
@@ -341,9 +418,9 @@ class CameraReader:
                 elif lag < 0 and self._stop_requested.wait(-lag):
                     return
 
-            arrived = self._grab(capture=capture, first=session_frames == 0)
+            arrived = self._grab_or_rewind(capture=capture, first=session_frames == 0)
             if arrived is None:
-                continue  # a damaged spot in a file, skipped
+                continue  # a damaged spot in a file skipped, or a looping file rewound
             capture_time = datetime.now(timezone.utc)
             session_frames += 1
             self._captured.inc()
@@ -362,10 +439,10 @@ class CameraReader:
             elif self._backoff.attempt and arrived - session_start > STABLE_STREAMING_S:
                 self._backoff.reset()
 
-            if self._is_due(clock_s=clock_s):
-                self._hand_on(capture=capture, capture_time=capture_time, monotonic=arrived)
-            else:
+            if not self._is_due(clock_s=clock_s):
                 self._skipped.inc()
+            elif self._claim is None or self._claim():
+                self._hand_on(capture=capture, capture_time=capture_time, monotonic=arrived)
 
             if arrived - last_status >= STATUS_INTERVAL_S:
                 last_status = arrived

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -49,12 +50,13 @@ def _secret_values(config: ServiceConfig) -> list[str]:
     sources = [config.mqtt.password] + [camera.password for camera in config.cameras]
     values = [source.reveal() for source in sources if source is not None]
     for camera in config.cameras:
-        try:
-            password = urlsplit(camera.url).password
-        except ValueError:
-            password = None
-        if password:
-            values.append(password)
+        for url in (camera.url, camera.detect_url):
+            try:
+                password = urlsplit(url).password if url else None
+            except ValueError:
+                password = None
+            if password:
+                values.append(password)
     return values
 
 
@@ -231,6 +233,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench(argv: Sequence[str]) -> int:
+    # The suite lives in the checkout's benchmarks/, not in the installed package; imported
+    # by name so the package's type check does not reach into it.
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "benchmarks" / "run.py").is_file():
+        print("edge-facedet: bench runs from a source checkout (benchmarks/)", file=sys.stderr)
+        return EXIT_USAGE
+    sys.path.insert(0, str(checkout))
+    code: int = importlib.import_module("benchmarks.run").main(argv)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-facedet",
@@ -287,11 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true")
     _add_model_selection(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)
+
+    # Listed for --help only: main() hands everything after `bench` to the suite's parser.
+    commands.add_parser("bench", help="benchmark suite (source checkout; bench --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:
+        return _cmd_bench(arguments[1:])
+    args = build_parser().parse_args(arguments)
     if args.command != "run":
         _setup_logging(os.environ.get("EDGE_FACEDET_LOG_LEVEL", "WARNING"))
     code: int = args.handler(args)

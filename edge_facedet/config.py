@@ -4,8 +4,8 @@ This module owns everything between the operator's YAML file and a validated, im
 `ServiceConfig`: safe YAML parsing (duplicate keys, aliases, size and nesting refused), the
 models and their bounds, merging `defaults` into each camera, resolving relative paths against
 the config file's directory, resolving secrets (`SecretSource`), the operator-facing
-`ConfigError`, the URLs handed to OpenCV (`camera_open_url`) or shown in logs (`display_url`),
-and the body of `edge-facedet check-config`.
+`ConfigError`, the URLs handed to OpenCV (`camera_open_url`, `detect_open_url`) or shown in logs
+(`display_url`, `display_detect_url`), and the body of `edge-facedet check-config`.
 
 Every field has a description and bounds; unknown keys are errors (`extra="forbid"`), so a
 typo is reported instead of silently ignored. Secrets are `SecretStr` and are resolved from a
@@ -336,7 +336,7 @@ class ModelConfig(_Strict):
         default=None,
         ge=1,
         le=64,
-        description="Infer requests in flight; default: the device's optimal number.",
+        description="Infer requests in flight; default: twice the device's optimal number.",
     )
     batch_wait_ms: float = Field(
         default=5.0,
@@ -596,6 +596,14 @@ class CameraConfig(CameraSettings):
         description="rtsp://, rtsps://, http(s)://, a file path (relative to this config file) "
         "or a V4L2 device (/dev/video0 or 0). Credentials in the URL are accepted and redacted.",
     )
+    detect_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="The stream read for detection, typically the camera's low-resolution "
+        "substream; default: `url`. Same forms and credential handling as `url`; "
+        "boxes are reported in this stream's pixels.",
+    )
     username: str | None = Field(
         default=None,
         min_length=1,
@@ -606,7 +614,7 @@ class CameraConfig(CameraSettings):
         default=None, description="Stream password source, inserted into the URL at open time."
     )
 
-    @field_validator("url", mode="before")
+    @field_validator("url", "detect_url", mode="before")
     @classmethod
     def _device_index(cls, url: Any) -> Any:
         # `url: 0` (a V4L2 index) arrives from YAML as an int.
@@ -614,10 +622,12 @@ class CameraConfig(CameraSettings):
             return str(url)
         return url
 
-    @field_validator("url")
+    @field_validator("url", "detect_url")
     @classmethod
-    def _url_shape(cls, url: str, info: ValidationInfo) -> str:
+    def _url_shape(cls, url: str | None, info: ValidationInfo) -> str | None:
         # Never put the URL itself in a message here: it may hold a password.
+        if url is None:  # detect_url: null
+            return None
         if _CONTROL_CHARS.search(url):
             raise ValueError("URL contains control characters")
         match = _SCHEME.match(url)
@@ -664,13 +674,17 @@ class CameraConfig(CameraSettings):
             return self
         if _CONTROL_CHARS.search(self.username):
             raise _field_error("username", "cannot contain control characters")
-        match = _SCHEME.match(self.url)
-        if match is None or match["scheme"].lower() not in _NETWORK_SCHEMES:
-            raise _field_error("username", "only network URLs (rtsp://, http://, ...) take one")
-        if "@" in urlsplit(self.url).netloc:
-            raise _field_error(
-                "username", "the URL already contains credentials; give them in one place"
-            )
+        # The substream is the same camera: the credentials go into both URLs.
+        for url in (self.url, self.detect_url):
+            if url is None:
+                continue
+            match = _SCHEME.match(url)
+            if match is None or match["scheme"].lower() not in _NETWORK_SCHEMES:
+                raise _field_error("username", "only network URLs (rtsp://, http://, ...) take one")
+            if "@" in urlsplit(url).netloc:
+                raise _field_error(
+                    "username", "the URL already contains credentials; give them in one place"
+                )
         return self
 
 
@@ -971,17 +985,47 @@ def camera_open_url(
     environ: Mapping[str, str] | None = None,
     credentials_dir: Path | None = None,
 ) -> str:
-    """The URL to hand to OpenCV, with configured credentials percent-encoded into it.
+    """The main stream's URL to hand to OpenCV, with configured credentials inserted.
 
     Contains the password: never log it; log `display_url(camera)` instead.
     """
+    return _with_credentials(
+        camera, url=camera.url, environ=environ, credentials_dir=credentials_dir
+    )
+
+
+def detect_open_url(
+    camera: CameraConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    credentials_dir: Path | None = None,
+) -> str:
+    """The URL the reader opens for detection: `detect_url` if set, else `url`.
+
+    Contains the password: never log it; log `display_detect_url(camera)` instead.
+    """
+    return _with_credentials(
+        camera,
+        url=camera.detect_url or camera.url,
+        environ=environ,
+        credentials_dir=credentials_dir,
+    )
+
+
+def _with_credentials(
+    camera: CameraConfig,
+    *,
+    url: str,
+    environ: Mapping[str, str] | None,
+    credentials_dir: Path | None,
+) -> str:
     if camera.username is None:
-        return camera.url
+        return url
     userinfo = quote(camera.username, safe="")
     if camera.password is not None:
         secret = camera.password.reveal(environ=environ, credentials_dir=credentials_dir)
         userinfo += ":" + quote(secret, safe="")
-    parts = urlsplit(camera.url)
+    parts = urlsplit(url)
     return urlunsplit(
         (parts.scheme, f"{userinfo}@{parts.netloc}", parts.path, parts.query, parts.fragment)
     )
@@ -989,14 +1033,23 @@ def camera_open_url(
 
 def display_url(camera: CameraConfig) -> str:
     """The camera's URL for logs, state messages and metrics: credentials redacted."""
+    return _display(camera, url=camera.url)
+
+
+def display_detect_url(camera: CameraConfig) -> str:
+    """`detect_open_url` for logs: credentials redacted."""
+    return _display(camera, url=camera.detect_url or camera.url)
+
+
+def _display(camera: CameraConfig, *, url: str) -> str:
     if camera.username is not None:
         # Show that credentials are used, the same way as for credentials in the URL.
-        parts = urlsplit(camera.url)
+        parts = urlsplit(url)
         camera_url = urlunsplit(
             (parts.scheme, f"user:pass@{parts.netloc}", parts.path, parts.query, parts.fragment)
         )
         return redact_url(camera_url)
-    return redact_url(camera.url)
+    return redact_url(url)
 
 
 def _host_port(host: str, port: int) -> str:
@@ -1016,7 +1069,11 @@ def check_config(path: Path, *, out: TextIO, err: TextIO) -> int:
     out.write(f"cameras: {len(enabled)} enabled, {len(config.cameras) - len(enabled)} disabled\n")
     for camera in config.cameras:
         state = "" if camera.enabled else " (disabled)"
-        out.write(f"  {camera.id}: {display_url(camera)} detect_fps={camera.detect_fps:g}{state}\n")
+        detect = f" detect_url={display_detect_url(camera)}" if camera.detect_url else ""
+        out.write(
+            f"  {camera.id}: {display_url(camera)}{detect} "
+            f"detect_fps={camera.detect_fps:g}{state}\n"
+        )
     model = config.model
     where = model.path or model.dir or "default models dir"
     out.write(f"model: {model.precision} on {model.device} ({where})\n")

@@ -128,7 +128,11 @@ class OpenVinoDetector:
         config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
         self._compiled = self._core.compile_model(model, device, config)
         optimal = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self._infer_requests = infer_requests or max(1, optimal)
+        # Twice the optimum (one per stream): a finished request goes round the event loop
+        # (callback -> loop -> scheduler -> start_async, through the GIL the camera readers
+        # contend for) before it is restarted, and with one request per stream the stream
+        # idles meanwhile. A second queued request keeps it busy (docs/benchmarks.md).
+        self._infer_requests = infer_requests or 2 * max(1, optimal)
         self._queue = ov.AsyncInferQueue(self._compiled, self._infer_requests)
         self._queue.set_callback(self._on_request_done)
         self._loop: asyncio.AbstractEventLoop | None = None

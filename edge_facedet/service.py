@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from edge_facedet import __version__
 from edge_facedet.assets import default_model_root, model_xml_path
 from edge_facedet.camera import CameraReader, CameraStatus
-from edge_facedet.config import camera_open_url, display_url
+from edge_facedet.config import detect_open_url, display_detect_url
 from edge_facedet.detector import OpenVinoDetector
 from edge_facedet.endpoints import MetricsServer
 from edge_facedet.metrics import Metrics
@@ -179,11 +179,16 @@ class Service:
             device=devices,
         )
         loop = asyncio.get_running_loop()
+        # Resolved once: `labels()` takes a lock and builds a key, and drops come in bursts
+        # exactly when the CPU is short (profiled: the top Python cost of a saturated run).
+        dropped = {
+            camera.id: self.metrics.frames_dropped.labels(camera=camera.id) for camera in enabled
+        }
         scheduler = Scheduler(
             detector=detector,
             camera_ids=[camera.id for camera in enabled],
             on_result=pipeline.handle_batch,
-            on_drop=lambda camera_id: self.metrics.frames_dropped.labels(camera=camera_id).inc(),
+            on_drop=lambda camera_id: dropped[camera_id].inc(),
             on_inflight=self.metrics.inflight_requests.set,
             batch_wait_s=model.batch_wait_ms / 1000.0,
         )
@@ -197,12 +202,15 @@ class Service:
             self._readers.append(
                 CameraReader(
                     camera_id=camera.id,
-                    url=camera_open_url(
+                    # The substream when one is configured: decoding dominates the cost
+                    # per camera, and the network input is 448x448 whatever is read.
+                    url=detect_open_url(
                         camera, environ=self._environ, credentials_dir=self._credentials_dir
                     ),
                     detect_fps=camera.detect_fps,
                     input_size=detector.input_size,
                     on_frame=scheduler.slot(camera.id).put,
+                    claim=scheduler.slot(camera.id).claim,
                     on_status=report_status,
                     metrics=self.metrics,
                     loop_file=camera.loop,
@@ -217,7 +225,7 @@ class Service:
             log.info(
                 "camera %s: %s at %.1f detections/s",
                 camera.id,
-                display_url(camera),
+                display_detect_url(camera),
                 camera.detect_fps,
             )
 

@@ -12,7 +12,7 @@ from tests.support.paths import MODEL_MIRROR, MODEL_ROOT
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytest_plugins = ["tests.support.broker", "tests.support.rtsp"]
+pytest_plugins = ["tests.support.broker", "tests.support.rtsp", "tests.support.service"]
 
 
 @pytest.fixture(scope="session")

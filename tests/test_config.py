@@ -21,7 +21,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from edge_facedet import assets
 from edge_facedet.config import (
@@ -41,6 +41,8 @@ from edge_facedet.config import (
     TlsConfig,
     camera_open_url,
     check_config,
+    detect_open_url,
+    display_detect_url,
     display_url,
     load_config,
 )
@@ -275,7 +277,10 @@ def test_example_yaml_loads_with_its_secrets(tmp_path: Path) -> None:
     assert cameras["yard"].publish.policy is PublishPolicy.ON_FACES
     # The door camera's password is read from the file next to the config.
     door = camera_open_url(cameras["door"], environ=environ)
-    assert door == "rtsp://viewer:door-password@192.0.2.10:554/Streaming/Channels/102"
+    assert door == "rtsp://viewer:door-password@192.0.2.10:554/Streaming/Channels/101"
+    # Its substream, read for detection, gets the same credentials.
+    door_detect = detect_open_url(cameras["door"], environ=environ)
+    assert door_detect == "rtsp://viewer:door-password@192.0.2.10:554/Streaming/Channels/102"
     yard = camera_open_url(cameras["yard"], environ=environ)
     assert yard == "rtsps://edge:yard%20pass%2Fwith%3Aodd%40chars@192.0.2.11:322/stream1"
     assert config.mqtt.password is not None
@@ -519,6 +524,22 @@ def test_display_url_is_redacted(tmp_path: Path) -> None:
     assert camera_open_url(plain) == "rtsp://192.0.2.9/live"
 
 
+def test_detect_url_is_read_and_redacted_like_url() -> None:
+    camera = CameraConfig(
+        id="c", url="rtsp://192.0.2.9/main", detect_url="rtsp://192.0.2.9/sub", username="u",
+        password={"value": "p/w"},
+    )  # fmt: skip
+    assert detect_open_url(camera) == "rtsp://u:p%2Fw@192.0.2.9/sub"
+    assert camera_open_url(camera) == "rtsp://u:p%2Fw@192.0.2.9/main"
+    assert display_detect_url(camera) == "rtsp://***:***@192.0.2.9/sub"
+    plain = CameraConfig(id="p", url="rtsp://192.0.2.9/live")
+    assert detect_open_url(plain) == "rtsp://192.0.2.9/live"
+    with pytest.raises(ValidationError, match="unsupported URL scheme"):
+        CameraConfig(id="x", url="rtsp://192.0.2.9/main", detect_url="ftp://192.0.2.9/sub")
+    with pytest.raises(ValidationError, match="only network URLs"):
+        CameraConfig(id="y", url="rtsp://192.0.2.9/main", detect_url="sub.mp4", username="u")
+
+
 # ------------------------------------------------------------------------------------------
 # check-config
 
@@ -534,7 +555,10 @@ def test_check_config_summary(tmp_path: Path) -> None:
     assert err.getvalue() == ""
     assert "node: gate-1" in text
     assert "4 enabled, 1 disabled" in text
-    assert "door: rtsp://***:***@192.0.2.10:554/Streaming/Channels/102 detect_fps=8" in text
+    assert (
+        "door: rtsp://***:***@192.0.2.10:554/Streaming/Channels/101 "
+        "detect_url=rtsp://***:***@192.0.2.10:554/Streaming/Channels/102 detect_fps=8"
+    ) in text
     assert "recording:" in text
     assert "(disabled)" in text
     assert "model: FP16-INT8 on AUTO" in text

@@ -33,8 +33,7 @@ from edge_facedet.metrics import Metrics
 from edge_facedet.publisher import MqttPublisher
 from tests.support.broker import BrokerAddress, mqtt_subscriber
 from tests.support.paths import FACE_VIDEO
-from tests.support.service import ServiceProcess
-from tests.test_service import service_config
+from tests.support.service import ServiceProcess, service_config
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, REPO
-from tests.support.service import ServiceProcess, free_port
-from tests.test_service import service_config
+from tests.support.service import ServiceProcess, free_port, service_config
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

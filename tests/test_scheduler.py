@@ -201,3 +201,25 @@ async def test_a_failing_batch_does_not_stop_the_scheduler() -> None:
         await task
     assert scheduler.errors == 1
     assert [frame.seq for frame in recorder.frames] == [1]
+
+
+def test_claim_refuses_while_a_frame_waits_and_counts_the_drop() -> None:
+    drops: list[str] = []
+
+    async def scenario() -> None:
+        scheduler = Scheduler(
+            detector=FakeDetector(), camera_ids=["a"], on_result=lambda *_: None,
+            on_drop=drops.append,
+        )  # fmt: skip
+        slot = scheduler.slot("a")
+        assert slot.claim()  # empty: convert and put
+        slot.put(make_frame("a", 0))
+        assert not slot.claim()  # the waiting frame is kept, the new one dropped
+        assert slot.dropped == 1
+        taken = slot.take()
+        assert taken is not None
+        assert taken.seq == 0
+        assert slot.claim()
+
+    asyncio.run(scenario())
+    assert drops == ["a"]

@@ -12,8 +12,7 @@ import itertools
 import json
 import time
 import uuid
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jsonschema
 import pytest
@@ -21,26 +20,26 @@ import pytest
 from edge_facedet.payloads import load_schema
 from tests.support.broker import mqtt_subscriber
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MEDIA
-from tests.support.service import ServiceProcess, camera_value, free_port
+from tests.support.service import (
+    ServiceProcess,
+    camera_value,
+    capture_times,
+    faces_of,
+    service_config,
+    states_of,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
-    from tests.support.broker import BrokerAddress, MosquittoBroker, Received
+    from tests.support.broker import BrokerAddress, MosquittoBroker
     from tests.support.media import ClipMaker
     from tests.support.rtsp import RtspServer
 
 pytestmark = pytest.mark.slow
 
 TEARS_VIDEO = MEDIA / "videos" / "blender_tears_of_steel_clip01_640x360.mp4"
-FAST_RECONNECT = {
-    "reconnect_initial_s": 0.2,
-    "reconnect_max_s": 1.0,
-    "open_timeout_s": 3,
-    "read_timeout_s": 3,
-    "stall_timeout_s": 3,
-}
 EVERY_METRIC = [
     "edge_facedet_frames_captured_total",
     "edge_facedet_frames_skipped_total",
@@ -59,75 +58,6 @@ EVERY_METRIC = [
     "edge_facedet_build_info",
     "edge_facedet_device_info",
 ]
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One OpenVINO cache for every service started by the tests: later starts skip compiling."""
-    return tmp_path_factory.mktemp("openvino-cache")
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    started: list[ServiceProcess] = []
-
-    def start(config: dict[str, Any], **options: Any) -> ServiceProcess:
-        service = ServiceProcess(
-            directory=tmp_path / f"svc{len(started)}", config=config, **options
-        )
-        started.append(service)
-        service.start()
-        return service
-
-    yield start
-    for service in started:
-        service.close()
-
-
-def service_config(
-    *,
-    node_id: str,
-    model_root: Path,
-    model_cache: Path,
-    mqtt_port: int,
-    cameras: list[dict[str, Any]],
-    batch_size: int = 1,
-) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "model": {
-            "precision": "FP16-INT8",
-            "dir": str(model_root),
-            "cache_dir": str(model_cache),
-            "batch_size": batch_size,
-        },
-        "mqtt": {
-            "host": "127.0.0.1",
-            "port": mqtt_port,
-            "reconnect_initial_s": 0.2,
-            "reconnect_max_s": 1.0,
-            "qos": {"faces": 1},
-        },
-        "metrics": {"host": "127.0.0.1", "port": free_port()},
-        "defaults": {"detect_fps": 5, "publish": {"policy": "every_frame"}, **FAST_RECONNECT},
-        "cameras": cameras,
-    }
-
-
-def faces_of(messages: list[Received], prefix: str, camera: str) -> list[dict[str, Any]]:
-    topic = f"{prefix}/cameras/{camera}/faces"
-    return [json.loads(m.payload) for m in messages if m.topic == topic]
-
-
-def states_of(messages: list[Received], prefix: str, camera: str) -> list[str]:
-    topic = f"{prefix}/cameras/{camera}/state"
-    return [json.loads(m.payload)["state"] for m in messages if m.topic == topic]
-
-
-def capture_times(payloads: list[dict[str, Any]]) -> list[float]:
-    return [
-        datetime.fromisoformat(p["capture_ts"].replace("Z", "+00:00")).timestamp() for p in payloads
-    ]
 
 
 async def test_four_cameras_publish_schema_valid_faces_metrics_and_notify(

@@ -1,11 +1,14 @@
 """Running the real service as a user does: `edge-facedet run --config FILE` in a subprocess.
 
 `ServiceProcess` writes the config, listens on a datagram socket as systemd's notify socket
-would, and offers the metrics page parsed with `prometheus_client.parser`.
+would, and offers the metrics page parsed with `prometheus_client.parser`. Fixtures:
+`model_cache` (one OpenVINO cache for every service the tests start), `services` (a factory
+of started services, killed at teardown), `blackhole` (a port that accepts and never answers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,13 +19,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.paths import REPO
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tests.support.broker import Received
 
 
 def free_port() -> int:
@@ -139,6 +150,113 @@ class ServiceProcess:
             self.process.wait(timeout=10)
         with contextlib.suppress(OSError):
             self._notify.close()
+
+
+FAST_RECONNECT = {
+    "reconnect_initial_s": 0.2,
+    "reconnect_max_s": 1.0,
+    "open_timeout_s": 3,
+    "read_timeout_s": 3,
+    "stall_timeout_s": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One OpenVINO cache for every service started by the tests: later starts skip compiling."""
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def start(config: dict[str, Any], **options: Any) -> ServiceProcess:
+        service = ServiceProcess(
+            directory=tmp_path / f"svc{len(started)}", config=config, **options
+        )
+        started.append(service)
+        service.start()
+        return service
+
+    yield start
+    for service in started:
+        service.close()
+
+
+def service_config(
+    *,
+    node_id: str,
+    model_root: Path,
+    model_cache: Path,
+    mqtt_port: int,
+    cameras: list[dict[str, Any]],
+    batch_size: int = 1,
+) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "model": {
+            "precision": "FP16-INT8",
+            "dir": str(model_root),
+            "cache_dir": str(model_cache),
+            "batch_size": batch_size,
+        },
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": mqtt_port,
+            "reconnect_initial_s": 0.2,
+            "reconnect_max_s": 1.0,
+            "qos": {"faces": 1},
+        },
+        "metrics": {"host": "127.0.0.1", "port": free_port()},
+        "defaults": {"detect_fps": 5, "publish": {"policy": "every_frame"}, **FAST_RECONNECT},
+        "cameras": cameras,
+    }
+
+
+def faces_of(messages: list[Received], prefix: str, camera: str) -> list[dict[str, Any]]:
+    topic = f"{prefix}/cameras/{camera}/faces"
+    return [json.loads(m.payload) for m in messages if m.topic == topic]
+
+
+def states_of(messages: list[Received], prefix: str, camera: str) -> list[str]:
+    topic = f"{prefix}/cameras/{camera}/state"
+    return [json.loads(m.payload)["state"] for m in messages if m.topic == topic]
+
+
+def capture_times(payloads: list[dict[str, Any]]) -> list[float]:
+    return [
+        datetime.fromisoformat(p["capture_ts"].replace("Z", "+00:00")).timestamp() for p in payloads
+    ]
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port whose kernel completes TCP handshakes but nobody ever reads or answers."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+
+
+def new_node() -> tuple[str, str]:
+    node = f"fault-{uuid.uuid4().hex[:10]}"
+    return node, f"edge-facedet/{node}"
+
+
+async def poll(
+    condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.5
+) -> Any:
+    """Await a truthy `condition()` (run in a thread: it may do blocking HTTP); its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(condition)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what} (last: {value!r})")
+        await asyncio.sleep(interval)
 
 
 def camera_value(

@@ -1,0 +1,82 @@
+"""The two ceilings the service is measured against: inference alone and decoding alone.
+
+Inference: OpenVINO's `benchmark_app` on the service's model, device and hint (called the way
+`benchmarks/detector_throughput.py` calls it). Decoding: one OpenCV capture with one decoder
+thread (`CAP_PROP_N_THREADS=1`) reading a clip, with the CPU time of this thread
+(`time.thread_time`) split into `grab()` (demux + H.264 decode), `retrieve()` (conversion to
+BGR) and `cv2.resize` to the network input. Per-frame CPU costs divide into the machine's
+cores to give capacities, so the ceilings need no idle machine to be meaningful as costs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+
+from benchmarks.detector_throughput import run_benchmark_app
+
+
+@dataclass(frozen=True)
+class DecodeCost:
+    """CPU milliseconds per frame of one clip, one decoder thread."""
+
+    clip: str
+    grab_ms: float
+    bgr_ms: float
+    resize_ms: float
+    frames: int
+
+    def capacity_fps(self, *, cores: int) -> float:
+        """Frames/s all cores could decode and convert (the decode ceiling)."""
+        return cores * 1000.0 / (self.grab_ms + self.bgr_ms)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def inference_fps(*, xml: str, seconds: int) -> float:
+    return run_benchmark_app(xml=Path(xml), device="CPU", seconds=seconds)
+
+
+def decode_cost(*, clip: str, frames: int, input_size: tuple[int, int] = (448, 448)) -> DecodeCost:
+    """Mean CPU cost per frame over `frames` frames after a short warm-up."""
+    # cv2.resize would otherwise fan out to OpenCV's pool; thread_time sees only this thread.
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    capture = cv2.VideoCapture(clip, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    if not capture.isOpened():
+        raise RuntimeError(f"cannot open {clip}")
+    try:
+        for _ in range(10):
+            capture.grab()
+        grab = bgr = resize = 0.0
+        done = 0
+        while done < frames:
+            t0 = time.thread_time()
+            if not capture.grab():
+                capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                continue
+            t1 = time.thread_time()
+            ok, image = capture.retrieve()
+            t2 = time.thread_time()
+            if not ok:
+                raise RuntimeError(f"{clip}: retrieve failed")
+            cv2.resize(image, input_size, interpolation=cv2.INTER_LINEAR)
+            t3 = time.thread_time()
+            grab += t1 - t0
+            bgr += t2 - t1
+            resize += t3 - t2
+            done += 1
+    finally:
+        capture.release()
+        cv2.setNumThreads(previous)
+    scale = 1000.0 / frames
+    return DecodeCost(
+        clip=clip, grab_ms=grab * scale, bgr_ms=bgr * scale, resize_ms=resize * scale,
+        frames=frames,
+    )  # fmt: skip

@@ -1,0 +1,438 @@
+"""The benchmark suite's one entry point: `python -m benchmarks.run` or `edge-facedet bench`.
+
+Owns the scenarios, their order and parameters, the searches, and the output: every run writes
+`results/bench-<timestamp>/{results.md,results.json,chart.png}`; `--docs` also rewrites
+`docs/benchmarks.md` from it (a full run, not `--quick`). Scenarios, side by side:
+
+* ceilings: `benchmark_app` (inference) and single-thread decode costs (grab / BGR / resize)
+  of the 720p, 1080p and 640x360 clips; from them the combined ceiling
+  1 / (1/decode + 1/inference) and the predicted capacity
+  cores / (25 x grab + 5 x (bgr + infer)) of 720p@25 cameras at detect_fps 5.
+* naive: the hand-written baseline (benchmarks/naive.py) at 1, 4, 8, 16 cameras.
+* throughput: the service at 1, 4, 8, 16 file cameras, every frame inferred (see
+  `throughput_offer`).
+* capacity: the most 720p@25 RTSP cameras at detect_fps 5 with every camera >= 4.5
+  detections/s over the window, for the service and for the naive baseline.
+* latency: capture -> MQTT receipt p50/p95/p99 at 50% and 80% of the service's capacity.
+* memory: 16 RTSP cameras: peak RSS (VmHWM) and RSS growth (10 minutes with `--long`).
+* substream: capacity again with `detect_url` on a 640x360 substream beside the 720p `url`.
+
+Figures measured more than once are reported as best and median; the load average is recorded
+before every scenario, since the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the package and the test support code
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import ceilings  # noqa: E402
+from benchmarks.media import P360, P720, P1080, Clips, start_rtsp  # noqa: E402
+from benchmarks.service_run import Camera, ServiceResult, run_service  # noqa: E402
+from tests.support.paths import MODEL_ROOT  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+SCENARIOS = ("ceilings", "naive", "throughput", "capacity", "latency", "memory", "substream")
+CAMERA_COUNTS = (1, 4, 8, 16)
+STREAM_FPS = 25
+DETECT_FPS = 5.0
+PASS_FPS = 4.5
+MAX_DETECT_FPS = 120.0  # CameraSettings.detect_fps's upper bound
+MEMORY_CAMERAS = 16
+XML = MODEL_ROOT / "intel" / "face-detection-0204" / "FP16-INT8" / "face-detection-0204.xml"
+
+
+class Bench:
+    """One invocation: settings, inputs, and the results as they accumulate."""
+
+    def __init__(self, *, args: argparse.Namespace) -> None:
+        self.quick: bool = args.quick
+        self.long: bool = args.long
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.out: Path = (args.out or REPO / "results") / f"bench-{stamp}"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cache = REPO / "results" / "bench-cache"
+        self.clips = Clips(cache_dir=self.cache)
+        self.work = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.cores = ceilings.cores()
+        self.repeats: int = args.repeats or (1 if self.quick else 2)
+        self.capacity_s: float = args.capacity_seconds or (20.0 if self.quick else 60.0)
+        self.results: dict[str, Any] = {"machine": machine(), "started": stamp, "load": {}}
+        self._runs = 0
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def note_load(self, scenario: str) -> None:
+        load = os.getloadavg()
+        self.results["load"][scenario] = [round(x, 2) for x in load]
+        print(f"== {scenario} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", flush=True)
+
+    def save(self) -> None:
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=2, default=str))
+
+    def service(
+        self, *, cameras: list[Camera], detect_fps: float, seconds: float, warmup_s: float = 5.0,
+        rss_interval_s: float = 1.0,
+    ) -> ServiceResult:  # fmt: skip
+        self._runs += 1
+        return run_service(
+            cameras=cameras, detect_fps=detect_fps, warmup_s=warmup_s, seconds=seconds,
+            workdir=self.work / f"service-{self._runs}", cache_dir=self.cache / "openvino",
+            rss_interval_s=rss_interval_s,
+        )  # fmt: skip
+
+    def rtsp_cameras(
+        self, *, count: int, seconds: float, substream: bool = False
+    ) -> tuple[Any, list[Camera]]:
+        """An RTSP server with one mount per camera (720p, plus a 360p one with `substream`)."""
+        main = self.clips.long(profile=P720, seconds=seconds)
+        mounts = {f"main{i}": main for i in range(count)}
+        if substream:
+            sub = self.clips.long(profile=P360, seconds=seconds)
+            mounts.update({f"sub{i}": sub for i in range(count)})
+        server = start_rtsp(mounts=mounts)
+        cameras = [
+            Camera(
+                id=f"cam{i}",
+                url=server.url(f"main{i}"),
+                detect_url=server.url(f"sub{i}") if substream else None,
+            )
+            for i in range(count)
+        ]
+        return server, cameras
+
+    # -- scenarios -----------------------------------------------------------------------------
+
+    def ceilings(self) -> None:
+        app_s = 5 if self.quick else 15
+        runs = [ceilings.inference_fps(xml=str(XML), seconds=app_s) for _ in range(self.repeats)]
+        frames = 120 if self.quick else 400
+        decode: dict[str, Any] = {}
+        for profile in (P720, P1080, P360):
+            clip = str(self.clips.base(profile=profile))
+            costs = [ceilings.decode_cost(clip=clip, frames=frames) for _ in range(self.repeats)]
+            decode[profile.name] = {
+                part: summary([getattr(c, f"{part}_ms") for c in costs], lower_is_better=True)
+                for part in ("grab", "bgr", "resize")
+            }
+        inference = summary(runs)
+        infer_ms = self.cores * 1000.0 / inference["best"]
+        result: dict[str, Any] = {"inference_fps": inference, "decode_ms": decode}
+        for name, costs in decode.items():
+            grab, bgr = costs["grab"]["best"], costs["bgr"]["best"]
+            decode_fps = self.cores * 1000.0 / (grab + bgr)
+            result[name] = {
+                "decode_fps": decode_fps,
+                "combined_fps": 1.0 / (1.0 / decode_fps + 1.0 / inference["best"]),
+                "predicted_capacity": self.cores
+                * 1000.0
+                / (STREAM_FPS * grab + DETECT_FPS * (bgr + infer_ms)),
+            }
+        result["infer_ms_per_frame"] = infer_ms
+        self.results["ceilings"] = result
+        print(json.dumps(result, indent=1, default=str), flush=True)
+
+    def _ceiling(self) -> dict[str, Any]:
+        if "ceilings" not in self.results:
+            self.ceilings()
+        ceiling: dict[str, Any] = self.results["ceilings"]
+        return ceiling
+
+    def naive(self) -> None:
+        clip = str(self.clips.base(profile=P720))
+        seconds = 6.0 if self.quick else 12.0
+        rows = {}
+        for count in CAMERA_COUNTS:
+            outs = [
+                naive_run(urls=[clip] * count, every=1, loop_file=True, seconds=seconds)
+                for _ in range(self.repeats)
+            ]
+            rows[str(count)] = {
+                **summary([float(out["total_fps"]) for out in outs]),
+                "fps_per_core": max(
+                    float(out["total_fps"]) / max(float(out["cpu_cores_used"]), 1e-9)
+                    for out in outs
+                ),
+            }
+            print(f"naive {count} cameras: {rows[str(count)]}", flush=True)
+        self.results["naive"] = rows
+
+    def throughput_offer(self, count: int) -> float:
+        """Frames/s each of `count` file cameras is paced at.
+
+        "Every frame inferred" means detect_fps >= the camera's frame rate, so every frame
+        read is converted, resized and offered to the detector (none is skipped after grab).
+        The cameras together are offered the combined ceiling: as fast as the machine could
+        possibly go, with no more decode work wasted on frames that cannot be inferred than
+        the service's own shortfall. A camera's detect_fps is bounded (120), so one camera
+        alone is offered 120 frames/s.
+        """
+        combined = float(self._ceiling()[P720.name]["combined_fps"])
+        return min(MAX_DETECT_FPS, combined / count)
+
+    def throughput(self) -> None:
+        seconds = 6.0 if self.quick else 12.0
+        rows: dict[str, Any] = {}
+        for count in CAMERA_COUNTS:
+            fps = round(self.throughput_offer(count), 2)
+            clip = self.clips.retimed(profile=P720, fps=fps)
+            cameras = [Camera(id=f"f{i}", url=str(clip), loop=True) for i in range(count)]
+            runs = [
+                self.service(cameras=cameras, detect_fps=fps, seconds=seconds)
+                for _ in range(self.repeats)
+            ]
+            rows[str(count)] = {
+                "offered_fps": fps * count,
+                **summary([r.total_fps for r in runs]),
+                "cpu_cores_used": max(r.cpu_s / r.seconds for r in runs),
+                # Frames per CPU-second: less sensitive than frames/s to a shared machine.
+                "fps_per_core": max(r.total_fps * r.seconds / max(r.cpu_s, 1e-9) for r in runs),
+                "p99_ms": min(r.percentile(99) for r in runs),
+            }
+            print(f"service {count} cameras: {rows[str(count)]}", flush=True)
+            self.save()
+        self.results["throughput"] = rows
+
+    def _search(
+        self, *, name: str, start: int, measure: Callable[[int], tuple[bool, dict[str, Any]]]
+    ) -> int:
+        """Largest passing camera count near `start`: up while passing, else down, then up."""
+        steps: list[dict[str, Any]] = []
+        outcome: dict[int, bool] = {}
+
+        def check(count: int) -> bool:
+            if count not in outcome:
+                passed, detail = measure(count)
+                outcome[count] = passed
+                steps.append({"cameras": count, "passed": passed, **detail})
+                print(f"{name} {count} cameras: {steps[-1]}", flush=True)
+                self.results[name] = {"steps": steps}
+                self.save()
+            return outcome[count]
+
+        count = max(1, start)
+        if not check(count):
+            while count > 1:
+                # Coarse steps down (each step is a minute or more), then refined upwards.
+                count = max(1, count - max(2, round(0.15 * count)))
+                if check(count):
+                    break
+        # Refine upwards; a count already seen failing ends it from the cache.
+        while outcome.get(count, False) and check(count + 1):
+            count += 1
+        best = max((c for c, ok in outcome.items() if ok), default=0)
+        self.results[name] = {"capacity": best, "steps": steps}
+        return best
+
+    def _service_capacity_step(self, count: int, *, substream: bool) -> tuple[bool, dict[str, Any]]:
+        warmup = 8.0
+        server, cameras = self.rtsp_cameras(
+            count=count, seconds=self.capacity_s + warmup + 120, substream=substream
+        )
+        try:
+            result = self.service(
+                cameras=cameras, detect_fps=DETECT_FPS, seconds=self.capacity_s, warmup_s=warmup
+            )
+        finally:
+            server.kill()
+        detail = {
+            "total_fps": round(result.total_fps, 1),
+            "min_camera_fps": round(result.min_camera_fps, 2),
+            "cpu_cores_used": round(result.cpu_s / result.seconds, 2),
+            "p99_ms": round(result.percentile(99), 1),
+            "peak_rss_mb": round(result.peak_rss_mb, 1),
+            "all_started": result.all_started,
+        }
+        return result.min_camera_fps >= PASS_FPS, detail
+
+    def capacity(self) -> None:
+        predicted = float(self._ceiling()[P720.name]["predicted_capacity"])
+        self._search(
+            name="capacity",
+            start=math.floor(predicted),
+            measure=lambda n: self._service_capacity_step(n, substream=False),
+        )
+        naive_s = 12.0 if self.quick else 30.0
+
+        def naive_step(count: int) -> tuple[bool, dict[str, Any]]:
+            server, cameras = self.rtsp_cameras(count=count, seconds=naive_s + 90)
+            try:
+                out = naive_run(
+                    urls=[c.url for c in cameras],
+                    every=round(STREAM_FPS / DETECT_FPS),
+                    loop_file=False,
+                    seconds=naive_s,
+                )
+            finally:
+                server.kill()
+            rates = [float(r) for r in out["per_camera"]]
+            detail = {"total_fps": round(sum(rates), 1), "min_camera_fps": round(min(rates), 2)}
+            return min(rates) >= PASS_FPS, detail
+
+        costs = self._ceiling()["decode_ms"][P720.name]
+        infer_ms = float(self._ceiling()["infer_ms_per_frame"])
+        grab, bgr = costs["grab"]["best"], costs["bgr"]["best"]
+        # The naive loop converts every frame it reads, not only those it infers.
+        naive_predicted = self.cores * 1000.0 / (STREAM_FPS * (grab + bgr) + DETECT_FPS * infer_ms)
+        self._search(name="naive_capacity", start=math.floor(naive_predicted), measure=naive_step)
+
+    def latency(self) -> None:
+        capacity = int(self.results.get("capacity", {}).get("capacity") or 0)
+        if not capacity:
+            capacity = math.floor(float(self._ceiling()[P720.name]["predicted_capacity"]))
+        seconds = 12.0 if self.quick else 30.0
+        rows = {}
+        for share in (0.5, 0.8):
+            count = max(1, round(share * capacity))
+            server, cameras = self.rtsp_cameras(count=count, seconds=seconds + 90)
+            try:
+                result = self.service(cameras=cameras, detect_fps=DETECT_FPS, seconds=seconds)
+            finally:
+                server.kill()
+            rows[f"{round(share * 100)}%"] = {
+                "cameras": count,
+                "messages": len(result.latencies_ms),
+                **{f"p{q}_ms": round(result.percentile(q), 1) for q in (50, 95, 99)},
+                "internal_p99_ms": round(result.percentile(99, internal=True), 1),
+                "min_camera_fps": round(result.min_camera_fps, 2),
+            }
+            print(f"latency {share:.0%}: {rows[f'{round(share * 100)}%']}", flush=True)
+        self.results["latency"] = {"capacity": capacity, "rows": rows}
+
+    def memory(self) -> None:
+        seconds = 600.0 if self.long else (60.0 if self.quick else 120.0)
+        server, cameras = self.rtsp_cameras(count=MEMORY_CAMERAS, seconds=seconds + 90)
+        try:
+            result = self.service(
+                cameras=cameras, detect_fps=DETECT_FPS, seconds=seconds, warmup_s=5.0,
+                rss_interval_s=2.0,
+            )  # fmt: skip
+        finally:
+            server.kill()
+        samples = result.rss
+        end_t = samples[-1][0] if samples else 0.0
+        # Baseline a tenth into the window (buffers, pools and caches fill up first).
+        base_from = result.window_offset_s + seconds / 10
+        base = [rss for t, rss in samples if base_from <= t < base_from + 30]
+        last = [rss for t, rss in samples if t >= end_t - 30]
+        start_mb = statistics.median(base) if base else float("nan")
+        end_mb = statistics.median(last) if last else float("nan")
+        self.results["memory"] = {
+            "cameras": MEMORY_CAMERAS,
+            "seconds": seconds,
+            "peak_rss_mb": round(result.peak_rss_mb, 1),
+            "rss_start_mb": round(start_mb, 1),
+            "rss_end_mb": round(end_mb, 1),
+            "growth_pct": round(100.0 * (end_mb - start_mb) / start_mb, 2),
+            "min_camera_fps": round(result.min_camera_fps, 2),
+            "samples": [(round(t, 1), round(rss, 1)) for t, rss in samples],
+        }
+        print(f"memory: { {k: v for k, v in self.results['memory'].items() if k != 'samples'} }")
+
+    def substream(self) -> None:
+        ceiling = self._ceiling()
+        predicted = float(ceiling[P360.name]["predicted_capacity"])
+        self._search(
+            name="substream_capacity",
+            start=math.floor(0.9 * predicted),
+            measure=lambda n: self._service_capacity_step(n, substream=True),
+        )
+
+
+def naive_run(*, urls: Sequence[str], every: int, loop_file: bool, seconds: float) -> Any:
+    command = [sys.executable, "-m", "benchmarks.naive", "--model", str(XML)]
+    command += ["--every", str(every), "--seconds", str(seconds), "--warmup", "4"]
+    if loop_file:
+        command.append("--loop-file")
+    for url in urls:
+        command += ["--url", url]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=True, cwd=REPO, timeout=seconds + 120
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summary(values: Sequence[float], *, lower_is_better: bool = False) -> dict[str, Any]:
+    best = min(values) if lower_is_better else max(values)
+    return {"best": best, "median": statistics.median(values), "runs": list(values)}
+
+
+def machine() -> dict[str, Any]:
+    import cv2  # noqa: PLC0415 - heavy imports only where measured
+    import openvino as ov  # noqa: PLC0415
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    model = next(
+        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line),
+        platform.processor(),
+    )
+    with Path("/proc/meminfo").open(encoding="ascii") as meminfo:
+        mem_kb = int(meminfo.readline().split()[1])
+    return {
+        "cpu": model,
+        "cores": ceilings.cores(),
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "openvino": ov.get_version(),
+        "opencv": cv2.__version__,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="edge-facedet bench", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs, one repeat")
+    parser.add_argument("--long", action="store_true", help="memory: a 10-minute run")
+    parser.add_argument("--out", type=Path, help="results root (default: results/)")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--repeats", type=int, help="repeats of ceilings/throughput runs")
+    parser.add_argument("--capacity-seconds", type=float, help="window of each capacity step")
+    parser.add_argument("--docs", action="store_true", help="rewrite docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
+
+    bench = Bench(args=args)
+    print(f"results in {bench.out}", flush=True)
+    bench.results["settings"] = {
+        "quick": bench.quick, "long": bench.long, "repeats": bench.repeats,
+        "capacity_seconds": bench.capacity_s, "scenarios": args.scenarios,
+        "clips": {p.name: asdict(p) for p in (P720, P1080, P360)},
+    }  # fmt: skip
+    for scenario in SCENARIOS:
+        if scenario in args.scenarios:
+            bench.note_load(scenario)
+            getattr(bench, scenario)()
+            bench.save()
+    bench.note_load("end")
+    bench.results["finished"] = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    bench.save()
+    markdown = write_markdown(results=bench.results, out=bench.out)
+    write_chart(results=bench.results, out=bench.out)
+    print(markdown)
+    if args.docs:
+        write_docs(results=bench.results, markdown=markdown, out=bench.out, repo=REPO)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""One measured run of the real service, observed from the outside as a user would.
+
+Owns: the generated configuration (`edge-facedet run`, publish policy every_frame, metrics
+on, the local Mosquitto), the process (`tests.support.service.ServiceProcess`, which waits for
+systemd's READY=1), an MQTT subscriber that timestamps every faces message on receipt, and an
+RSS sampler reading /proc. From those: detections/s per camera over a window, latency from
+each payload's `capture_ts` to its receipt (one machine, one clock), RSS over time and its peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.support.paths import MODEL_ROOT
+from tests.support.service import ServiceProcess, free_port
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+BROKER = ("127.0.0.1", 1883)
+READY_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 120.0
+
+
+class FaceCounter:
+    """Subscribes to every camera's faces topic under one prefix; keeps (receipt, payload)."""
+
+    def __init__(self, *, prefix: str) -> None:
+        self._prefix = prefix
+        self.received: list[tuple[float, str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"bench-{uuid.uuid4().hex[:8]}",
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    def __enter__(self) -> FaceCounter:
+        self._client.connect(*BROKER)
+        self._client.loop_start()
+        if not self._subscribed.wait(10.0):
+            raise RuntimeError("MQTT subscriber did not subscribe within 10 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe(f"{self._prefix}/cameras/+/faces", qos=0)
+
+    def _on_subscribe(self, *_: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: Any) -> None:
+        # Receipt time first; parsing waits until the run is over (the CPU is the subject).
+        received = time.time()
+        with self._lock:
+            self.received.append((received, message.topic, message.payload))
+
+    def wait_for_all(self, *, camera_ids: list[str], timeout_s: float) -> bool:
+        """Until every camera has published once: opens are serialised inside OpenCV (about
+        1 s per RTSP camera here), so a window started at READY would count cameras that
+        are still opening."""
+        wanted = {f"{self._prefix}/cameras/{camera_id}/faces" for camera_id in camera_ids}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                seen = {topic for _, topic, _ in self.received}
+            if wanted <= seen:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def window(self, *, start: float, end: float) -> list[tuple[float, str, bytes]]:
+        with self._lock:
+            return [item for item in self.received if start <= item[0] < end]
+
+
+@dataclass
+class RssSampler:
+    """Samples a process's VmRSS every `interval_s`; `peak_mb` reads VmHWM at the end."""
+
+    pid: int
+    interval_s: float = 1.0
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    peak_mb: float = 0.0
+    started: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.peak_mb = max(self.peak_mb, _status_mb(self.pid, "VmHWM"))
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            rss = _status_mb(self.pid, "VmRSS")
+            if rss:
+                self.samples.append((time.monotonic() - self.started, rss))
+
+
+def _status_mb(pid: int, key: str) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:  # noqa: PTH123
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return 0.0
+    return 0.0
+
+
+@dataclass
+class ServiceResult:
+    cameras: int
+    seconds: float
+    per_camera: dict[str, float]
+    latencies_ms: list[float]
+    internal_latencies_ms: list[float]
+    rss: list[tuple[float, float]]
+    peak_rss_mb: float
+    cpu_s: float
+    """User + system CPU seconds of the service over the measured window."""
+    all_started: bool = True
+    """Whether every camera had published before the warm-up began."""
+    window_offset_s: float = 0.0
+    """When the measured window began, on the clock of the `rss` samples."""
+    log_tail: str = ""
+
+    @property
+    def total_fps(self) -> float:
+        return sum(self.per_camera.values())
+
+    @property
+    def min_camera_fps(self) -> float:
+        return min(self.per_camera.values()) if self.per_camera else 0.0
+
+    def percentile(self, q: float, *, internal: bool = False) -> float:
+        values = self.internal_latencies_ms if internal else self.latencies_ms
+        if len(values) < 2:
+            return float("nan")
+        return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 10) - 1]
+
+
+@dataclass(frozen=True)
+class Camera:
+    id: str
+    url: str
+    detect_url: str | None = None
+    loop: bool = False
+
+
+def service_config(
+    *, cameras: list[Camera], detect_fps: float, prefix: str, cache_dir: Path,
+    model_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    entries: list[dict[str, Any]] = []
+    for camera in cameras:
+        entry: dict[str, Any] = {"id": camera.id, "url": camera.url}
+        if camera.detect_url is not None:
+            entry["detect_url"] = camera.detect_url
+        if camera.loop:
+            entry["loop"] = True
+        entries.append(entry)
+    return {
+        "node_id": "bench",
+        "model": {
+            "precision": "FP16-INT8",
+            "dir": str(MODEL_ROOT),
+            # The same device as benchmark_app's ceiling (AUTO would resolve to it here).
+            "device": "CPU",
+            "performance_hint": "THROUGHPUT",
+            "cache_dir": str(cache_dir),
+            **(model_overrides or {}),
+        },
+        "mqtt": {"host": BROKER[0], "port": BROKER[1], "topic_prefix": prefix},
+        "metrics": {"host": "127.0.0.1", "port": free_port()},
+        "defaults": {
+            "detect_fps": detect_fps,
+            "publish": {"policy": "every_frame"},
+            "decoder_threads": 1,
+        },
+        "cameras": entries,
+    }
+
+
+def run_service(
+    *, cameras: list[Camera], detect_fps: float, warmup_s: float, seconds: float,
+    workdir: Path, cache_dir: Path, rss_interval_s: float = 1.0,
+    model_overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+) -> ServiceResult:  # fmt: skip
+    """Start the service, wait `warmup_s` after READY, count for `seconds`, stop it."""
+    prefix = f"bench/{uuid.uuid4().hex[:8]}"
+    config = service_config(
+        cameras=cameras, detect_fps=detect_fps, prefix=prefix, cache_dir=cache_dir,
+        model_overrides=model_overrides,
+    )  # fmt: skip
+    service = ServiceProcess(directory=workdir, config=config, env=env, watchdog_usec=None)
+    with FaceCounter(prefix=prefix) as counter:
+        service.start()
+        try:
+            service.wait_ready(timeout=READY_TIMEOUT_S)
+            assert service.process is not None
+            pid = service.process.pid
+            sampler = RssSampler(pid=pid, interval_s=rss_interval_s)
+            sampler.start()
+            all_started = counter.wait_for_all(
+                camera_ids=[camera.id for camera in cameras], timeout_s=START_TIMEOUT_S
+            )
+            time.sleep(warmup_s)
+            window_offset_s = time.monotonic() - sampler.started
+            cpu_before = _cpu_s(pid)
+            start = time.time()
+            time.sleep(seconds)
+            end = time.time()
+            cpu_s = _cpu_s(pid) - cpu_before
+            sampler.stop()
+            if service.process.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{service.log()[-3000:]}")
+        finally:
+            if service.process is not None and service.process.poll() is None:
+                service.terminate(timeout=20)
+            service.close()
+        window = counter.window(start=start, end=end)
+    counts = {camera.id: 0 for camera in cameras}
+    latencies: list[float] = []
+    internal: list[float] = []
+    for received, topic, payload in window:
+        camera_id = topic.split("/")[-2]
+        counts[camera_id] = counts.get(camera_id, 0) + 1
+        body = json.loads(payload)
+        captured = datetime.fromisoformat(body["capture_ts"].replace("Z", "+00:00"))
+        latencies.append((received - captured.timestamp()) * 1000.0)
+        internal.append(float(body["latency_ms"]))
+    elapsed = end - start
+    return ServiceResult(
+        cameras=len(cameras),
+        seconds=elapsed,
+        per_camera={camera_id: count / elapsed for camera_id, count in counts.items()},
+        latencies_ms=latencies,
+        internal_latencies_ms=internal,
+        rss=sampler.samples,
+        peak_rss_mb=sampler.peak_mb,
+        cpu_s=cpu_s,
+        all_started=all_started,
+        window_offset_s=window_offset_s,
+        log_tail=service.log()[-2000:],
+    )
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # noqa: PTH123
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
