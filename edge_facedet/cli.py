@@ -87,6 +87,15 @@ def _model_xml(args: argparse.Namespace) -> Path:
     return model_xml_path(Path(args.models_dir or default_model_root()), args.precision)
 
 
+def _installed_model_xml(args: argparse.Namespace) -> Path | None:
+    """The selected model's .xml, or None after saying it is not installed."""
+    xml = _model_xml(args)
+    if xml.is_file():
+        return xml
+    print(f"edge-facedet: model {xml} not found; run `edge-facedet model fetch`", file=sys.stderr)
+    return None
+
+
 def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
     parser.add_argument("--precision", choices=_PRECISIONS, default="FP16-INT8")
     parser.add_argument("--model", help="explicit model .xml (overrides --precision)")
@@ -98,7 +107,7 @@ def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge_facedet.config import ConfigError, load_config
-    from edge_facedet.service import Service
+    from edge_facedet.service import ModelLoadError, Service
 
     try:
         config = load_config(Path(args.config))
@@ -115,13 +124,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     _setup_logging(args.log_level, secrets=secrets)
     try:
-        return asyncio.run(Service(config=config).run())
-    except (FileNotFoundError, OSError, RuntimeError) as exc:
-        # Model missing, metrics port taken, device unavailable: one line, no traceback.
+        code = asyncio.run(Service(config=config).run())
+    except ModelLoadError as exc:
+        log.error("invalid configuration: %s: %s", args.config, exc)  # noqa: TRY400 - no trace
+        code = EXIT_USAGE
+    except OSError as exc:
+        # The metrics port taken, a file vanished: one line, no traceback.
         log.error("edge-facedet cannot run: %s", exc)  # noqa: TRY400 - the cause is the message
-        return EXIT_FAILURE
+        code = EXIT_FAILURE
     except KeyboardInterrupt:
-        return EXIT_OK
+        code = EXIT_OK
+    except Exception:
+        # Through the logger, so the redacting formatter sees the traceback too.
+        log.exception("edge-facedet failed")
+        code = EXIT_FAILURE
+    # Everything is published and closed by now. A camera thread stuck in a native FFmpeg
+    # call, or a broker connect in the default executor, would otherwise hold the exit
+    # (interpreter shutdown joins them) past systemd's stop timeout.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -168,12 +191,8 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
     from edge_facedet.detector import OpenVinoDetector, describe_devices, describe_model
 
-    xml = _model_xml(args)
-    if not xml.is_file():
-        print(
-            f"edge-facedet: model {xml} not found; run `edge-facedet model fetch` first",
-            file=sys.stderr,
-        )
+    xml = _installed_model_xml(args)
+    if xml is None:
         return EXIT_USAGE
     info = describe_model(xml)
     info["devices"] = describe_devices()
@@ -192,11 +211,8 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 def _cmd_detect(args: argparse.Namespace) -> int:
     from edge_facedet.filedetect import run_detect
 
-    xml = _model_xml(args)
-    if not xml.is_file():
-        print(
-            f"edge-facedet: model {xml} not found; run `edge-facedet model fetch`", file=sys.stderr
-        )
+    xml = _installed_model_xml(args)
+    if xml is None:
         return EXIT_USAGE
     return run_detect(
         paths=[Path(p) for p in args.paths],
@@ -215,11 +231,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from edge_facedet.evaluation import run_eval
 
-    xml = _model_xml(args)
-    if not xml.is_file():
-        print(
-            f"edge-facedet: model {xml} not found; run `edge-facedet model fetch`", file=sys.stderr
-        )
+    xml = _installed_model_xml(args)
+    if xml is None:
         return EXIT_USAGE
     return run_eval(
         images_dir=Path(args.images),

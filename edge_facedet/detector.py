@@ -61,6 +61,17 @@ class Detector(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _PendingRequest:
+    """One started request, as the completion callback and the awaiting caller share it."""
+
+    future: asyncio.Future[tuple[NDArray[np.float32], float]]
+    tensor: NDArray[np.uint8]
+    """Kept alive until the request finishes: OpenVINO reads it in place (share_inputs)."""
+    started: float = 0.0
+    permit_returned: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class DetectorInfo:
     """What was compiled, and where: shown by `model info`, published and exported."""
@@ -100,6 +111,7 @@ class OpenVinoDetector:
         cache_dir: Path | None = None,
         inference_threads: int | None = None,
         resize_in_model: bool = False,
+        request_timeout_s: float = 10.0,
         core: ov.Core | None = None,
     ) -> None:
         if performance_hint not in PERFORMANCE_HINTS:
@@ -121,6 +133,7 @@ class OpenVinoDetector:
         _, _, height, width = (int(d) for d in model.input().shape)
         self._input_size = (width, height)
         self._requested_device = device
+        self._request_timeout_s = request_timeout_s
         self._resize_in_model = resize_in_model
         self._batch_size = batch_size
         model.reshape({model.input().get_any_name(): [batch_size, 3, height, width]})
@@ -238,7 +251,7 @@ class OpenVinoDetector:
         # the loop; it is released from the completion callback, not here, because a
         # cancelled caller's request keeps running.
         await self._free_requests.acquire()
-        future: asyncio.Future[tuple[NDArray[np.float32], float]] = loop.create_future()
+        pending = _PendingRequest(future=loop.create_future(), tensor=tensor)
         try:
             # AsyncInferQueue marks a request idle just after our callback returns; the permit
             # can arrive a moment earlier, and start_async would then block the loop.
@@ -246,9 +259,8 @@ class OpenVinoDetector:
             # microseconds).
             while not self._queue.is_ready():  # noqa: ASYNC110
                 await asyncio.sleep(0.0002)
-            self._queue.start_async(
-                {0: tensor}, (future, time.perf_counter(), tensor), share_inputs=True
-            )
+            pending.started = time.perf_counter()
+            self._queue.start_async({0: tensor}, pending, share_inputs=True)
         except BaseException:
             # Cancelled while polling, or start_async refused the inputs: no request runs, so
             # no callback will return this permit; without this, each such cancellation
@@ -257,33 +269,51 @@ class OpenVinoDetector:
             raise
         # _finish is scheduled on this loop by the callback, so it cannot run before this line.
         self._inflight += 1
-        output, seconds = await future
+        try:
+            output, seconds = await asyncio.wait_for(pending.future, self._request_timeout_s)
+        except asyncio.TimeoutError:
+            # AsyncInferQueue calls our callback only for requests that succeeded: a request
+            # that failed on the device (GPU reset, NPU lost, out of memory) is marked idle
+            # without a word. Its permit is returned here, or every such failure would take
+            # one request away until detection stopped altogether.
+            self._return_permit(pending)
+            raise RuntimeError(
+                f"inference request gave no result within {self._request_timeout_s:.0f} s "
+                "(failed on the device?)"
+            ) from None
         return BatchResult(rows=split_batch(output, batch=len(images)), inference_seconds=seconds)
 
     def _on_request_done(self, request: ov.InferRequest, userdata: Any) -> None:
         """Runs on an OpenVINO thread: copy the output out, hand it to the loop."""
-        future, started, _tensor = userdata
-        seconds = time.perf_counter() - started
+        pending: _PendingRequest = userdata
+        seconds = time.perf_counter() - pending.started
         loop = self._loop
         assert loop is not None  # noqa: S101 - detect() set it before any request started
         try:
             # The request's output buffer is reused by its next inference.
             output = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller, not lost
-            loop.call_soon_threadsafe(self._finish, future, None, exc)
+            loop.call_soon_threadsafe(self._finish, pending, None, exc)
             return
-        loop.call_soon_threadsafe(self._finish, future, (output, seconds), None)
+        loop.call_soon_threadsafe(self._finish, pending, (output, seconds), None)
 
-    def _finish(
-        self,
-        future: asyncio.Future[tuple[NDArray[np.float32], float]],
-        result: tuple[NDArray[np.float32], float] | None,
-        error: BaseException | None,
-    ) -> None:
+    def _return_permit(self, pending: _PendingRequest) -> None:
+        if pending.permit_returned:
+            return
+        pending.permit_returned = True
         self._inflight -= 1
         assert self._free_requests is not None  # noqa: S101
         self._free_requests.release()
-        if future.cancelled():
+
+    def _finish(
+        self,
+        pending: _PendingRequest,
+        result: tuple[NDArray[np.float32], float] | None,
+        error: BaseException | None,
+    ) -> None:
+        self._return_permit(pending)
+        future = pending.future
+        if future.done():  # the caller was cancelled or gave up waiting
             return
         if error is not None:
             future.set_exception(error)
@@ -292,7 +322,12 @@ class OpenVinoDetector:
 
     def wait_idle(self) -> None:
         """Block until every started request has finished (shutdown, from a worker thread)."""
-        self._queue.wait_all()
+        try:
+            self._queue.wait_all()
+        except RuntimeError as exc:
+            # wait_all re-raises a failure of any request; at shutdown there is nobody left
+            # to hand it to, and it must not turn a clean stop into a failed exit.
+            log.warning("an inference request had failed: %s", exc)
 
 
 def describe_devices(core: ov.Core | None = None) -> dict[str, str]:

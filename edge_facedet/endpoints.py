@@ -29,6 +29,10 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # An idle or half-open client (a scanner, a broken proxy) would otherwise hold its
+    # thread forever.
+    timeout = 10
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         # One line per scrape would flood the journal; errors still reach log_error.
         return

@@ -408,8 +408,11 @@ class MqttPublisher:
             raise
         finally:
             lost.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await lost
+            # asyncio.wait, not `await lost` under suppress(CancelledError): that would also
+            # swallow a cancellation aimed at this task while it waits here.
+            await asyncio.wait((lost,))
+            if not lost.cancelled():
+                lost.exception()  # retrieved: the connection loss is handled by the caller
 
     async def _drain(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
         """States first (they are few and describe the present), then the outbox, FIFO."""

@@ -143,6 +143,8 @@ class Scheduler:
         self._next_slot = 0
         self._free_requests = asyncio.Semaphore(detector.max_inflight)
         self._inflight = 0
+        self._draining = False
+        self._stopped = asyncio.Event()
         self.batches = 0
         self.errors = 0
 
@@ -167,11 +169,25 @@ class Scheduler:
                 self._next_slot = (index + 1) % count
         return taken
 
+    async def drain(self, *, timeout: float) -> bool:
+        """Take no more frames; wait up to `timeout` for the batches in flight to be handled.
+
+        For an orderly stop: results of frames already in the detector still get published.
+        True when `run()` has returned within the time.
+        """
+        self._draining = True
+        self._wakeup.event.set()
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def _collect_batch(self) -> list[Frame]:
         limit = self._detector.batch_size
         batch: list[Frame] = []
         deadline: float | None = None
-        while True:
+        while not self._draining:
             # Clear before scanning: a put() after the scan sets the event again.
             self._wakeup.event.clear()
             batch += self._take_round_robin(limit - len(batch))
@@ -189,11 +205,18 @@ class Scheduler:
                     return batch
             else:
                 await self._wakeup.event.wait()
+        return batch
 
     async def run(self) -> None:
-        """Serve batches until cancelled."""
+        """Serve batches until cancelled, or until `drain()` and the last batch is handled."""
+        try:
+            await self._serve()
+        finally:
+            self._stopped.set()
+
+    async def _serve(self) -> None:
         async with TaskGroup() as group:
-            while True:
+            while not self._draining:
                 # Backpressure: no frame leaves its slot before a request is free for it.
                 await self._free_requests.acquire()
                 try:
@@ -201,6 +224,9 @@ class Scheduler:
                 except BaseException:
                     self._free_requests.release()
                     raise
+                if not frames:  # draining
+                    self._free_requests.release()
+                    break
                 self._inflight += 1
                 if self._on_inflight:
                     self._on_inflight(self._inflight)

@@ -48,7 +48,13 @@ FIRST_CONNECT_WAIT_S = 3.0
 # Readers blocked in a network read get this long to notice the stop; they are daemon
 # threads, so one stuck in FFmpeg cannot hold the exit beyond it.
 READER_JOIN_S = 2.0
+# Batches already in the detector get this long to be published at a stop.
+DRAIN_S = 1.0
 STATUS_INTERVAL_S = 5.0
+
+
+class ModelLoadError(Exception):
+    """The configured model could not be read or compiled for the configured device."""
 
 
 def resolve_model_xml(config: ServiceConfig) -> Path:
@@ -81,6 +87,8 @@ class Service:
         self.detector: OpenVinoDetector | None = None
         self._readers: list[CameraReader] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._scheduler: Scheduler | None = None
+        self._readers_stopped = False
         self.ready = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -128,7 +136,8 @@ class Service:
         finally:
             self._remove_signal_handlers(asyncio.get_running_loop())
             if self.metrics_server is not None:
-                self.metrics_server.stop()
+                # shutdown() waits for the server's poll interval: not on the loop.
+                await asyncio.to_thread(self.metrics_server.stop)
             self.notifier.close()
 
     def _health(self) -> tuple[bool, dict[str, object]]:
@@ -140,16 +149,26 @@ class Service:
         config = self._config
         model = config.model
         model_xml = resolve_model_xml(config)
-        self.detector = detector = await asyncio.to_thread(
-            OpenVinoDetector,
-            model_xml=model_xml,
-            device=model.device,
-            performance_hint=model.performance_hint.value,
-            batch_size=model.batch_size,
-            infer_requests=model.infer_requests,
-            cache_dir=self._model_cache_dir(),
-            inference_threads=model.inference_threads,
-        )
+        try:
+            self.detector = detector = await asyncio.to_thread(
+                OpenVinoDetector,
+                model_xml=model_xml,
+                device=model.device,
+                performance_hint=model.performance_hint.value,
+                batch_size=model.batch_size,
+                infer_requests=model.infer_requests,
+                cache_dir=self._model_cache_dir(),
+                inference_threads=model.inference_threads,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            # A model that is not face-detection-0204's shape, or a device that is absent:
+            # no restart fixes either, so it is reported as configuration (exit 2).
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
+            raise ModelLoadError(
+                f"model.path/model.device: cannot load {model_xml} on {model.device}: {first_line}"
+            ) from None
         devices = ",".join(detector.info.execution_devices)
         self.metrics.device.info(
             {
@@ -184,7 +203,7 @@ class Service:
         dropped = {
             camera.id: self.metrics.frames_dropped.labels(camera=camera.id) for camera in enabled
         }
-        scheduler = Scheduler(
+        self._scheduler = scheduler = Scheduler(
             detector=detector,
             camera_ids=[camera.id for camera in enabled],
             on_result=pipeline.handle_batch,
@@ -251,8 +270,10 @@ class Service:
                 group.create_task(self._stop_when_asked(), name="stop")
         finally:
             await self._stop_readers()
-            # Callbacks of requests still running would hit a closed loop otherwise.
-            await asyncio.to_thread(detector.wait_idle)
+            # Callbacks of requests still running would hit a closed loop otherwise; bounded,
+            # because a hung device must not hold the exit.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(detector.wait_idle), DRAIN_S)
         log.info("edge-facedet stopped")
         return 0
 
@@ -261,6 +282,8 @@ class Service:
         log.info("stopping")
         self.notifier.stopping()
         await self._stop_readers()
+        if self._scheduler is not None and not await self._scheduler.drain(timeout=DRAIN_S):
+            log.warning("inference still running %.1f s after the stop; results dropped", DRAIN_S)
         if self.publisher is not None:
             await self.publisher.close()
         # What is left runs forever by design; cancelling it lets the group exit.
@@ -268,6 +291,10 @@ class Service:
             task.cancel()
 
     async def _stop_readers(self) -> None:
+        """Tell every reader to stop and wait for them, once, within one shared deadline."""
+        if self._readers_stopped:
+            return
+        self._readers_stopped = True
         for reader in self._readers:
             reader.stop()
 

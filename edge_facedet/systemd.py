@@ -31,6 +31,7 @@ class SystemdNotifier:
             self._address = address
         self._socket: socket.socket | None = None
         self._dropped = 0
+        self._reported_errors: set[int | None] = set()
         watchdog_usec = env.get("WATCHDOG_USEC", "")
         watchdog_pid = env.get("WATCHDOG_PID", "")
         self.watchdog_interval_s: float | None = None
@@ -67,7 +68,9 @@ class SystemdNotifier:
                 )
         except OSError as exc:
             # The service must keep running if the manager went away; say so once per kind.
-            log.warning("sd_notify to %s failed: %s", self._address.lstrip("\0"), exc)
+            if exc.errno not in self._reported_errors:
+                self._reported_errors.add(exc.errno)
+                log.warning("sd_notify to %s failed: %s", self._address.lstrip("\0"), exc)
 
     def ready(self, status: str = "") -> None:
         self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
