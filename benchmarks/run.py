@@ -75,6 +75,14 @@ class Bench:
         self.repeats: int = args.repeats or (1 if self.quick else 2)
         self.capacity_s: float = args.capacity_seconds or (20.0 if self.quick else 60.0)
         self.results: dict[str, Any] = {"machine": machine(), "started": stamp, "load": {}}
+        if args.reuse is not None:
+            # Scenarios not run now are taken from an earlier run (e.g. its ceilings).
+            earlier = json.loads(args.reuse.read_text())
+            for key in ("ceilings", "naive", "throughput", "capacity", "naive_capacity",
+                        "latency", "memory", "substream_capacity"):  # fmt: skip
+                if key in earlier:
+                    self.results[key] = earlier[key]
+            self.results["reused_from"] = str(args.reuse)
         self._runs = 0
 
     # -- helpers -----------------------------------------------------------------------------
@@ -269,6 +277,8 @@ class Bench:
             start=math.floor(predicted),
             measure=lambda n: self._service_capacity_step(n, substream=False),
         )
+        if "naive_capacity" in self.results:  # reused from an earlier run (--reuse)
+            return
         naive_s = 12.0 if self.quick else 30.0
 
         def naive_step(count: int) -> tuple[bool, dict[str, Any]]:
@@ -407,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="repeats of ceilings/throughput runs")
     parser.add_argument("--capacity-seconds", type=float, help="window of each capacity step")
     parser.add_argument("--docs", action="store_true", help="rewrite docs/benchmarks.md")
+    parser.add_argument(
+        "--reuse", type=Path, help="an earlier results.json: keep what this run does not redo"
+    )
     args = parser.parse_args(argv)
 
     from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
