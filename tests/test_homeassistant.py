@@ -234,7 +234,10 @@ async def test_publisher_sends_retained_discovery_before_online(
         f"homeassistant/binary_sensor/{node}_yard_face_present/config",
     }
     order: list[str] = []
-    async with mqtt_subscriber("#", host=mqtt_broker.host, port=mqtt_broker.port) as live:
+    # Only this node's topics: the shared broker holds other tests' retained messages.
+    async with mqtt_subscriber(
+        ("homeassistant/#", f"{prefix}/#"), host=mqtt_broker.host, port=mqtt_broker.port
+    ) as live:
         task = asyncio.create_task(publisher.run())
         try:
             await live.wait_for(

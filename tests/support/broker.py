@@ -266,12 +266,22 @@ class Collector:
 
 @contextlib.asynccontextmanager
 async def mqtt_subscriber(
-    topic_filter: str, *, host: str, port: int, qos: int = 2, **client_options: Any
+    topic_filter: str | tuple[str, ...],
+    *,
+    host: str,
+    port: int,
+    qos: int = 2,
+    **client_options: Any,
 ) -> AsyncIterator[Collector]:
-    """Subscribe (before yielding) and collect until exit; survives the broker dying."""
+    """Subscribe (before yielding) and collect until exit; survives the broker dying.
+
+    Several filters share one client, so their messages keep the broker's order.
+    """
     collector = Collector()
+    filters = (topic_filter,) if isinstance(topic_filter, str) else topic_filter
     async with aiomqtt.Client(host, port, **client_options) as client:
-        await client.subscribe(topic_filter, qos=qos)
+        for one_filter in filters:
+            await client.subscribe(one_filter, qos=qos)
 
         async def pump() -> None:
             try:

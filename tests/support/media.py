@@ -112,7 +112,8 @@ def _ffmpeg(*args: str, output: Path) -> None:
     subprocess.run(
         [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args, str(partial)],
         check=True,
-        timeout=120,
+        # Test clips take seconds; the soak's half-hour clips take minutes on 2 cores.
+        timeout=1800,
     )
     partial.replace(output)
 
