@@ -4,7 +4,7 @@ This module owns everything between the operator's YAML file and a validated, im
 `ServiceConfig`: safe YAML parsing (duplicate keys, aliases, size and nesting refused), the
 models and their bounds, merging `defaults` into each camera, resolving relative paths against
 the config file's directory, resolving secrets (`SecretSource`), the operator-facing
-`ConfigError`, the URLs handed to OpenCV (`camera_open_url`, `detect_open_url`) or shown in logs
+`ConfigError`, the URLs handed to OpenCV (`detect_open_url`) or shown in logs
 (`display_url`, `display_detect_url`), and the body of `edge-facedet check-config`.
 
 Every field has a description and bounds; unknown keys are errors (`extra="forbid"`), so a
@@ -977,21 +977,6 @@ def _secret_sources(config: ServiceConfig) -> list[tuple[str, SecretSource]]:
         if camera.password is not None:
             found.append((f"cameras[{index}] (id {camera.id!r}).password", camera.password))
     return found
-
-
-def camera_open_url(
-    camera: CameraConfig,
-    *,
-    environ: Mapping[str, str] | None = None,
-    credentials_dir: Path | None = None,
-) -> str:
-    """The main stream's URL to hand to OpenCV, with configured credentials inserted.
-
-    Contains the password: never log it; log `display_url(camera)` instead.
-    """
-    return _with_credentials(
-        camera, url=camera.url, environ=environ, credentials_dir=credentials_dir
-    )
 
 
 def detect_open_url(

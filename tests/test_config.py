@@ -39,7 +39,6 @@ from edge_facedet.config import (
     SecretSource,
     ServiceConfig,
     TlsConfig,
-    camera_open_url,
     check_config,
     detect_open_url,
     display_detect_url,
@@ -275,13 +274,11 @@ def test_example_yaml_loads_with_its_secrets(tmp_path: Path) -> None:
     assert config.mqtt.tls.ca_file == etc / "tls" / "ca.pem"
     assert config.mqtt.effective_port == 8883
     assert cameras["yard"].publish.policy is PublishPolicy.ON_FACES
-    # The door camera's password is read from the file next to the config.
-    door = camera_open_url(cameras["door"], environ=environ)
-    assert door == "rtsp://viewer:door-password@192.0.2.10:554/Streaming/Channels/101"
-    # Its substream, read for detection, gets the same credentials.
+    # The door camera's password is read from the file next to the config, and inserted
+    # into its substream, the stream read for detection.
     door_detect = detect_open_url(cameras["door"], environ=environ)
     assert door_detect == "rtsp://viewer:door-password@192.0.2.10:554/Streaming/Channels/102"
-    yard = camera_open_url(cameras["yard"], environ=environ)
+    yard = detect_open_url(cameras["yard"], environ=environ)
     assert yard == "rtsps://edge:yard%20pass%2Fwith%3Aodd%40chars@192.0.2.11:322/stream1"
     assert config.mqtt.password is not None
     assert config.mqtt.password.reveal(environ=environ) == "mqtt-password-value"
@@ -495,7 +492,7 @@ def _credentials_config(tmp_path: Path) -> tuple[ServiceConfig, dict[str, str]]:
 def test_camera_open_url_inserts_percent_encoded_credentials(tmp_path: Path) -> None:
     config, environ = _credentials_config(tmp_path)
     door, inline, ipv6 = config.cameras
-    url = camera_open_url(door, environ=environ)
+    url = detect_open_url(door, environ=environ)
     assert url == "rtsp://viewer%40site:p%40ss%3Aw%2Frd%20%231%3F@192.0.2.1:554/stream"
     parts = urlsplit(url)
     assert (parts.hostname, parts.port, parts.path) == ("192.0.2.1", 554, "/stream")
@@ -504,8 +501,8 @@ def test_camera_open_url_inserts_percent_encoded_credentials(tmp_path: Path) -> 
     assert unquote(parts.username) == "viewer@site"
     assert unquote(parts.password) == "p@ss:w/rd #1?"
     # Credentials already in the URL are passed through as written.
-    assert camera_open_url(inline) == f"rtsp://admin:{SECRET}@192.0.2.2/stream"
-    v6 = urlsplit(camera_open_url(ipv6))
+    assert detect_open_url(inline) == f"rtsp://admin:{SECRET}@192.0.2.2/stream"
+    v6 = urlsplit(detect_open_url(ipv6))
     assert (v6.hostname, v6.port, v6.password) == (
         "2001:db8::1",
         8554,
@@ -521,7 +518,7 @@ def test_display_url_is_redacted(tmp_path: Path) -> None:
     assert display_url(ipv6) == "rtsp://***:***@[2001:db8::1]:8554/live"
     plain = CameraConfig(id="p", url="rtsp://192.0.2.9/live")
     assert display_url(plain) == "rtsp://192.0.2.9/live"
-    assert camera_open_url(plain) == "rtsp://192.0.2.9/live"
+    assert detect_open_url(plain) == "rtsp://192.0.2.9/live"
 
 
 def test_detect_url_is_read_and_redacted_like_url() -> None:
@@ -530,7 +527,6 @@ def test_detect_url_is_read_and_redacted_like_url() -> None:
         password={"value": "p/w"},
     )  # fmt: skip
     assert detect_open_url(camera) == "rtsp://u:p%2Fw@192.0.2.9/sub"
-    assert camera_open_url(camera) == "rtsp://u:p%2Fw@192.0.2.9/main"
     assert display_detect_url(camera) == "rtsp://***:***@192.0.2.9/sub"
     plain = CameraConfig(id="p", url="rtsp://192.0.2.9/live")
     assert detect_open_url(plain) == "rtsp://192.0.2.9/live"
@@ -787,7 +783,7 @@ def test_redaction_never_shows_the_password(
         username=user.strip() or "u",
         password=SecretSource(value=marked),
     )
-    opened = urlsplit(camera_open_url(via_fields))
+    opened = urlsplit(detect_open_url(via_fields))
     assert opened.password is not None
     assert unquote(opened.password) == marked
     assert opened.hostname == host
