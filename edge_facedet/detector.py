@@ -209,10 +209,6 @@ class OpenVinoDetector:
     def inflight(self) -> int:
         return self._inflight
 
-    def execution_devices(self) -> tuple[str, ...]:
-        """The devices running the model now (AUTO may move from CPU to GPU after warm-up)."""
-        return tuple(self._execution_devices())
-
     def _stack(self, images: Sequence[NDArray[np.uint8]]) -> NDArray[np.uint8]:
         count = len(images)
         if count == 0 or count > self._batch_size:

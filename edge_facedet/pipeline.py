@@ -89,7 +89,6 @@ class ResultPipeline:
             )
         self.last_inference_monotonic: float | None = None
         self.frames_inferred = 0
-        self.started_monotonic = time.monotonic()
 
     # -- results (called by the scheduler for every finished batch) --------------------
 
