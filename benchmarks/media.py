@@ -2,9 +2,8 @@
 
 Owns the clip cache (`results/bench-cache/`, keyed by the parameters): camera-like encodes at
 realistic bitrates (720p 3.75 Mbit/s, 1080p 6 Mbit/s, a 640x360 substream 0.8 Mbit/s), long
-copies made by remuxing (no re-encode) for the GStreamer server, which plays a clip once, and
-retimed copies (timestamps scaled, same frames) that a paced file camera plays at a chosen
-frame rate. RTSP servers are `tests.support.rtsp.RtspServer` (the tests' GStreamer server).
+copies made by remuxing (no re-encode) for the GStreamer server, which plays a clip once. RTSP
+servers are `tests.support.rtsp.RtspServer` (the tests' GStreamer server).
 """
 
 from __future__ import annotations
@@ -77,18 +76,6 @@ class Clips:
             loops = int(seconds // BASE_SECONDS) - 1
             _ffmpeg(
                 "-stream_loop", str(loops), "-i", str(base), "-c", "copy",
-                "-movflags", "+faststart",
-                output=target,
-            )  # fmt: skip
-        return target
-
-    def retimed(self, *, profile: Profile, fps: float) -> Path:
-        """The base clip's frames with timestamps for `fps` (a paced file camera's rate)."""
-        base = self.base(profile=profile)
-        target = self._path(f"retimed-{base.stem}-{fps:.2f}", "mp4")
-        if not target.exists():
-            _ffmpeg(
-                "-itsscale", f"{FPS / fps:.6f}", "-i", str(base), "-c", "copy",
                 "-movflags", "+faststart",
                 output=target,
             )  # fmt: skip

@@ -170,6 +170,7 @@ class Camera:
     url: str
     detect_url: str | None = None
     loop: bool = False
+    realtime: bool = True
 
 
 def service_config(
@@ -183,6 +184,8 @@ def service_config(
             entry["detect_url"] = camera.detect_url
         if camera.loop:
             entry["loop"] = True
+        if not camera.realtime:
+            entry["realtime"] = False
         entries.append(entry)
     return {
         "node_id": "bench",

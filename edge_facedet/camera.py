@@ -76,6 +76,8 @@ _FILE_READ_FAILURES_AT_END = 16
 grab at the real end of a file returns at once, so the margin is cheap)."""
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 """Ports FFmpeg uses when a network URL names none."""
+_ROOM_POLL_S = 0.25
+"""How often a lossless reader waiting for room checks whether it was asked to stop."""
 _DUE_EPSILON_S = 1e-6
 """Absorbs float rounding when the media clock sums frame intervals (5 x 0.04 < 0.2)."""
 
@@ -147,6 +149,7 @@ class CameraReader:
         max_reconnect_attempts: int | None = None,
         decoder_threads: int = 1,
         claim: Callable[[], bool] | None = None,
+        wait_until_empty: Callable[[float], bool] | None = None,
     ) -> None:
         if detect_fps <= 0:
             raise ValueError(f"camera {camera_id}: detect_fps must be > 0, got {detect_fps}")
@@ -172,6 +175,11 @@ class CameraReader:
         # Asked before converting a due frame; False means the consumer cannot take it yet
         # (and has counted it), so the BGR conversion and resize are skipped.
         self._claim = claim
+        # A file read faster than real time is read no faster than the consumer takes its
+        # frames: each due frame waits until the consumer has room, none is dropped.
+        self._wait_until_empty = (
+            wait_until_empty if self._kind is _SourceKind.FILE and not realtime else None
+        )
         self._backoff = Backoff(base=reconnect_initial_s, cap=reconnect_max_s)
 
         self._stop_requested = threading.Event()
@@ -441,7 +449,7 @@ class CameraReader:
 
             if not self._is_due(clock_s=clock_s):
                 self._skipped.inc()
-            elif self._claim is None or self._claim():
+            elif self._wait_until_empty is not None or self._claim is None or self._claim():
                 self._hand_on(capture=capture, capture_time=capture_time, monotonic=arrived)
 
             if arrived - last_status >= STATUS_INTERVAL_S:
@@ -517,6 +525,11 @@ class CameraReader:
         if size_changed:
             _log.info("camera %s: frame size %dx%d", self._camera_id, width, height)
             self._set_state(CameraState.STREAMING, frame_width=width, frame_height=height)
+        if self._wait_until_empty is not None:
+            # Prepared before waiting, so the frame is ready the moment the slot empties.
+            while not self._wait_until_empty(_ROOM_POLL_S):
+                if self._stop_requested.is_set():
+                    return
         self._call_back(self._on_frame, frame)
 
     def _report_rates(self, *, now: float) -> None:

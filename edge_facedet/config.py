@@ -555,6 +555,12 @@ class CameraSettings(_Strict):
         description="Publish policy; a camera's keys are merged over `defaults.publish`.",
     )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
+    realtime: bool = Field(
+        default=True,
+        description="Files only: true plays the file at its frame rate like a live camera "
+        "(frames the detector cannot take in time are dropped); false reads it as fast as the "
+        "detector takes frames and drops none, to analyse a recording.",
+    )
     open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Stream open timeout.")
     read_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Frame read timeout.")
     stall_timeout_s: float = Field(
@@ -665,6 +671,21 @@ class CameraConfig(CameraSettings):
         if isinstance(base, Path) and _is_relative_file(url):
             return str(base / url)
         return url
+
+    @model_validator(mode="after")
+    def _realtime_files_only(self) -> CameraConfig:
+        if self.realtime:
+            return self
+        source = self.detect_url or self.url
+        match = _SCHEME.match(source)
+        is_file = (match is None or match["scheme"].lower() == "file") and not (
+            source.isdigit() or source.startswith("/dev/")
+        )
+        if not is_file:
+            raise _field_error(
+                "realtime", "false applies to files only (a live source cannot be read ahead)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _credentials(self) -> CameraConfig:

@@ -2,7 +2,8 @@
 
 Reader threads put frames into a `LatestFrameSlot` (one per camera, holding at most one
 frame; a newer frame replaces an unprocessed one and the drop is counted; readers that ask
-`claim()` first skip converting a frame while the previous one still waits). The `Scheduler`
+`claim()` first skip converting a frame while the previous one still waits; lossless file
+readers wait with `wait_until_empty()` instead, so they never drop). The `Scheduler`
 runs on the event loop: it takes a frame only when an infer request is free, so while the
 detector is busy frames wait in the slots and get replaced there; no queue grows anywhere.
 Cameras are served round robin, so a fast camera cannot starve a slow one.
@@ -67,6 +68,7 @@ class LatestFrameSlot:
         self._on_drop = on_drop
         self._wakeup = wakeup
         self._lock = threading.Lock()
+        self._emptied = threading.Condition(self._lock)
         self._frame: Frame | None = None
         self.dropped = 0
 
@@ -97,9 +99,20 @@ class LatestFrameSlot:
         self._on_drop()
         return False
 
+    def wait_until_empty(self, timeout: float) -> bool:
+        """Block the reader until the scheduler has taken the waiting frame; False on timeout.
+
+        For lossless readers (files read faster than real time): they hand on a frame only
+        into an empty slot, so nothing is replaced and no decoded frame is wasted.
+        """
+        with self._emptied:
+            return self._emptied.wait_for(lambda: self._frame is None, timeout)
+
     def take(self) -> Frame | None:
         with self._lock:
             frame, self._frame = self._frame, None
+            if frame is not None:
+                self._emptied.notify()
         return frame
 
 

@@ -230,6 +230,8 @@ class Service:
                     input_size=detector.input_size,
                     on_frame=scheduler.slot(camera.id).put,
                     claim=scheduler.slot(camera.id).claim,
+                    wait_until_empty=scheduler.slot(camera.id).wait_until_empty,
+                    realtime=camera.realtime,
                     on_status=report_status,
                     metrics=self.metrics,
                     loop_file=camera.loop,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import socket
@@ -15,6 +17,7 @@ import pytest
 from edge_facedet.camera import CameraReader, CameraState, CameraStatus
 from edge_facedet.frames import Frame
 from edge_facedet.metrics import Metrics
+from edge_facedet.scheduler import Scheduler
 from tests.support.paths import HIKERS_VIDEO
 
 if TYPE_CHECKING:
@@ -200,6 +203,74 @@ def test_file_read_as_fast_as_possible_holds_detect_fps_on_media_clock_then_stop
     assert recorder.states() == [CameraState.STARTING, CameraState.STREAMING, CameraState.STOPPED]
     assert reader.status.reconnects == 0
     assert reader.status.last_error is None
+
+
+async def test_lossless_file_camera_hands_every_frame_to_a_slower_detector_and_drops_none(
+    h264_clip: ClipMaker, metrics: Metrics
+) -> None:
+    """`realtime: false` with a real slot and scheduler: the reader waits for room."""
+    from tests.test_scheduler import FakeDetector
+    from tests.test_scheduler import Recorder as BatchRecorder
+
+    clip = h264_clip.clip(seconds=2)  # 50 frames at 25 fps
+    # 8 ms per frame, one request: slower than this reader decodes, so a reader that did not
+    # wait would replace frames in the slot.
+    detector = FakeDetector(batch_size=1, max_inflight=1, delay_s=0.008)
+    batches = BatchRecorder()
+    dropped: list[str] = []
+    scheduler = Scheduler(
+        detector=detector, camera_ids=["lossless"], on_result=batches, on_drop=dropped.append
+    )
+    slot = scheduler.slot("lossless")
+    statuses = Recorder()
+    reader = CameraReader(
+        camera_id="lossless",
+        url=str(clip),
+        detect_fps=25.0,
+        input_size=INPUT_SIZE,
+        on_frame=slot.put,
+        claim=slot.claim,
+        wait_until_empty=slot.wait_until_empty,
+        on_status=statuses.on_status,
+        metrics=metrics,
+        realtime=False,
+    )
+    serving = asyncio.create_task(scheduler.run())
+    reader.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(batches.frames) < 50 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # anything beyond the 50 frames would show up meanwhile
+    finally:
+        reader.stop()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+    assert reader.join(timeout=5.0)
+    assert [frame.seq for frame in batches.frames] == list(range(50))
+    assert dropped == []
+    assert slot.dropped == 0
+    assert counter(metrics, "frames_captured", "lossless") == 50
+    assert counter(metrics, "frames_skipped", "lossless") == 0
+
+
+def test_lossless_reader_waiting_for_room_stops_promptly(
+    h264_clip: ClipMaker, make_reader: Callable[..., tuple[CameraReader, Recorder]]
+) -> None:
+    """A consumer that never takes a frame must not keep a lossless reader from stopping."""
+    clip = h264_clip.clip(seconds=2)
+    reader, recorder = make_reader(
+        camera_id="blocked", url=str(clip), detect_fps=25.0, realtime=False,
+        wait_until_empty=lambda timeout: time.sleep(timeout) is not None,
+    )  # fmt: skip
+    recorder.wait_for_state(CameraState.STREAMING)
+    time.sleep(0.3)
+    assert recorder.frames == []  # the first frame waits for room that never comes
+    started = time.monotonic()
+    reader.stop()
+    assert reader.join(timeout=2.0)
+    assert time.monotonic() - started < 1.0
 
 
 def test_looped_file_continues_without_counting_a_fault(

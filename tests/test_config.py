@@ -139,6 +139,7 @@ BAD_CASES: dict[str, tuple[str, ...]] = {
     "precision-unknown.yaml": ("model.precision", "'FP16-INT8'"),
     "reconnect-order.yaml": ("cameras[0] (id 'cam1').reconnect_max_s", "reconnect_initial_s"),
     "username-on-file-camera.yaml": ("cameras[0] (id 'clip').username", "network URLs"),
+    "realtime-false-on-rtsp.yaml": ("cameras[1] (id 'door').realtime", "files only"),
     "publish-policy-unknown.yaml": ("cameras[0] (id 'cam1').publish.policy", "on_change"),
 }
 
