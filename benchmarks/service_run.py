@@ -175,7 +175,7 @@ class Camera:
 
 def service_config(
     *, cameras: list[Camera], detect_fps: float, prefix: str, cache_dir: Path,
-    model_overrides: dict[str, Any] | None = None,
+    model_overrides: dict[str, Any] | None = None, defaults_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     entries: list[dict[str, Any]] = []
     for camera in cameras:
@@ -204,6 +204,7 @@ def service_config(
             "detect_fps": detect_fps,
             "publish": {"policy": "every_frame"},
             "decoder_threads": 1,
+            **(defaults_overrides or {}),
         },
         "cameras": entries,
     }
@@ -213,12 +214,13 @@ def run_service(
     *, cameras: list[Camera], detect_fps: float, warmup_s: float, seconds: float,
     workdir: Path, cache_dir: Path, rss_interval_s: float = 1.0,
     model_overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+    defaults_overrides: dict[str, Any] | None = None,
 ) -> ServiceResult:  # fmt: skip
     """Start the service, wait `warmup_s` after READY, count for `seconds`, stop it."""
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
     config = service_config(
         cameras=cameras, detect_fps=detect_fps, prefix=prefix, cache_dir=cache_dir,
-        model_overrides=model_overrides,
+        model_overrides=model_overrides, defaults_overrides=defaults_overrides,
     )  # fmt: skip
     service = ServiceProcess(directory=workdir, config=config, env=env, watchdog_usec=None)
     with FaceCounter(prefix=prefix) as counter:

@@ -148,6 +148,7 @@ class CameraReader:
         reconnect_max_s: float = 30.0,
         max_reconnect_attempts: int | None = None,
         decoder_threads: int = 1,
+        nice: int = 0,
         claim: Callable[[], bool] | None = None,
         wait_until_empty: Callable[[float], bool] | None = None,
     ) -> None:
@@ -172,6 +173,7 @@ class CameraReader:
         self._stall_timeout_s = stall_timeout_s
         self._max_reconnect_attempts = max_reconnect_attempts
         self._decoder_threads = decoder_threads
+        self._nice = nice
         # Asked before converting a due frame; False means the consumer cannot take it yet
         # (and has counted it), so the BGR conversion and resize are skipped.
         self._claim = claim
@@ -237,6 +239,8 @@ class CameraReader:
     # -- thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._nice:
+            self._lower_priority()
         try:
             self._run_sessions()
         except Exception as exc:  # noqa: BLE001 - the thread must end in a known state
@@ -246,6 +250,16 @@ class CameraReader:
             self._up.set(0)
         if self._stop_requested.is_set():
             self._set_state(CameraState.STOPPED)
+
+    def _lower_priority(self) -> None:
+        # Linux applies PRIO_PROCESS to the one thread whose id is given; FFmpeg's decoder
+        # threads, started later from this thread, inherit its niceness.
+        try:
+            thread_id = threading.get_native_id()
+            current = os.getpriority(os.PRIO_PROCESS, thread_id)
+            os.setpriority(os.PRIO_PROCESS, thread_id, min(current + self._nice, 19))
+        except OSError as exc:
+            _log.warning("camera %s: cannot lower the reader's priority: %s", self._camera_id, exc)
 
     def _run_sessions(self) -> None:
         self._set_state(CameraState.STARTING)

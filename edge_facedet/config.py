@@ -575,6 +575,13 @@ class CameraSettings(_Strict):
     decoder_threads: int = Field(
         default=1, ge=0, le=16, description="FFmpeg decoder threads per camera (0: FFmpeg's)."
     )
+    reader_nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="Niceness added to the camera's reader (decoder) thread, so that decoding "
+        "yields the CPU to inference, which is on every frame's latency path (Linux).",
+    )
 
     @model_validator(mode="after")
     def _reconnect_order(self) -> CameraSettings:

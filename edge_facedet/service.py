@@ -241,6 +241,7 @@ class Service:
                     reconnect_initial_s=camera.reconnect_initial_s,
                     reconnect_max_s=camera.reconnect_max_s,
                     decoder_threads=camera.decoder_threads,
+                    nice=camera.reader_nice,
                 )
             )
             log.info(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import socket
 import threading
 import time
@@ -271,6 +272,24 @@ def test_lossless_reader_waiting_for_room_stops_promptly(
     reader.stop()
     assert reader.join(timeout=2.0)
     assert time.monotonic() - started < 1.0
+
+
+def test_reader_nice_lowers_the_reader_thread_priority_only(
+    h264_clip: ClipMaker, make_reader: Callable[..., tuple[CameraReader, Recorder]]
+) -> None:
+    clip = h264_clip.clip(seconds=2)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    _, recorder = make_reader(camera_id="nice", url=str(clip), nice=7, loop_file=True)
+    _, plain_recorder = make_reader(camera_id="plain", url=str(clip), loop_file=True)
+    recorder.wait_for_frames(1)
+    plain_recorder.wait_for_frames(1)
+    threads = {thread.name: thread.native_id for thread in threading.enumerate()}
+    nice_id, plain_id = threads["camera-nice"], threads["camera-plain"]
+    assert nice_id is not None and plain_id is not None
+    assert os.getpriority(os.PRIO_PROCESS, nice_id) == min(base + 7, 19)
+    assert os.getpriority(os.PRIO_PROCESS, plain_id) == base
+    # The rest of the process (the event loop, inference) keeps its priority.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
 
 
 def test_looped_file_continues_without_counting_a_fault(
