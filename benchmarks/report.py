@@ -137,14 +137,18 @@ def write_markdown(*, results: dict[str, Any], out: Path) -> str:  # noqa: PLR09
             lines += ["", f"Target: >= {TARGET_CAPACITY} x predicted: {_verdict(ok=ok)}."]
         lines += ["", "Search steps:", ""]
         lines += [
-            "| run | cameras | passed | total fps | slowest camera fps | CPU cores | p99 ms |"
+            (
+                "| run | cameras | passed | total fps | slowest camera fps | CPU cores "
+                "| RTSP server + broker + subscriber cores | p99 ms |"
+            )
         ]
-        lines += ["|---|---:|---|---:|---:|---:|---:|"]
+        lines += ["|---|---:|---|---:|---:|---:|---:|---:|"]
         for name in ("capacity", "naive_capacity", "substream_capacity"):
             for step in results.get(name, {}).get("steps", []):
                 lines.append(
                     f"| {name} | {step['cameras']} | {step['passed']} | {_f(step['total_fps'])} "
                     f"| {_f(step['min_camera_fps'], 2)} | {_f(step.get('cpu_cores_used'), 2)} "
+                    f"| {_f(sum(step.get('neighbour_cores', {}).values()) or None, 2)} "
                     f"| {_f(step.get('p99_ms'))} |"
                 )
         lines.append("")

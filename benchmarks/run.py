@@ -96,13 +96,13 @@ class Bench:
 
     def service(
         self, *, cameras: list[Camera], detect_fps: float, seconds: float, warmup_s: float = 5.0,
-        rss_interval_s: float = 1.0,
+        rss_interval_s: float = 1.0, neighbours: dict[str, int] | None = None,
     ) -> ServiceResult:  # fmt: skip
         self._runs += 1
         return run_service(
             cameras=cameras, detect_fps=detect_fps, warmup_s=warmup_s, seconds=seconds,
             workdir=self.work / f"service-{self._runs}", cache_dir=self.cache / "openvino",
-            rss_interval_s=rss_interval_s,
+            rss_interval_s=rss_interval_s, neighbours=neighbours,
         )  # fmt: skip
 
     def rtsp_cameras(
@@ -250,14 +250,16 @@ class Bench:
         )
         try:
             result = self.service(
-                cameras=cameras, detect_fps=DETECT_FPS, seconds=self.capacity_s, warmup_s=warmup
-            )
+                cameras=cameras, detect_fps=DETECT_FPS, seconds=self.capacity_s, warmup_s=warmup,
+                neighbours={"rtsp_server": server.pid},
+            )  # fmt: skip
         finally:
             server.kill()
         detail = {
             "total_fps": round(result.total_fps, 1),
             "min_camera_fps": round(result.min_camera_fps, 2),
             "cpu_cores_used": round(result.cpu_s / result.seconds, 2),
+            "neighbour_cores": result.neighbour_cores,
             "p99_ms": round(result.percentile(99), 1),
             "peak_rss_mb": round(result.peak_rss_mb, 1),
             "all_started": result.all_started,

@@ -17,16 +17,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.paths import MODEL_ROOT
 from tests.support.service import ServiceProcess, free_port
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 BROKER = ("127.0.0.1", 1883)
 READY_TIMEOUT_S = 120.0
@@ -148,6 +146,9 @@ class ServiceResult:
     window_offset_s: float = 0.0
     """When the measured window began, on the clock of the `rss` samples."""
     log_tail: str = ""
+    neighbour_cores: dict[str, float] = field(default_factory=dict)
+    """CPU cores used over the window by the other processes of the run (RTSP server, broker,
+    this benchmark's subscriber): the share of the machine the service could not have."""
 
     @property
     def total_fps(self) -> float:
@@ -214,7 +215,7 @@ def run_service(
     *, cameras: list[Camera], detect_fps: float, warmup_s: float, seconds: float,
     workdir: Path, cache_dir: Path, rss_interval_s: float = 1.0,
     model_overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-    defaults_overrides: dict[str, Any] | None = None,
+    defaults_overrides: dict[str, Any] | None = None, neighbours: dict[str, int] | None = None,
 ) -> ServiceResult:  # fmt: skip
     """Start the service, wait `warmup_s` after READY, count for `seconds`, stop it."""
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
@@ -236,11 +237,20 @@ def run_service(
             )
             time.sleep(warmup_s)
             window_offset_s = time.monotonic() - sampler.started
+            watched = {"subscriber": os.getpid(), **(neighbours or {})}
+            broker = _broker_pid()
+            if broker is not None:
+                watched["broker"] = broker
+            neighbours_before = {name: _cpu_s(p) for name, p in watched.items()}
             cpu_before = _cpu_s(pid)
             start = time.time()
             time.sleep(seconds)
             end = time.time()
             cpu_s = _cpu_s(pid) - cpu_before
+            neighbour_cores = {
+                name: round((_cpu_s(p) - neighbours_before[name]) / (end - start), 3)
+                for name, p in watched.items()
+            }
             sampler.stop()
             if service.process.poll() is not None:
                 raise RuntimeError(f"service exited early:\n{service.log()[-3000:]}")
@@ -272,7 +282,22 @@ def run_service(
         all_started=all_started,
         window_offset_s=window_offset_s,
         log_tail=service.log()[-2000:],
+        neighbour_cores=neighbour_cores,
     )
+
+
+def _broker_pid() -> int | None:
+    """The system Mosquitto's pid (the broker the service publishes to), if found."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"mosquitto") and b"/etc/mosquitto/mosquitto.conf" in argv:
+            return int(entry.name)
+    return None
 
 
 def _cpu_s(pid: int) -> float:

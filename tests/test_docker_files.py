@@ -55,7 +55,13 @@ def test_compose_services_and_network() -> None:
     assert set(found) == {"edge-facedet", "mosquitto", "prometheus", "grafana"}
     for name, service in found.items():
         assert service.get("networks") == ["edge"], name
-    assert str(found["mosquitto"]["image"]).startswith("eclipse-mosquitto:2")
+    assert str(found["mosquitto"]["image"]).startswith("docker.io/eclipse-mosquitto:2")
+    # Pulled images are fully qualified: Podman resolves a short name like
+    # `eclipse-mosquitto:2` only through an alias or unqualified-search registries, and
+    # Debian's registries.conf has neither for these images.
+    for name, service in found.items():
+        if "build" not in service:
+            assert re.match(r"[a-z0-9.-]+\.[a-z]+/", str(service["image"])), (name, service)
     build = found["edge-facedet"]["build"]
     assert isinstance(build, dict)
     assert (DOCKER / str(build["context"]) / str(build["dockerfile"])).resolve() == DOCKERFILE
