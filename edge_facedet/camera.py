@@ -149,11 +149,16 @@ class CameraReader:
         max_reconnect_attempts: int | None = None,
         decoder_threads: int = 1,
         nice: int = 0,
+        detect_phase: float = 0.0,
         claim: Callable[[], bool] | None = None,
         wait_until_empty: Callable[[float], bool] | None = None,
     ) -> None:
         if detect_fps <= 0:
             raise ValueError(f"camera {camera_id}: detect_fps must be > 0, got {detect_fps}")
+        if not 0.0 <= detect_phase < 1.0:
+            raise ValueError(
+                f"camera {camera_id}: detect_phase must be in [0, 1), got {detect_phase}"
+            )
         if input_size[0] <= 0 or input_size[1] <= 0:
             raise ValueError(f"camera {camera_id}: input_size must be positive, got {input_size}")
         self._camera_id = camera_id
@@ -162,6 +167,7 @@ class CameraReader:
         self._secrets = _url_secrets(url=url)
         self._kind = _source_kind(url=url)
         self._detect_period_s = 1.0 / detect_fps
+        self._phase_s = detect_phase * self._detect_period_s
         self._input_size = input_size
         self._on_frame = on_frame
         self._on_status = on_status
@@ -204,7 +210,7 @@ class CameraReader:
         self._file_read_failures = 0
         self._frames_since_rewind = 0
         self._media_clock_s = 0.0
-        self._next_due_s = 0.0
+        self._next_due_s = -math.inf  # the first frame is due
         self._window_start = time.monotonic()
         self._window_grabbed = 0
         self._window_handed = 0
@@ -500,13 +506,18 @@ class CameraReader:
         return arrived
 
     def _is_due(self, *, clock_s: float) -> bool:
+        """Whether the frame at `clock_s` is the first at or after a point of the detect grid.
+
+        The grid is `phase + k x period` on the frame clock: the average rate is exact
+        whatever the arrival jitter, a gap (reconnect, loop, slow consumer) resumes on the
+        next point instead of bursting, and cameras given different phases spread their due
+        frames over the period instead of all presenting one at the same moment.
+        """
         if clock_s + _DUE_EPSILON_S < self._next_due_s:
             return False
-        # Advancing by whole periods keeps the average rate exact despite jittery arrivals;
-        # after a gap (reconnect, loop, slow consumer) restart from now instead of bursting.
-        self._next_due_s += self._detect_period_s
-        if self._next_due_s <= clock_s:
-            self._next_due_s = clock_s + self._detect_period_s
+        period = self._detect_period_s
+        points_passed = math.floor((clock_s - self._phase_s) / period + _DUE_EPSILON_S)
+        self._next_due_s = self._phase_s + (points_passed + 1) * period
         return True
 
     def _hand_on(

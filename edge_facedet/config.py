@@ -576,11 +576,12 @@ class CameraSettings(_Strict):
         default=1, ge=0, le=16, description="FFmpeg decoder threads per camera (0: FFmpeg's)."
     )
     reader_nice: int = Field(
-        default=0,
+        default=10,
         ge=0,
         le=19,
         description="Niceness added to the camera's reader (decoder) thread, so that decoding "
-        "yields the CPU to inference, which is on every frame's latency path (Linux).",
+        "yields the CPU to inference, which is on every frame's latency path (Linux). "
+        "0 shares the CPU equally.",
     )
 
     @model_validator(mode="after")

@@ -217,7 +217,7 @@ class Service:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(pipeline.handle_status, status)
 
-        for camera in enabled:
+        for index, camera in enumerate(enabled):
             self._readers.append(
                 CameraReader(
                     camera_id=camera.id,
@@ -242,6 +242,10 @@ class Service:
                     reconnect_max_s=camera.reconnect_max_s,
                     decoder_threads=camera.decoder_threads,
                     nice=camera.reader_nice,
+                    # Spread the cameras' due frames over the detect period: cameras started
+                    # together would otherwise all present a frame at the same moment, and
+                    # the last of each burst waits for all the others' inferences.
+                    detect_phase=index / len(enabled),
                 )
             )
             log.info(

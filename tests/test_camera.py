@@ -13,6 +13,8 @@ import time
 from datetime import timezone
 from typing import TYPE_CHECKING
 
+import cv2
+import numpy as np
 import pytest
 
 from edge_facedet.camera import CameraReader, CameraState, CameraStatus
@@ -290,6 +292,42 @@ def test_reader_nice_lowers_the_reader_thread_priority_only(
     assert os.getpriority(os.PRIO_PROCESS, plain_id) == base
     # The rest of the process (the event loop, inference) keeps its priority.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        (0.0, list(range(0, 50, 5))),
+        # Grid points at 0.1 + k x 0.2 s: the first frame at or after each (frames every 0.04 s).
+        (0.5, [0, *range(3, 50, 5)]),
+    ],
+)
+def test_detect_phase_shifts_which_frames_are_due(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    phase: float,
+    expected: list[int],
+) -> None:
+    clip = h264_clip.clip(seconds=2)  # 50 frames at 25 fps
+    reference = []
+    capture = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        reference.append(cv2.resize(image, INPUT_SIZE, interpolation=cv2.INTER_LINEAR))
+    capture.release()
+    assert len(reference) == 50
+
+    reader, recorder = make_reader(
+        camera_id=f"phase{phase}", url=str(clip), realtime=False, detect_phase=phase
+    )
+    assert reader.join(timeout=WAIT_S)
+    indices = [
+        next(i for i, ref in enumerate(reference) if np.array_equal(ref, frame.image))
+        for frame in recorder.frames
+    ]
+    assert indices == expected
 
 
 def test_looped_file_continues_without_counting_a_fault(
