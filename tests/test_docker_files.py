@@ -8,11 +8,17 @@ has a HEALTHCHECK on /healthz, the documented entrypoint, and no secrets anywher
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import threading
 from typing import TYPE_CHECKING
 
+import pytest
 import yaml
 
 from edge_facedet.config import load_config
@@ -141,7 +147,9 @@ def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
     assert "EXPOSE" in keywords
     assert ("EXPOSE", "9108") in steps
     (healthcheck,) = [a for k, a in steps if k == "HEALTHCHECK"]
-    assert "http://127.0.0.1:9108/healthz" in healthcheck
+    assert "EDGE_FACEDET_HEALTHZ_URL" in healthcheck
+    envs = " ".join(a for k, a in final if k == "ENV")
+    assert "EDGE_FACEDET_HEALTHZ_URL=http://127.0.0.1:9108/healthz" in envs
     (entrypoint,) = [a for k, a in steps if k == "ENTRYPOINT"]
     assert entrypoint == '["edge-facedet", "run", "--config", "/etc/edge-facedet/config.yaml"]'
     # The venv and the model are built in, and the model fetch honours the mirror argument.
@@ -185,3 +193,37 @@ def test_secret_pattern_would_catch_a_leak() -> None:
     assert _SECRET_ASSIGNMENT.search("GF_SECURITY_ADMIN_PASSWORD: hunter2")
     assert _SECRET_ASSIGNMENT.search("ENV API_KEY=abc123")
     assert not _SECRET_ASSIGNMENT.search("password: {file: /run/secrets/x}")
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_healthcheck_command_passes_on_200_and_fails_on_503(status: int, healthy: bool) -> None:
+    """Runs the image's HEALTHCHECK command against a local /healthz answering `status`."""
+    (healthcheck,) = [a for k, a in instructions() if k == "HEALTHCHECK"]
+    argv = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
+    assert argv[0] == "python"
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+        result = subprocess.run(
+            [sys.executable, *argv[1:]],
+            env={**os.environ, "EDGE_FACEDET_HEALTHZ_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.returncode == 0) is healthy, result.stderr
