@@ -284,7 +284,8 @@ def write_docs(*, results: dict[str, Any], markdown: str, out: Path, repo: Path)
                 f"on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; raw figures and the chart "
                 "are in "
                 f"`{chart.relative_to(repo) if chart.is_relative_to(repo) else chart}` "
-                "(results/ is not committed)."
+                "(results/ is not committed). The chart needs the bench extra: "
+                "`.venv/bin/pip install -e '.[bench]'`; `--render results.json` redraws a run."
             ),
             "",
             METHOD,

@@ -416,9 +416,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", type=Path, help="an earlier results.json: keep what this run does not redo"
     )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: write results.md and chart.png (and with --docs the docs page) "
+        "again from an earlier run's results.json, into its folder",
+    )
     args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401, PLC0415 - checked before a half-hour run, not after
+    except ImportError:
+        print(
+            "edge-facedet bench: matplotlib is missing (the chart needs it); install the "
+            "bench extra: .venv/bin/pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return 2
 
     from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
+
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        out = args.render.parent
+        markdown = write_markdown(results=results, out=out)
+        write_chart(results=results, out=out)
+        if args.docs:
+            write_docs(results=results, markdown=markdown, out=out, repo=REPO)
+        print(markdown)
+        return 0
 
     bench = Bench(args=args)
     print(f"results in {bench.out}", flush=True)
