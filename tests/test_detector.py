@@ -364,18 +364,36 @@ async def test_resize_in_model_matches_cv2_resize(
             (await static.detect([resized])).rows[0],
             frame_width=640,
             frame_height=480,
-            confidence_threshold=0.5,
+            confidence_threshold=0.3,
         )
         got = to_detections(
             (await dynamic.detect([full])).rows[0],
             frame_width=640,
             frame_height=480,
-            confidence_threshold=0.5,
+            confidence_threshold=0.3,
         )
-        assert len(got) == len(expected) >= 3
-        # Both are bilinear, but OpenVINO's and OpenCV's kernels round differently.
-        np.testing.assert_allclose(got.boxes_norm, expected.boxes_norm, atol=0.01)
-        np.testing.assert_allclose(got.confidences, expected.confidences, atol=0.05)
+        # Both are bilinear, but OpenVINO's and OpenCV's kernels round differently, and the
+        # dynamic-shape network's kernels differ by CPU (AVX2 / AVX-512): confidences move by
+        # a few hundredths, which can swap two faces' order or move one across a threshold.
+        # So faces are paired by overlap, and only those clear of the 0.5 threshold count.
+        assert int(np.sum(expected.confidences >= 0.5)) >= 3
+        for ours, theirs in ((expected, got), (got, expected)):
+            for box, confidence in zip(ours.boxes_norm, ours.confidences, strict=True):
+                if confidence < 0.55:
+                    continue
+                overlaps = [_iou(box, other) for other in theirs.boxes_norm]
+                best = int(np.argmax(overlaps))
+                assert overlaps[best] >= 0.9, (box, theirs.boxes_norm)
+                np.testing.assert_allclose(theirs.boxes_norm[best], box, atol=0.01)
+                assert abs(float(theirs.confidences[best]) - float(confidence)) <= 0.05
+
+
+def _iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    width = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    height = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    inter = width * height
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
 
 
 async def test_a_request_without_result_times_out_and_returns_its_permit(
