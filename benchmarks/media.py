@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tests.support.media import run_ffmpeg
 from tests.support.paths import HIKERS_VIDEO
 from tests.support.rtsp import RtspServer
 from tests.support.service import free_port
@@ -21,7 +21,6 @@ from tests.support.service import free_port
 if TYPE_CHECKING:
     from pathlib import Path
 
-FFMPEG = "ffmpeg"
 FPS = 25
 GOP = 50
 BASE_SECONDS = 30
@@ -55,7 +54,7 @@ class Clips:
         target = self._path(f"base-{profile.name}-{profile.bitrate}-{BASE_SECONDS}", "mp4")
         if not target.exists():
             # -maxrate/-bufsize: a camera's CBR-like rate control rather than x264's free VBR.
-            _ffmpeg(
+            run_ffmpeg(
                 "-stream_loop", "-1", "-i", str(HIKERS_VIDEO), "-t", str(BASE_SECONDS), "-an",
                 "-vf", f"scale={profile.width}:{profile.height},setsar=1", "-r", str(FPS),
                 "-c:v", "libx264", "-preset", "veryfast", "-g", str(GOP), "-bf", "0",
@@ -74,7 +73,7 @@ class Clips:
         target = self._path(f"long-{base.stem}-{seconds}", "mp4")
         if not target.exists():
             loops = int(seconds // BASE_SECONDS) - 1
-            _ffmpeg(
+            run_ffmpeg(
                 "-stream_loop", str(loops), "-i", str(base), "-c", "copy",
                 "-movflags", "+faststart",
                 output=target,
@@ -89,14 +88,3 @@ class Clips:
 def start_rtsp(*, mounts: dict[str, Path]) -> RtspServer:
     """A GStreamer RTSP server (system python) serving each clip once from first connect."""
     return RtspServer(mounts=mounts, port=free_port())
-
-
-def _ffmpeg(*args: str, output: Path) -> None:
-    # Beside the target and renamed, so an interrupted encode is never taken as cached.
-    partial = output.with_name(f".partial-{output.name}")
-    subprocess.run(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args, str(partial)],
-        check=True,
-        timeout=900,
-    )
-    partial.replace(output)

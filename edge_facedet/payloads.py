@@ -62,8 +62,8 @@ def _finite_non_negative(value: float, *, digits: int) -> float:
     return round(float(value), digits)
 
 
-_FACE_DIGITS = np.array([1, 1, 1, 1, 4, 4, 4, 4, 3])
-"""Decimals kept per face column: box in pixels, box normalised, confidence."""
+_FACE_SCALE = 10.0 ** np.array([1, 1, 1, 1, 4, 4, 4, 4, 3])
+"""10 ** decimals kept per face column: box in pixels, box normalised, confidence."""
 
 
 def _face_columns(detections: Detections, *, frame_width: int, frame_height: int) -> list[Any]:
@@ -84,8 +84,7 @@ def _face_columns(detections: Detections, *, frame_width: int, frame_height: int
         [frame_width, frame_height, frame_width, frame_height, 1, 1, 1, 1, 1], dtype=np.float64
     )
     np.clip(values, 0.0, upper, out=values)
-    scale = 10.0**_FACE_DIGITS
-    values = np.rint(values * scale) / scale + 0.0
+    values = np.rint(values * _FACE_SCALE) / _FACE_SCALE + 0.0
     columns: list[Any] = values.tolist()
     return columns
 

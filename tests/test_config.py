@@ -12,7 +12,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import typing
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -47,6 +46,7 @@ from edge_facedet.config import (
 )
 from edge_facedet.redact import redact_url
 from tests.support.paths import REPO
+from tests.support.service import run_cli
 
 CONFIGS = REPO / "tests" / "data" / "configs"
 BAD = CONFIGS / "bad"
@@ -576,25 +576,8 @@ def test_check_config_errors_go_to_err(tmp_path: Path) -> None:
     assert str(tmp_path / "missing.yaml") in err.getvalue()
 
 
-def _cli() -> list[str]:
-    script = REPO / ".venv" / "bin" / "edge-facedet"
-    if script.exists():
-        return [str(script)]
-    if (REPO / "edge_facedet" / "cli.py").exists():
-        return [sys.executable, "-m", "edge_facedet.cli"]
-    pytest.skip("edge_facedet/cli.py does not exist yet")
-
-
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*_cli(), "check-config", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    return run_cli("check-config", *args, env=env)
 
 
 def test_cli_check_config_accepts_demo_yaml() -> None:

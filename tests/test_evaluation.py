@@ -11,8 +11,6 @@ import io
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +32,7 @@ from edge_facedet.evaluation import (
     read_ground_truth,
 )
 from tests.support.paths import REPO, WIDER_DEV
+from tests.support.service import run_cli
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -492,18 +491,6 @@ async def test_service_path_ap_matches_the_reference_path(
 
 
 # --- the command --------------------------------------------------------------------------
-
-EDGE_FACEDET = Path(sys.executable).parent / "edge-facedet"
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(EDGE_FACEDET), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def test_eval_command_prints_the_ap(tmp_path: Path, request: pytest.FixtureRequest) -> None:

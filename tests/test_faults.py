@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -32,11 +31,11 @@ from tests.support.service import (
     ServiceProcess,
     camera_value,
     capture_times,
-    edge_facedet_command,
     faces_of,
     free_port,
     new_node,
     poll,
+    run_cli,
     service_config,
     states_of,
 )
@@ -801,16 +800,6 @@ async def test_unread_notify_socket_does_not_freeze_the_service(
 # 8. Bad configuration at `run`: exit 2, the field named, no traceback
 
 
-def _run_exit(config_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*edge_facedet_command(), "run", "--config", str(config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     ("model", "fragments"),
     [
@@ -834,7 +823,7 @@ def test_run_with_a_missing_model_exits_2_naming_the_field(
     }
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
-    result = _run_exit(path)
+    result = run_cli("run", "--config", path, timeout=60)
     assert result.returncode == 2, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
@@ -877,7 +866,7 @@ def test_run_with_bad_config_exits_2_naming_the_field(
 ) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(text)
-    result = _run_exit(path)
+    result = run_cli("run", "--config", path, timeout=60)
     assert result.returncode == 2, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
@@ -887,7 +876,7 @@ def test_run_with_bad_config_exits_2_naming_the_field(
 def test_run_with_non_utf8_config_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_bytes(b"cameras: [{id: a, url: '\xff\xfe'}]\n")
-    result = _run_exit(path)
+    result = run_cli("run", "--config", path, timeout=60)
     assert result.returncode == 2
     assert "not UTF-8" in result.stderr
     assert "Traceback" not in result.stderr

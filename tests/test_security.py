@@ -28,6 +28,7 @@ from tests.support.service import (
     free_port,
     new_node,
     poll,
+    run_cli,
     service_config,
 )
 
@@ -155,13 +156,7 @@ def test_insecure_tls_without_allow_insecure_exits_2(tmp_path: Path) -> None:
         "mqtt: {tls: {enabled: true, insecure: true}}\n"
         "cameras: [{id: a, url: 'rtsp://192.0.2.1/x'}]\n"
     )
-    result = subprocess.run(
-        [*edge_facedet_command(), "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("run", "--config", path, timeout=60)
     assert result.returncode == 2
     assert "mqtt.tls.insecure" in result.stderr and "allow_insecure" in result.stderr
     assert "Traceback" not in result.stderr

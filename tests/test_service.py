@@ -25,6 +25,7 @@ from tests.support.service import (
     camera_value,
     capture_times,
     faces_of,
+    run_cli,
     service_config,
     states_of,
 )
@@ -259,19 +260,9 @@ async def test_broker_restart_keeps_detecting_and_drains_the_outbox(
 
 
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
-    import subprocess
-
-    from tests.support.service import edge_facedet_command
-
     config = tmp_path / "bad.yaml"
     config.write_text("cameras:\n  - id: door\n    url: rtsp://cam/stream\n    detect_fps: -1\n")
-    result = subprocess.run(
-        [*edge_facedet_command(), "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("run", "--config", config, timeout=60)
     assert result.returncode == 2
     assert "detect_fps" in result.stderr and "door" in result.stderr
     assert "Traceback" not in result.stderr

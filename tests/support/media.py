@@ -48,7 +48,7 @@ class ClipMaker:
         # Stream ends in MPEG-TS are byte-concatenable; MP4 gets its index first so an RTSP
         # server or a truncated copy still finds it.
         container_args = ["-movflags", "+faststart"] if container == "mp4" else []
-        _ffmpeg(
+        run_ffmpeg(
             "-stream_loop", "-1", "-i", str(source), "-t", str(seconds), "-an",
             "-vf", f"scale={width}:{height},setsar=1", "-r", str(fps),
             "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p",
@@ -98,7 +98,7 @@ class ClipMaker:
         ]
         # A byte-level concat of TS segments is what a broadcast encoder switching modes sends;
         # -c copy keeps both SPS so the decoder must handle the switch itself.
-        _ffmpeg("-i", "concat:" + "|".join(str(p) for p in parts), "-c", "copy", output=target)
+        run_ffmpeg("-i", "concat:" + "|".join(str(p) for p in parts), "-c", "copy", output=target)
         return target
 
     def _cached(self, key: str, *, suffix: str) -> Path:
@@ -106,7 +106,8 @@ class ClipMaker:
         return self._cache_dir / f"{key}-{digest}.{suffix}"
 
 
-def _ffmpeg(*args: str, output: Path) -> None:
+def run_ffmpeg(*args: str, output: Path) -> None:
+    """Run ffmpeg writing `output` atomically (also used by benchmarks/media.py)."""
     # Write beside the target and rename, so an interrupted encode is never taken as cached.
     partial = output.with_name(f".partial-{output.name}")
     subprocess.run(

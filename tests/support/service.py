@@ -49,6 +49,20 @@ def edge_facedet_command() -> list[str]:
     return [sys.executable, "-m", "edge_facedet.cli"]
 
 
+def run_cli(
+    *args: str | Path, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `edge-facedet ARGS...` to completion, capturing its output (never raises on exit)."""
+    return subprocess.run(
+        [*edge_facedet_command(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
 class ServiceProcess:
     """One `edge-facedet run` process with its config, notify socket and log."""
 
