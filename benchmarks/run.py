@@ -261,6 +261,8 @@ class Bench:
             "cpu_cores_used": round(result.cpu_s / result.seconds, 2),
             "neighbour_cores": result.neighbour_cores,
             "p99_ms": round(result.percentile(99), 1),
+            "stale_per_s": round(result.stale_per_s, 1),
+            "grabbed_per_camera_s": round(result.grabbed_per_camera_s, 1),
             "peak_rss_mb": round(result.peak_rss_mb, 1),
             "all_started": result.all_started,
         }
@@ -317,6 +319,7 @@ class Bench:
                 "messages": len(result.latencies_ms),
                 **{f"p{q}_ms": round(result.percentile(q), 1) for q in (50, 95, 99)},
                 "internal_p99_ms": round(result.percentile(99, internal=True), 1),
+                "stale_per_s": round(result.stale_per_s, 1),
                 "min_camera_fps": round(result.min_camera_fps, 2),
             }
             print(f"latency {share:.0%}: {rows[f'{round(share * 100)}%']}", flush=True)

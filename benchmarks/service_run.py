@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,6 +148,12 @@ class ServiceResult:
     window_offset_s: float = 0.0
     """When the measured window began, on the clock of the `rss` samples."""
     log_tail: str = ""
+    stale_per_s: float = 0.0
+    """Due frames the service did not detect because a reader was behind its live stream
+    (`edge_facedet_frames_stale_total` over the window): the service is over capacity."""
+    grabbed_per_camera_s: float = 0.0
+    """Frames read per camera per second over the window: below the stream's rate, the
+    readers are falling behind (and skip detections to catch up)."""
     neighbour_cores: dict[str, float] = field(default_factory=dict)
     """CPU cores used over the window by the other processes of the run (RTSP server, broker,
     this benchmark's subscriber): the share of the machine the service could not have."""
@@ -242,11 +250,14 @@ def run_service(
             if broker is not None:
                 watched["broker"] = broker
             neighbours_before = {name: _cpu_s(p) for name, p in watched.items()}
+            metrics_url = f"http://127.0.0.1:{config['metrics']['port']}/metrics"
+            counters_before = _counters(metrics_url)
             cpu_before = _cpu_s(pid)
             start = time.time()
             time.sleep(seconds)
             end = time.time()
             cpu_s = _cpu_s(pid) - cpu_before
+            counters_after = _counters(metrics_url)
             neighbour_cores = {
                 name: round((_cpu_s(p) - neighbours_before[name]) / (end - start), 3)
                 for name, p in watched.items()
@@ -282,8 +293,23 @@ def run_service(
         all_started=all_started,
         window_offset_s=window_offset_s,
         log_tail=service.log()[-2000:],
+        stale_per_s=(counters_after["stale"] - counters_before["stale"]) / elapsed,
+        grabbed_per_camera_s=(counters_after["captured"] - counters_before["captured"])
+        / elapsed
+        / len(cameras),
         neighbour_cores=neighbour_cores,
     )
+
+
+def _counters(url: str) -> dict[str, float]:
+    """Sums over cameras of the service's frame counters, as a Prometheus scrape sees them."""
+    with urllib.request.urlopen(url, timeout=5.0) as response:  # noqa: S310 - our own endpoint
+        text = response.read().decode()
+    sums = {}
+    for key, family in (("stale", "frames_stale"), ("captured", "frames_captured")):
+        values = re.findall(rf"^edge_facedet_{family}_total{{[^}}]*}} (\S+)$", text, re.MULTILINE)
+        sums[key] = sum(float(value) for value in values)
+    return sums
 
 
 def _broker_pid() -> int | None:

@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -44,6 +44,7 @@ import numpy as np
 
 from edge_facedet.backoff import Backoff
 from edge_facedet.frames import Frame
+from edge_facedet.lag import StreamLag
 from edge_facedet.redact import redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ _FALLBACK_FILE_FPS = 25.0
 _MAX_PACING_LAG_S = 1.0
 """A realtime file camera that fell further behind than this restarts its pacing clock rather
 than reading the backlog as fast as possible."""
+_BEHIND_WARNING_INTERVAL_S = 60.0
+"""At most one warning this often while a reader keeps falling behind its stream."""
 _FILE_READ_FAILURES_AT_END = 16
 """Consecutive failed grabs that end a file; fewer are damaged packets, skipped (each failed
 grab at the real end of a file returns at once, so the margin is cheap)."""
@@ -150,17 +153,17 @@ class CameraReader:
         decoder_threads: int = 1,
         nice: int = 0,
         detect_phase: float = 0.0,
+        max_lag_s: float = 0.5,
         claim: Callable[[], bool] | None = None,
         wait_until_empty: Callable[[float], bool] | None = None,
     ) -> None:
-        if detect_fps <= 0:
-            raise ValueError(f"camera {camera_id}: detect_fps must be > 0, got {detect_fps}")
-        if not 0.0 <= detect_phase < 1.0:
-            raise ValueError(
-                f"camera {camera_id}: detect_phase must be in [0, 1), got {detect_phase}"
-            )
-        if input_size[0] <= 0 or input_size[1] <= 0:
-            raise ValueError(f"camera {camera_id}: input_size must be positive, got {input_size}")
+        _check_arguments(
+            camera_id=camera_id,
+            detect_fps=detect_fps,
+            detect_phase=detect_phase,
+            max_lag_s=max_lag_s,
+            input_size=input_size,
+        )
         self._camera_id = camera_id
         self._url = url
         self._safe_url = redact_url(url)
@@ -180,6 +183,9 @@ class CameraReader:
         self._max_reconnect_attempts = max_reconnect_attempts
         self._decoder_threads = decoder_threads
         self._nice = nice
+        self._max_lag_s = max_lag_s
+        # Files have no live stream to fall behind: realtime ones keep their own pacing clock.
+        self._lag = None if self._kind is _SourceKind.FILE else StreamLag()
         # Asked before converting a due frame; False means the consumer cannot take it yet
         # (and has counted it), so the BGR conversion and resize are skipped.
         self._claim = claim
@@ -211,12 +217,16 @@ class CameraReader:
         self._frames_since_rewind = 0
         self._media_clock_s = 0.0
         self._next_due_s = -math.inf  # the first frame is due
+        self._stale_unreported = 0
+        self._behind_warned_at = -math.inf
         self._window_start = time.monotonic()
         self._window_grabbed = 0
         self._window_handed = 0
 
         self._captured = metrics.frames_captured.labels(camera=camera_id)
         self._skipped = metrics.frames_skipped.labels(camera=camera_id)
+        self._stale = metrics.frames_stale.labels(camera=camera_id)
+        self._lag_gauge = metrics.camera_lag_seconds.labels(camera=camera_id)
         self._reconnect_counter = metrics.camera_reconnects.labels(camera=camera_id)
         self._up = metrics.camera_up.labels(camera=camera_id)
         self._up.set(0)
@@ -437,6 +447,8 @@ class CameraReader:
         self._frames_since_rewind = 0
         session_start = time.monotonic()
         last_status = session_start
+        if self._lag is not None:
+            self._lag.reset()
 
         while not self._stop_requested.is_set():
             if is_file and self._realtime:
@@ -467,10 +479,9 @@ class CameraReader:
             elif self._backoff.attempt and arrived - session_start > STABLE_STREAMING_S:
                 self._backoff.reset()
 
-            if not self._is_due(clock_s=clock_s):
-                self._skipped.inc()
-            elif self._wait_until_empty is not None or self._claim is None or self._claim():
-                self._hand_on(capture=capture, capture_time=capture_time, monotonic=arrived)
+            self._dispatch(
+                capture=capture, capture_time=capture_time, arrived=arrived, clock_s=clock_s
+            )
 
             if arrived - last_status >= STATUS_INTERVAL_S:
                 last_status = arrived
@@ -504,6 +515,50 @@ class CameraReader:
                 f"stalled: no frame from {self._safe_url} for {arrived - started:.1f} s"
             )
         return arrived
+
+    def _dispatch(
+        self, *, capture: cv2.VideoCapture, capture_time: datetime, arrived: float, clock_s: float
+    ) -> None:
+        """Skip the grabbed frame, skip it as stale, or hand it on."""
+        lag_s = self._measure_lag(capture=capture, arrived=arrived)
+        if not self._is_due(clock_s=clock_s):
+            self._skipped.inc()
+        elif lag_s > self._max_lag_s:
+            self._skip_stale(lag_s=lag_s, now=arrived)
+        elif self._wait_until_empty is not None or self._claim is None or self._claim():
+            # Timed from when the frame reached the host, not when this reader got to it, so
+            # a reader behind its stream shows in every latency and capture_ts.
+            self._hand_on(
+                capture=capture,
+                capture_time=capture_time - timedelta(seconds=lag_s),
+                monotonic=arrived - lag_s,
+            )
+
+    def _measure_lag(self, *, capture: cv2.VideoCapture, arrived: float) -> float:
+        if self._lag is None:
+            return 0.0
+        stream_s = float(capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+        lag_s = self._lag.update(arrival_s=arrived, stream_s=stream_s)
+        self._lag_gauge.set(lag_s)
+        return lag_s
+
+    def _skip_stale(self, *, lag_s: float, now: float) -> None:
+        """Decode but do not detect a due frame read too late: the CPU that detecting it would
+        take lets the reader catch up, where detecting would let it fall further behind."""
+        self._stale.inc()
+        self._stale_unreported += 1
+        if now - self._behind_warned_at >= _BEHIND_WARNING_INTERVAL_S:
+            self._behind_warned_at = now
+            _log.warning(
+                "camera %s: reading %.1f s behind the live stream (max_lag_s %.1f); due frames "
+                "not detected since the last warning: %d. The host decodes slower than its "
+                "cameras send: fewer cameras, a lower detect_fps or a detect_url substream helps",
+                self._camera_id,
+                lag_s,
+                self._max_lag_s,
+                self._stale_unreported,
+            )
+            self._stale_unreported = 0
 
     def _is_due(self, *, clock_s: float) -> bool:
         """Whether the frame at `clock_s` is the first at or after a point of the detect grid.
@@ -615,6 +670,24 @@ class CameraReader:
     def _describe(self, *, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
         return " ".join(redact_text(text, *self._secrets).split())
+
+
+def _check_arguments(
+    *,
+    camera_id: str,
+    detect_fps: float,
+    detect_phase: float,
+    max_lag_s: float,
+    input_size: tuple[int, int],
+) -> None:
+    if detect_fps <= 0:
+        raise ValueError(f"camera {camera_id}: detect_fps must be > 0, got {detect_fps}")
+    if not 0.0 <= detect_phase < 1.0:
+        raise ValueError(f"camera {camera_id}: detect_phase must be in [0, 1), got {detect_phase}")
+    if max_lag_s <= 0:
+        raise ValueError(f"camera {camera_id}: max_lag_s must be > 0, got {max_lag_s}")
+    if input_size[0] <= 0 or input_size[1] <= 0:
+        raise ValueError(f"camera {camera_id}: input_size must be positive, got {input_size}")
 
 
 def _source_kind(*, url: str) -> _SourceKind:

@@ -583,6 +583,15 @@ class CameraSettings(_Strict):
         "yields the CPU to inference, which is on every frame's latency path (Linux). "
         "0 shares the CPU equally.",
     )
+    max_lag_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=3600,
+        description="Live sources: due frames read more than this many seconds behind the "
+        "stream (by its timestamps) are decoded but not detected, so a host that decodes "
+        "slower than its cameras send catches up instead of publishing ever older detections. "
+        "Counted in edge_facedet_frames_stale_total.",
+    )
 
     @model_validator(mode="after")
     def _reconnect_order(self) -> CameraSettings:

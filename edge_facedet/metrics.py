@@ -71,6 +71,13 @@ class Metrics:
             ["camera"],
             registry=r,
         )
+        self.frames_stale = Counter(
+            "edge_facedet_frames_stale",
+            "Due frames not detected because the reader was more than max_lag_s behind the "
+            "live stream (the host decodes slower than the camera sends).",
+            ["camera"],
+            registry=r,
+        )
         self.frames_inferred = Counter(
             "edge_facedet_frames_inferred",
             "Frames that went through the detector.",
@@ -122,6 +129,13 @@ class Metrics:
             ["camera"],
             registry=r,
         )
+        self.camera_lag_seconds = Gauge(
+            "edge_facedet_camera_lag_seconds",
+            "How far the reader is behind the live stream, from the stream's timestamps "
+            "(0 for files and for sources without timestamps).",
+            ["camera"],
+            registry=r,
+        )
         self.inflight_requests = Gauge(
             "edge_facedet_inflight_requests", "Infer requests currently running.", registry=r
         )
@@ -143,6 +157,7 @@ class Metrics:
             self.frames_captured,
             self.frames_skipped,
             self.frames_dropped,
+            self.frames_stale,
             self.frames_inferred,
             self.faces_detected,
             self.camera_reconnects,
@@ -150,3 +165,4 @@ class Metrics:
             family.labels(camera=camera_id)
         self.pipeline_latency_seconds.labels(camera=camera_id)
         self.camera_up.labels(camera=camera_id).set(0)
+        self.camera_lag_seconds.labels(camera=camera_id).set(0)

@@ -242,6 +242,7 @@ class Service:
                     reconnect_max_s=camera.reconnect_max_s,
                     decoder_threads=camera.decoder_threads,
                     nice=camera.reader_nice,
+                    max_lag_s=camera.max_lag_s,
                     # Spread the cameras' due frames over the detect period: cameras started
                     # together would otherwise all present a frame at the same moment, and
                     # the last of each burst waits for all the others' inferences.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -451,6 +452,101 @@ def test_rtsp_camera_reconnects_to_a_reconfigured_server_while_another_never_pau
     # 5 fps means 0.2 s between frames; a camera blocked by its neighbour would show seconds.
     assert max(gaps) < 1.0, gaps
     assert CameraState.RECONNECTING not in steady_frames.states()
+
+
+class _BusyDetector:
+    """Burns CPU for every frame it takes, in a thread of its own, as inference does; a frame
+    arriving while it is busy is dropped (the latest-frame slot's rule)."""
+
+    def __init__(self, *, burn_s: float) -> None:
+        self._burn_s = burn_s
+        self._work = threading.Event()
+        self._stop = threading.Event()
+        self.frames = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def take(self, _frame: Frame) -> None:
+        self._work.set()
+
+    def _run(self) -> None:
+        block = os.urandom(1 << 20)
+        while not self._stop.is_set():
+            if not self._work.wait(0.1):
+                continue
+            self._work.clear()
+            self.frames += 1
+            deadline = time.thread_time() + self._burn_s
+            while time.thread_time() < deadline:
+                hashlib.sha256(block).digest()  # releases the GIL, like OpenVINO does
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(5.0)
+
+
+@pytest.mark.parametrize("max_lag_s", [0.3, 3600.0], ids=["skipping", "never-skipping"])
+def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+    max_lag_s: float,
+) -> None:
+    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=20)})
+    recorder = Recorder()
+    detector = _BusyDetector(burn_s=0.1)
+
+    def on_frame(frame: Frame) -> None:
+        recorder.on_frame(frame)
+        detector.take(frame)
+
+    # The reader (at the lowest priority) and the detector share one core: every frame the
+    # reader hands on takes CPU from its decoding, as inference does on a busy host.
+    main_affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(main_affinity)})
+    try:
+        reader = CameraReader(
+            camera_id="busy", url=server.url("cam"), detect_fps=25.0, input_size=INPUT_SIZE,
+            on_frame=on_frame, on_status=recorder.on_status, metrics=metrics, nice=19,
+            max_lag_s=max_lag_s,
+        )  # fmt: skip
+        detector.thread.start()
+        reader.start()
+    finally:
+        os.sched_setaffinity(0, main_affinity)
+    try:
+        recorder.wait_for_frames(1)
+        started = time.monotonic()
+        captured_before = counter(metrics, "frames_captured", "busy")
+        time.sleep(6.0)
+        elapsed = time.monotonic() - started
+        captured = counter(metrics, "frames_captured", "busy") - captured_before
+        lag_now = gauge(metrics, "camera_lag_seconds", "busy")
+    finally:
+        reader.stop()
+        assert reader.join(timeout=5.0)
+        detector.stop()
+    stale = counter(metrics, "frames_stale", "busy")
+    ages = [arrived - f.capture_monotonic for f, arrived in
+            zip(recorder.frames, recorder.frame_arrivals, strict=True)]  # fmt: skip
+    logging.getLogger(__name__).info(
+        "max_lag_s %s: %.1f frames/s read, lag %.2f s, %d stale, %d handed",
+        max_lag_s, captured / elapsed, lag_now, stale, len(ages),
+    )  # fmt: skip
+    if max_lag_s > 60:
+        # The control: detecting every due frame starves the decoder, which falls behind.
+        assert captured < 0.6 * 25 * elapsed, captured / elapsed
+        assert lag_now > 1.0
+        assert stale == 0
+        return
+    # It kept up with the stream ...
+    assert captured >= 0.85 * 25 * elapsed, captured / elapsed
+    assert lag_now <= max_lag_s + 0.2
+    # ... by not detecting the frames it read too late, which it counted and reported.
+    assert stale > 0
+    assert "behind the live stream" in caplog.text
+    # A handed frame is timed from when it reached the host, so its age includes the lag.
+    assert max(ages) <= max_lag_s + 0.1, max(ages)
 
 
 def test_stalled_rtsp_stream_is_detected_and_recovered(
