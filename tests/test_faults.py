@@ -128,16 +128,17 @@ def rss_mib(pid: int) -> float:
 
 
 def assert_frames_accounted(samples: Samples, cameras: list[str], *, slack: int) -> None:
-    """captured == skipped + inferred + dropped per camera, within `slack` in-flight frames."""
+    """captured == skipped + stale + inferred + dropped per camera, within `slack` in flight."""
     captured = per_camera(samples, "edge_facedet_frames_captured_total")
     skipped = per_camera(samples, "edge_facedet_frames_skipped_total")
+    stale = per_camera(samples, "edge_facedet_frames_stale_total")
     inferred = per_camera(samples, "edge_facedet_frames_inferred_total")
     dropped = per_camera(samples, "edge_facedet_frames_dropped_total")
     for camera in cameras:
-        accounted = skipped[camera] + inferred[camera] + dropped[camera]
+        accounted = skipped[camera] + stale[camera] + inferred[camera] + dropped[camera]
         assert abs(captured[camera] - accounted) <= slack, (
-            f"{camera}: captured {captured[camera]} != skipped {skipped[camera]} + "
-            f"inferred {inferred[camera]} + dropped {dropped[camera]}"
+            f"{camera}: captured {captured[camera]} != skipped {skipped[camera]} + stale "
+            f"{stale[camera]} + inferred {inferred[camera]} + dropped {dropped[camera]}"
         )
 
 

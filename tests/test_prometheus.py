@@ -40,6 +40,7 @@ EXPECTED_ALERTS = {
     "EdgeFacedetMqttDisconnected",
     "EdgeFacedetHighLatency",
     "EdgeFacedetFramesDropped",
+    "EdgeFacedetCameraBehind",
     "EdgeFacedetMqttMessagesDropped",
 }
 
