@@ -184,8 +184,7 @@ class CameraReader:
         self._decoder_threads = decoder_threads
         self._nice = nice
         self._max_lag_s = max_lag_s
-        # Files have no live stream to fall behind: realtime ones keep their own pacing clock.
-        self._lag = None if self._kind is _SourceKind.FILE else StreamLag()
+        self._lag = StreamLag() if _has_live_stream_clock(url=url) else None
         # Asked before converting a due frame; False means the consumer cannot take it yet
         # (and has counted it), so the BGR conversion and resize are skipped.
         self._claim = claim
@@ -698,6 +697,18 @@ def _source_kind(*, url: str) -> _SourceKind:
     if len(scheme) > 1 and scheme != "file":
         return _SourceKind.NETWORK
     return _SourceKind.FILE
+
+
+_LIVE_CLOCK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})
+"""Streaming protocols whose timestamps are the sender's media clock, delivered as it runs.
+Not HTTP: MJPEG streams often carry no or made-up timestamps (a frame count at an assumed
+rate would read as a growing lag), and HLS delivers whole segments at once. Not files (no
+live stream to fall behind; realtime ones keep their own pacing clock) or V4L2 devices (a
+few driver buffers: a slow reader loses frames there rather than falling behind)."""
+
+
+def _has_live_stream_clock(*, url: str) -> bool:
+    return urlsplit(url).scheme.lower() in _LIVE_CLOCK_SCHEMES
 
 
 def _url_secrets(*, url: str) -> tuple[str, ...]:

@@ -587,10 +587,10 @@ class CameraSettings(_Strict):
         default=0.5,
         gt=0,
         le=3600,
-        description="Live sources: due frames read more than this many seconds behind the "
-        "stream (by its timestamps) are decoded but not detected, so a host that decodes "
-        "slower than its cameras send catches up instead of publishing ever older detections. "
-        "Counted in edge_facedet_frames_stale_total.",
+        description="RTSP, RTMP, SRT, UDP and TCP streams: due frames read more than this many "
+        "seconds behind the stream (by its timestamps) are decoded but not detected, so a host "
+        "that decodes slower than its cameras send catches up instead of publishing ever older "
+        "detections. Counted in edge_facedet_frames_stale_total.",
     )
 
     @model_validator(mode="after")

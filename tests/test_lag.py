@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from edge_facedet.camera import _has_live_stream_clock
 from edge_facedet.lag import StreamLag
 
 FRAME_S = 0.04  # 25 fps
@@ -85,3 +86,25 @@ def test_a_stream_clock_that_does_not_advance_is_not_read_as_lag() -> None:
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="window_s"):
         StreamLag(window_s=0)
+
+
+@pytest.mark.parametrize(
+    ("url", "measured"),
+    [
+        ("rtsp://user:pw@cam/stream1", True),
+        ("RTSPS://cam:322/live", True),
+        ("srt://cam:9000", True),
+        ("udp://239.0.0.1:1234", True),
+        # MJPEG's timestamps are often a frame count at an assumed rate; HLS comes in bursts.
+        ("http://cam/mjpg/video.mjpg", False),
+        ("https://cam/live.m3u8", False),
+        ("/srv/clips/lobby.mp4", False),
+        ("file:///srv/clips/lobby.mp4", False),
+        ("/dev/video0", False),
+        ("0", False),
+    ],
+)
+def test_lag_is_measured_only_where_timestamps_are_a_live_media_clock(
+    url: str, measured: bool
+) -> None:
+    assert _has_live_stream_clock(url=url) is measured
