@@ -576,12 +576,13 @@ class CameraSettings(_Strict):
         default=1, ge=0, le=16, description="FFmpeg decoder threads per camera (0: FFmpeg's)."
     )
     reader_nice: int = Field(
-        default=10,
+        default=0,
         ge=0,
         le=19,
-        description="Niceness added to the camera's reader (decoder) thread, so that decoding "
-        "yields the CPU to inference, which is on every frame's latency path (Linux). "
-        "0 shares the CPU equally.",
+        description="Niceness added to the camera's reader (decoder) thread (Linux). 0 lets "
+        "decoding, which must keep up with the camera, take its share first and inference "
+        "the rest; a higher value favours inference, and readers that then fall behind skip "
+        "detections (max_lag_s).",
     )
     max_lag_s: float = Field(
         default=0.5,
