@@ -6,7 +6,10 @@ frame; a newer frame replaces an unprocessed one and the drop is counted; reader
 readers wait with `wait_until_empty()` instead, so they never drop). The `Scheduler`
 runs on the event loop: it takes a frame only when an infer request is free, so while the
 detector is busy frames wait in the slots and get replaced there; no queue grows anywhere.
-Cameras are served round robin, so a fast camera cannot starve a slow one.
+Cameras are served round robin, so a fast camera cannot starve a slow one. Results are
+handed on in the order their batches were submitted, so each camera's frames are published in
+`seq` order even when parallel requests finish out of order; a finished batch keeps its
+request until it is handed on, which bounds the results held back by `max_inflight`.
 """
 
 from __future__ import annotations
@@ -160,6 +163,9 @@ class Scheduler:
         self._stopped = asyncio.Event()
         self.batches = 0
         self.errors = 0
+        # Finished batches by submission number (None: failed), waiting for earlier ones.
+        self._finished: dict[int, tuple[list[Frame], BatchResult | None]] = {}
+        self._next_to_hand_on = 0
 
     def slot(self, camera_id: str) -> LatestFrameSlot:
         return self._by_id[camera_id]
@@ -243,11 +249,14 @@ class Scheduler:
                 self._inflight += 1
                 if self._on_inflight:
                     self._on_inflight(self._inflight)
-                group.create_task(self._infer(frames), name=f"infer-batch-{self.batches}")
+                group.create_task(
+                    self._infer(frames, number=self.batches), name=f"infer-batch-{self.batches}"
+                )
                 self.batches += 1
 
-    async def _infer(self, frames: list[Frame]) -> None:
+    async def _infer(self, frames: list[Frame], *, number: int) -> None:
         images: list[NDArray[np.uint8]] = [frame.image for frame in frames]
+        result: BatchResult | None = None
         try:
             result = await self._detector.detect(images)
         except Exception:
@@ -255,14 +264,23 @@ class Scheduler:
             # shows as no frames inferred, which the health check and watchdog act on.
             self.errors += 1
             log.exception("inference failed for a batch of %d frames", len(frames))
-            return
         finally:
+            # Also when cancelled: later batches must not wait for this one for ever.
             self._inflight -= 1
             if self._on_inflight:
                 self._on_inflight(self._inflight)
+            self._finished[number] = (frames, result)
+            self._hand_on_in_order()
+
+    def _hand_on_in_order(self) -> None:
+        while self._next_to_hand_on in self._finished:
+            frames, result = self._finished.pop(self._next_to_hand_on)
+            self._next_to_hand_on += 1
             self._free_requests.release()
-        try:
-            self._on_result(frames, result)
-        except Exception:
-            self.errors += 1
-            log.exception("handling the results of a batch failed")
+            if result is None:
+                continue
+            try:
+                self._on_result(frames, result)
+            except Exception:
+                self.errors += 1
+                log.exception("handling the results of a batch failed")

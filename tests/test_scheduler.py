@@ -203,6 +203,39 @@ async def test_a_failing_batch_does_not_stop_the_scheduler() -> None:
     assert [frame.seq for frame in recorder.frames] == [1]
 
 
+async def test_results_are_handed_on_in_submission_order_when_requests_finish_out_of_order() -> (
+    None
+):
+    class FirstCallSlow(FakeDetector):
+        calls = 0
+
+        async def detect(self, images: Sequence[NDArray[np.uint8]]) -> BatchResult:
+            self.calls += 1
+            # The first request takes 0.15 s, later ones 0.01 s, as a cold first inference
+            # does: frame 1 finishes before frame 0.
+            self.delay_s = 0.15 if self.calls == 1 else 0.01
+            return await super().detect(images)
+
+    detector = FirstCallSlow(batch_size=1, max_inflight=2)
+    recorder = Recorder()
+    scheduler = Scheduler(detector=detector, camera_ids=["a"], on_result=recorder)
+    task = asyncio.create_task(scheduler.run())
+    for seq in range(4):
+        scheduler.slot("a").put(make_frame("a", seq))
+        await asyncio.sleep(0.03)
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert detector.peak_inflight == 2  # frames 0 and 1 really were in flight together
+    seqs = [frame.seq for frame in recorder.frames]
+    # Frame 1's finished request is held until frame 0 is handed on, so frame 2 may be
+    # replaced in its slot by frame 3 meanwhile: order is kept, not every frame.
+    assert seqs[:2] == [0, 1]
+    assert seqs == sorted(seqs)
+    assert seqs[-1] == 3
+
+
 def test_claim_refuses_while_a_frame_waits_and_counts_the_drop() -> None:
     drops: list[str] = []
 
