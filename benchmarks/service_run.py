@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -250,14 +248,13 @@ def run_service(
             if broker is not None:
                 watched["broker"] = broker
             neighbours_before = {name: _cpu_s(p) for name, p in watched.items()}
-            metrics_url = f"http://127.0.0.1:{config['metrics']['port']}/metrics"
-            counters_before = _counters(metrics_url)
+            counters_before = _frame_counters(service)
             cpu_before = _cpu_s(pid)
             start = time.time()
             time.sleep(seconds)
             end = time.time()
             cpu_s = _cpu_s(pid) - cpu_before
-            counters_after = _counters(metrics_url)
+            counters_after = _frame_counters(service)
             neighbour_cores = {
                 name: round((_cpu_s(p) - neighbours_before[name]) / (end - start), 3)
                 for name, p in watched.items()
@@ -301,15 +298,13 @@ def run_service(
     )
 
 
-def _counters(url: str) -> dict[str, float]:
+def _frame_counters(service: ServiceProcess) -> dict[str, float]:
     """Sums over cameras of the service's frame counters, as a Prometheus scrape sees them."""
-    with urllib.request.urlopen(url, timeout=5.0) as response:  # noqa: S310 - our own endpoint
-        text = response.read().decode()
-    sums = {}
-    for key, family in (("stale", "frames_stale"), ("captured", "frames_captured")):
-        values = re.findall(rf"^edge_facedet_{family}_total{{[^}}]*}} (\S+)$", text, re.MULTILINE)
-        sums[key] = sum(float(value) for value in values)
-    return sums
+    samples = service.metrics()
+    return {
+        key: sum(samples.get(f"edge_facedet_frames_{key}_total", {}).values())
+        for key in ("stale", "captured")
+    }
 
 
 def _broker_pid() -> int | None:

@@ -448,6 +448,7 @@ class CameraReader:
         last_status = session_start
         if self._lag is not None:
             self._lag.reset()
+            self._lag_gauge.set(0)
 
         while not self._stop_requested.is_set():
             if is_file and self._realtime:
@@ -519,10 +520,12 @@ class CameraReader:
         self, *, capture: cv2.VideoCapture, capture_time: datetime, arrived: float, clock_s: float
     ) -> None:
         """Skip the grabbed frame, skip it as stale, or hand it on."""
-        lag_s = self._measure_lag(capture=capture, arrived=arrived)
         if not self._is_due(clock_s=clock_s):
             self._skipped.inc()
-        elif lag_s > self._max_lag_s:
+            return
+        # Measured on due frames only: the lag decides nothing for the others.
+        lag_s = self._measure_lag(capture=capture, arrived=arrived)
+        if lag_s > self._max_lag_s:
             self._skip_stale(lag_s=lag_s, now=arrived)
         elif self._wait_until_empty is not None or self._claim is None or self._claim():
             # Timed from when the frame reached the host, not when this reader got to it, so

@@ -27,7 +27,7 @@ _BACKWARDS_S = 1.0
 
 
 class StreamLag:
-    """The reader's lag behind one live stream, updated once per frame read."""
+    """The reader's lag behind one live stream, updated with the frames it reads."""
 
     def __init__(self, *, window_s: float = 30.0) -> None:
         if window_s <= 0:
@@ -36,13 +36,11 @@ class StreamLag:
         # (bucket start on the arrival clock, smallest offset in it), oldest first.
         self._buckets: deque[list[float]] = deque(maxlen=_BUCKETS + 1)
         self._last_stream_s = -math.inf
-        self.lag_s = 0.0
 
     def reset(self) -> None:
         """Forget the reference: for a new session (reconnect), whose timestamps start anew."""
         self._buckets.clear()
         self._last_stream_s = -math.inf
-        self.lag_s = 0.0
 
     def update(self, *, arrival_s: float, stream_s: float) -> float:
         """The lag of a frame read at `arrival_s` (monotonic) with stream time `stream_s`.
@@ -51,7 +49,6 @@ class StreamLag:
         some MJPEG and V4L2 sources), since nothing can be said of it.
         """
         if not math.isfinite(stream_s) or stream_s <= 0.0 or stream_s == self._last_stream_s:
-            self.lag_s = 0.0
             return 0.0
         if stream_s < self._last_stream_s - _BACKWARDS_S:
             self.reset()
@@ -62,6 +59,4 @@ class StreamLag:
             buckets.append([arrival_s, offset])
         elif offset < buckets[-1][1]:
             buckets[-1][1] = offset
-        reference = min(bucket[1] for bucket in buckets)
-        self.lag_s = offset - reference
-        return self.lag_s
+        return offset - min(bucket[1] for bucket in buckets)
