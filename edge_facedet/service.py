@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from edge_facedet import __version__
 from edge_facedet.assets import default_model_root, model_xml_path
-from edge_facedet.camera import CameraReader, CameraStatus
+from edge_facedet.camera import CameraReader, CameraStatus, keep_opencv_in_reader_threads
 from edge_facedet.config import detect_open_url, display_detect_url
 from edge_facedet.detector import OpenVinoDetector
 from edge_facedet.endpoints import MetricsServer
@@ -217,6 +217,7 @@ class Service:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(pipeline.handle_status, status)
 
+        keep_opencv_in_reader_threads()
         for index, camera in enumerate(enabled):
             self._readers.append(
                 CameraReader(

@@ -135,6 +135,10 @@ async def test_four_cameras_publish_schema_valid_faces_metrics_and_notify(
         assert ("requested", "AUTO") in device
         status, health = await asyncio.to_thread(service.health)
         assert status == 200 and health["frames_flowing"] is True
+        # One named native thread per camera (what `top -H` shows), and no OpenCV worker
+        # pool beside them: a pool thread started from a reader would carry its name too.
+        names = await asyncio.to_thread(service.thread_names)
+        assert [n for n in names if n.startswith("cam-")] == sorted(f"cam-{c}" for c in ids)
 
         await asyncio.to_thread(service.wait_notification, "WATCHDOG=1", 10)
         code, seconds = await asyncio.to_thread(service.terminate)

@@ -146,6 +146,16 @@ class ServiceProcess:
                 samples.setdefault(sample.name, {})[key] = sample.value
         return samples
 
+    def thread_names(self) -> list[str]:
+        """The process's native thread names (/proc's comm, what `top -H` shows), sorted."""
+        assert self.process is not None
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        names = []
+        for task in tasks.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                names.append(task.joinpath("comm").read_text().strip())
+        return sorted(names)
+
     def health(self) -> tuple[int, dict[str, Any]]:
         status, body = self.http_get("/healthz")
         return status, json.loads(body)
