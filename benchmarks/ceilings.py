@@ -6,11 +6,17 @@ thread (`CAP_PROP_N_THREADS=1`) reading a clip, with the CPU time of this thread
 (`time.thread_time`) split into `grab()` (demux + H.264 decode), `retrieve()` (conversion to
 BGR) and `cv2.resize` to the network input. Per-frame CPU costs divide into the machine's
 cores to give capacities, so the ceilings need no idle machine to be meaningful as costs.
+
+A clip read as fast as possible is the cheapest way to decode: each frame follows the last
+with the decoder's state hot in the caches. A live camera sends a frame every 40 ms and its
+reader sleeps in between, while other readers and the detector run. `live_decode_cost`
+measures that case: several captures of live RTSP streams read in real time, one thread each.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,17 @@ class DecodeCost:
     def capacity_fps(self, *, cores: int) -> float:
         """Frames/s all cores could decode and convert (the decode ceiling)."""
         return cores * 1000.0 / (self.grab_ms + self.bgr_ms)
+
+
+@dataclass(frozen=True)
+class LiveDecodeCost:
+    """CPU milliseconds per frame of live streams read in real time, one thread per stream."""
+
+    streams: int
+    grab_ms: float
+    """`grab()` per frame, mean over the streams."""
+    fps: float
+    """Frames read per second per stream (the stream rate when the readers keep up)."""
 
 
 def cores() -> int:
@@ -80,3 +97,42 @@ def decode_cost(*, clip: str, frames: int, input_size: tuple[int, int] = (448, 4
         clip=clip, grab_ms=grab * scale, bgr_ms=bgr * scale, resize_ms=resize * scale,
         frames=frames,
     )  # fmt: skip
+
+
+def live_decode_cost(*, urls: list[str], seconds: float, warmup_frames: int = 50) -> LiveDecodeCost:
+    """Read every URL in a thread of its own for `seconds`, as the service's readers do."""
+    costs: dict[str, tuple[float, float]] = {}
+    errors: list[str] = []
+
+    def read(url: str) -> None:
+        capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+        try:
+            if not capture.isOpened():
+                errors.append(f"cannot open {url}")
+                return
+            for _ in range(warmup_frames):
+                capture.grab()
+            cpu_start, wall_start = time.thread_time(), time.monotonic()
+            frames = 0
+            while time.monotonic() - wall_start < seconds:
+                if not capture.grab():
+                    errors.append(f"{url}: grab failed")
+                    return
+                frames += 1
+            wall = time.monotonic() - wall_start
+            costs[url] = ((time.thread_time() - cpu_start) * 1000.0 / frames, frames / wall)
+        finally:
+            capture.release()
+
+    threads = [threading.Thread(target=read, args=(url,), daemon=True) for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return LiveDecodeCost(
+        streams=len(urls),
+        grab_ms=sum(grab for grab, _ in costs.values()) / len(costs),
+        fps=min(fps for _, fps in costs.values()),
+    )

@@ -78,6 +78,18 @@ def write_markdown(*, results: dict[str, Any], out: Path) -> str:  # noqa: PLR09
                 f"| {_f(c['decode_fps'])} | {_f(c['combined_fps'])} "
                 f"| {_f(c['predicted_capacity'])} |"
             )
+        live = ceil.get("live_720p")
+        if live:
+            lines += [
+                "",
+                (
+                    f"Live: {live['streams']} 720p RTSP streams read in real time, one thread "
+                    f"each: grab {_f(live['grab_ms'], 2)} ms per frame (clip read flat out: "
+                    f"{_f(ceil['decode_ms']['720p']['grab']['best'], 2)}), slowest stream "
+                    f"{_f(live['fps'])} frames/s; predicted capacity with the live grab cost "
+                    f"{_f(live['predicted_capacity'])}."
+                ),
+            ]
         lines.append("")
     tp = results.get("throughput")
     naive = results.get("naive", {})
@@ -127,6 +139,12 @@ def write_markdown(*, results: dict[str, Any], out: Path) -> str:  # noqa: PLR09
             ),
             f"| naive baseline, 720p | {naive_cap if naive_cap is not None else '-'} | | |",
         ]
+        live_pred = ceil.get("live_720p", {}).get("predicted_capacity") if ceil else None
+        if live_pred and "capacity" in cap:
+            lines.append(
+                f"| service, 720p, against the live grab cost | {cap['capacity']} "
+                f"| {_f(live_pred)} | {_f(cap['capacity'] / live_pred, 2)} |"
+            )
         if sub is not None:
             lines.append(
                 f"| service, `detect_url` 640x360 substream | {sub} | {_f(sub_pred)} "

@@ -153,8 +153,31 @@ class Bench:
                 / (STREAM_FPS * grab + DETECT_FPS * (bgr + infer_ms)),
             }
         result["infer_ms_per_frame"] = infer_ms
+        result["live_720p"] = self._live_decode(
+            streams=max(1, round(result["720p"]["predicted_capacity"])),
+            bgr_ms=decode["720p"]["bgr"]["best"],
+            infer_ms=infer_ms,
+        )
         self.results["ceilings"] = result
         print(json.dumps(result, indent=1, default=str), flush=True)
+
+    def _live_decode(self, *, streams: int, bgr_ms: float, infer_ms: float) -> dict[str, Any]:
+        """Grab cost of `streams` live 720p RTSP cameras read in real time, and the capacity
+        the prediction gives with it (as many streams as the file-based prediction fits)."""
+        seconds = 8.0 if self.quick else 20.0
+        server, cameras = self.rtsp_cameras(count=streams, seconds=seconds + 30)
+        try:
+            live = ceilings.live_decode_cost(urls=[c.url for c in cameras], seconds=seconds)
+        finally:
+            server.kill()
+        return {
+            "streams": live.streams,
+            "grab_ms": live.grab_ms,
+            "fps": live.fps,
+            "predicted_capacity": self.cores
+            * 1000.0
+            / (STREAM_FPS * live.grab_ms + DETECT_FPS * (bgr_ms + infer_ms)),
+        }
 
     def _ceiling(self) -> dict[str, Any]:
         if "ceilings" not in self.results:
