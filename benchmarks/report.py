@@ -334,6 +334,11 @@ Live cameras are mounts of the GStreamer RTSP server the tests use (one mount pe
   per frame for `grab()` (demux + decode), `retrieve()` (BGR) and the resize to 448x448.
   Decode ceiling = cores / (grab + BGR); combined ceiling = 1 / (1/decode + 1/inference);
   predicted capacity = cores / (25 x grab + 5 x (BGR + inference core-ms)).
+* **Live grab cost**: as many 720p RTSP streams as the predicted capacity, read in real time,
+  one capture and thread each, decoding only (no detector): CPU time of `grab()` per frame.
+  A clip read flat out keeps the decoder's state hot in the caches; a live reader decodes one
+  frame every 40 ms between other threads' work, which costs more per frame. The capacity
+  predicted with this cost is shown beside the file-based one.
 * **Naive baseline** (benchmarks/naive.py): one thread per camera, `cap.read()` with OpenCV's
   defaults, `cv2.resize`, synchronous `infer` on one InferRequest per thread of one compiled
   model (THROUGHPUT hint, u8 NHWC input like the service). On files it reads as fast as it
