@@ -21,6 +21,12 @@ TARGET_GROWTH_PCT = 5.0
 NOTES_MARKER = "<!-- notes: kept when the results above are regenerated -->"
 
 
+def _thread_split(cores: dict[str, float] | None) -> str:
+    if not cores:
+        return "-"
+    return " / ".join(_f(cores.get(role), 2) for role in ("readers", "event_loop", "other"))
+
+
 def _f(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -157,16 +163,18 @@ def write_markdown(*, results: dict[str, Any], out: Path) -> str:  # noqa: PLR09
         lines += [
             (
                 "| run | cameras | passed | total fps | slowest camera fps | CPU cores "
+                "| readers / event loop / inference + other cores "
                 "| RTSP server + broker + subscriber cores | frames read per camera/s "
                 "| stale (not detected)/s | p99 ms |"
             )
         ]
-        lines += ["|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|"]
         for name in ("capacity", "naive_capacity", "substream_capacity"):
             for step in results.get(name, {}).get("steps", []):
                 lines.append(
                     f"| {name} | {step['cameras']} | {step['passed']} | {_f(step['total_fps'])} "
                     f"| {_f(step['min_camera_fps'], 2)} | {_f(step.get('cpu_cores_used'), 2)} "
+                    f"| {_thread_split(step.get('thread_cores'))} "
                     f"| {_f(sum(step.get('neighbour_cores', {}).values()) or None, 2)} "
                     f"| {_f(step.get('grabbed_per_camera_s'))} | {_f(step.get('stale_per_s'))} "
                     f"| {_f(step.get('p99_ms'))} |"

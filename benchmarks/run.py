@@ -283,6 +283,7 @@ class Bench:
             "min_camera_fps": round(result.min_camera_fps, 2),
             "cpu_cores_used": round(result.cpu_s / result.seconds, 2),
             "neighbour_cores": result.neighbour_cores,
+            "thread_cores": result.thread_cores,
             "p99_ms": round(result.percentile(99), 1),
             "stale_per_s": round(result.stale_per_s, 1),
             "grabbed_per_camera_s": round(result.grabbed_per_camera_s, 1),

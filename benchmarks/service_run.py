@@ -155,6 +155,10 @@ class ServiceResult:
     neighbour_cores: dict[str, float] = field(default_factory=dict)
     """CPU cores used over the window by the other processes of the run (RTSP server, broker,
     this benchmark's subscriber): the share of the machine the service could not have."""
+    thread_cores: dict[str, float] = field(default_factory=dict)
+    """The service's CPU cores over the window by thread role: `readers` (threads named
+    `cam-<id>`: decoding, BGR, resize), `event_loop` (the main thread: scheduling, results,
+    MQTT) and `other` (OpenVINO's inference threads, the metrics server)."""
 
     @property
     def total_fps(self) -> float:
@@ -250,10 +254,12 @@ def run_service(
             neighbours_before = {name: _cpu_s(p) for name, p in watched.items()}
             counters_before = _frame_counters(service)
             cpu_before = _cpu_s(pid)
+            threads_before = _thread_cpu_s(pid)
             start = time.time()
             time.sleep(seconds)
             end = time.time()
             cpu_s = _cpu_s(pid) - cpu_before
+            threads_after = _thread_cpu_s(pid)
             counters_after = _frame_counters(service)
             neighbour_cores = {
                 name: round((_cpu_s(p) - neighbours_before[name]) / (end - start), 3)
@@ -295,6 +301,10 @@ def run_service(
         / elapsed
         / len(cameras),
         neighbour_cores=neighbour_cores,
+        thread_cores={
+            role: round((threads_after[role] - threads_before[role]) / elapsed, 3)
+            for role in threads_after
+        },
     )
 
 
@@ -322,9 +332,32 @@ def _broker_pid() -> int | None:
 
 
 def _cpu_s(pid: int) -> float:
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def _thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of the process's threads by role (see `ServiceResult.thread_cores`); a
+    thread that ended in between is missing from the later sum (none do while streaming)."""
+    totals = {"readers": 0.0, "event_loop": 0.0, "other": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("cam-"):
+            role = "readers"
+        elif task.name == str(pid):
+            role = "event_loop"
+        else:
+            role = "other"
+        totals[role] += _stat_cpu_s(task / "stat")
+    return totals
+
+
+def _stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a /proc stat file; 0 when the process or thread ended."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # noqa: PTH123
-            fields = stat.read().rsplit(")", 1)[1].split()
+        fields = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
