@@ -130,6 +130,39 @@ def _status_mb(pid: int, key: str) -> float:
     return 0.0
 
 
+def clear_retained(*, prefix: str, settle_s: float = 1.0) -> int:
+    """Delete the retained messages a run's service left under `prefix` (status, camera
+    states, discovery): each run has a prefix of its own, so they would pile up in the
+    broker. Retained messages arrive at once on subscribing; an empty retained payload
+    deletes one. Returns how many were deleted."""
+    topics: set[str] = set()
+    lock = threading.Lock()
+
+    def on_message(_client: mqtt.Client, _userdata: Any, message: Any) -> None:
+        if message.retain and message.payload:
+            with lock:
+                topics.add(message.topic)
+
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"bench-clear-{uuid.uuid4().hex[:8]}",
+    )
+    client.on_message = on_message
+    client.connect(*BROKER)
+    client.loop_start()
+    try:
+        client.subscribe(f"{prefix}/#", qos=1)
+        time.sleep(settle_s)
+        with lock:
+            found = sorted(topics)
+        for topic in found:
+            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=5.0)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(found)
+
+
 @dataclass
 class ServiceResult:
     cameras: int
@@ -272,6 +305,7 @@ def run_service(
             if service.process is not None and service.process.poll() is None:
                 service.terminate(timeout=20)
             service.close()
+            clear_retained(prefix=prefix)
         window = counter.window(start=start, end=end)
     counts = {camera.id: 0 for camera in cameras}
     latencies: list[float] = []
