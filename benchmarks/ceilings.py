@@ -101,11 +101,19 @@ def decode_cost(*, clip: str, frames: int, input_size: tuple[int, int] = (448, 4
 
 def live_decode_cost(*, urls: list[str], seconds: float, warmup_frames: int = 50) -> LiveDecodeCost:
     """Read every URL in a thread of its own for `seconds`, as the service's readers do."""
+    # RTSP over TCP with open/read timeouts, like the service's readers (edge_facedet.camera);
+    # OpenCV reads the variable at each open.
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    params = [
+        cv2.CAP_PROP_N_THREADS, 1,
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10_000,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, 10_000,
+    ]  # fmt: skip
     costs: dict[str, tuple[float, float]] = {}
     errors: list[str] = []
 
     def read(url: str) -> None:
-        capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+        capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
         try:
             if not capture.isOpened():
                 errors.append(f"cannot open {url}")
