@@ -23,6 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_facedet.camera import READER_THREAD_PREFIX
 from tests.support.paths import MODEL_ROOT
 from tests.support.service import ServiceProcess, free_port
 
@@ -287,12 +288,12 @@ def run_service(
             neighbours_before = {name: _cpu_s(p) for name, p in watched.items()}
             counters_before = _frame_counters(service)
             cpu_before = _cpu_s(pid)
-            threads_before = _thread_cpu_s(pid)
+            threads_before = _thread_cpu_s(service)
             start = time.time()
             time.sleep(seconds)
             end = time.time()
             cpu_s = _cpu_s(pid) - cpu_before
-            threads_after = _thread_cpu_s(pid)
+            threads_after = _thread_cpu_s(service)
             counters_after = _frame_counters(service)
             neighbour_cores = {
                 name: round((_cpu_s(p) - neighbours_before[name]) / (end - start), 3)
@@ -369,22 +370,20 @@ def _cpu_s(pid: int) -> float:
     return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
-def _thread_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds of the process's threads by role (see `ServiceResult.thread_cores`); a
+def _thread_cpu_s(service: ServiceProcess) -> dict[str, float]:
+    """CPU seconds of the service's threads by role (see `ServiceResult.thread_cores`); a
     thread that ended in between is missing from the later sum (none do while streaming)."""
+    assert service.process is not None
+    pid = service.process.pid
     totals = {"readers": 0.0, "event_loop": 0.0, "other": 0.0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-        except OSError:
-            continue
-        if name.startswith("cam-"):
+    for tid, name in service.threads().items():
+        if name.startswith(READER_THREAD_PREFIX):
             role = "readers"
-        elif task.name == str(pid):
+        elif tid == pid:
             role = "event_loop"
         else:
             role = "other"
-        totals[role] += _stat_cpu_s(task / "stat")
+        totals[role] += _stat_cpu_s(Path(f"/proc/{pid}/task/{tid}/stat"))
     return totals
 
 

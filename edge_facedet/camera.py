@@ -82,6 +82,8 @@ _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1
 """Ports FFmpeg uses when a network URL names none."""
 _ROOM_POLL_S = 0.25
 """How often a lossless reader waiting for room checks whether it was asked to stop."""
+READER_THREAD_PREFIX = "cam-"
+"""Each reader's native thread is named this plus its camera id (`top -H`, /proc)."""
 _DUE_EPSILON_S = 1e-6
 """Absorbs float rounding when the media clock sums frame intervals (5 x 0.04 < 0.2)."""
 
@@ -255,7 +257,7 @@ class CameraReader:
     # -- thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        _name_native_thread(f"cam-{self._camera_id}")
+        _name_native_thread(f"{READER_THREAD_PREFIX}{self._camera_id}")
         if self._nice:
             self._lower_priority()
         try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import jsonschema
 import pytest
 
+from edge_facedet.camera import READER_THREAD_PREFIX
 from edge_facedet.payloads import load_schema
 from tests.support.broker import TcpGate, mqtt_subscriber
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MEDIA
@@ -137,8 +138,9 @@ async def test_four_cameras_publish_schema_valid_faces_metrics_and_notify(
         assert status == 200 and health["frames_flowing"] is True
         # One named native thread per camera (what `top -H` shows), and no OpenCV worker
         # pool beside them: a pool thread started from a reader would carry its name too.
-        names = await asyncio.to_thread(service.thread_names)
-        assert [n for n in names if n.startswith("cam-")] == sorted(f"cam-{c}" for c in ids)
+        names = sorted((await asyncio.to_thread(service.threads)).values())
+        readers = [name for name in names if name.startswith(READER_THREAD_PREFIX)]
+        assert readers == sorted(f"{READER_THREAD_PREFIX}{camera}" for camera in ids)
 
         await asyncio.to_thread(service.wait_notification, "WATCHDOG=1", 10)
         code, seconds = await asyncio.to_thread(service.terminate)

@@ -146,15 +146,14 @@ class ServiceProcess:
                 samples.setdefault(sample.name, {})[key] = sample.value
         return samples
 
-    def thread_names(self) -> list[str]:
-        """The process's native thread names (/proc's comm, what `top -H` shows), sorted."""
+    def threads(self) -> dict[int, str]:
+        """Native thread id -> name (/proc's comm, what `top -H` shows) of each thread."""
         assert self.process is not None
-        tasks = Path(f"/proc/{self.process.pid}/task")
-        names = []
-        for task in tasks.iterdir():
+        threads = {}
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
             with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                names.append(task.joinpath("comm").read_text().strip())
-        return sorted(names)
+                threads[int(task.name)] = task.joinpath("comm").read_text().strip()
+        return threads
 
     def health(self) -> tuple[int, dict[str, Any]]:
         status, body = self.http_get("/healthz")
