@@ -16,6 +16,9 @@ Owns the scenarios, their order and parameters, the searches, and the output: ev
 * latency: capture -> MQTT receipt p50/p95/p99 at 50% and 80% of the service's capacity.
 * memory: 16 RTSP cameras: peak RSS (VmHWM) and RSS growth (10 minutes with `--long`).
 * substream: capacity again with `detect_url` on a 640x360 substream beside the 720p `url`.
+* decoders: the same 720p RTSP cameras read with each decoder setting (OpenCV, PyAV, PyAV
+  skipping the loop filter) at a fixed count, PyAV's keyframes_only at detect_fps 0.5 beside
+  OpenCV, and capacity again with PyAV skipping the loop filter.
 
 Figures measured more than once are reported as best and median; the load average is recorded
 before every scenario, since the machine may be shared.
@@ -49,11 +52,19 @@ from tests.support.paths import MODEL_ROOT  # noqa: E402
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-SCENARIOS = ("ceilings", "naive", "throughput", "capacity", "latency", "memory", "substream")
+SCENARIOS = (
+    "ceilings", "naive", "throughput", "capacity", "latency", "memory", "substream", "decoders",
+)  # fmt: skip
 CAMERA_COUNTS = (1, 4, 8, 16)
 STREAM_FPS = 25
 DETECT_FPS = 5.0
 PASS_FPS = 4.5
+KEYFRAME_FPS = 0.5  # the clips' GOP is 50 frames at 25 fps
+DECODERS: dict[str, dict[str, Any]] = {
+    "opencv": {"decoder": "opencv"},
+    "pyav": {"decoder": "pyav"},
+    "pyav, skip_loop_filter": {"decoder": "pyav", "skip_loop_filter": True},
+}
 MEMORY_CAMERAS = 16
 XML = MODEL_ROOT / "intel" / "face-detection-0204" / "FP16-INT8" / "face-detection-0204.xml"
 
@@ -78,7 +89,8 @@ class Bench:
             # Scenarios not run now are taken from an earlier run (e.g. its ceilings).
             earlier = json.loads(args.reuse.read_text())
             for key in ("ceilings", "naive", "throughput", "capacity", "naive_capacity",
-                        "latency", "memory", "substream_capacity"):  # fmt: skip
+                        "latency", "memory", "substream_capacity", "decoders",
+                        "decoder_capacity"):  # fmt: skip
                 if key in earlier:
                     self.results[key] = earlier[key]
             self.results["reused_from"] = str(args.reuse)
@@ -97,12 +109,13 @@ class Bench:
     def service(
         self, *, cameras: list[Camera], detect_fps: float, seconds: float, warmup_s: float = 5.0,
         rss_interval_s: float = 1.0, neighbours: dict[str, int] | None = None,
+        defaults: dict[str, Any] | None = None,
     ) -> ServiceResult:  # fmt: skip
         self._runs += 1
         return run_service(
             cameras=cameras, detect_fps=detect_fps, warmup_s=warmup_s, seconds=seconds,
             workdir=self.work / f"service-{self._runs}", cache_dir=self.cache / "openvino",
-            rss_interval_s=rss_interval_s, neighbours=neighbours,
+            rss_interval_s=rss_interval_s, neighbours=neighbours, defaults_overrides=defaults,
         )  # fmt: skip
 
     def rtsp_cameras(
@@ -266,18 +279,22 @@ class Bench:
         self.results[name] = {"capacity": best, "steps": steps}
         return best
 
-    def _service_capacity_step(self, count: int, *, substream: bool) -> tuple[bool, dict[str, Any]]:
+    def _service_capacity_step(
+        self, count: int, *, substream: bool = False, detect_fps: float = DETECT_FPS,
+        pass_fps: float = PASS_FPS, defaults: dict[str, Any] | None = None,
+    ) -> tuple[bool, dict[str, Any]]:  # fmt: skip
         warmup = 8.0
         server, cameras = self.rtsp_cameras(
             count=count, seconds=self.capacity_s + warmup + 120, substream=substream
         )
         try:
             result = self.service(
-                cameras=cameras, detect_fps=DETECT_FPS, seconds=self.capacity_s, warmup_s=warmup,
-                neighbours={"rtsp_server": server.pid},
+                cameras=cameras, detect_fps=detect_fps, seconds=self.capacity_s, warmup_s=warmup,
+                neighbours={"rtsp_server": server.pid}, defaults=defaults,
             )  # fmt: skip
         finally:
             server.kill()
+        readers_ms = 1000.0 * result.thread_cores.get("readers", math.nan) / count
         detail = {
             "total_fps": round(result.total_fps, 1),
             "min_camera_fps": round(result.min_camera_fps, 2),
@@ -289,8 +306,9 @@ class Bench:
             "grabbed_per_camera_s": round(result.grabbed_per_camera_s, 1),
             "peak_rss_mb": round(result.peak_rss_mb, 1),
             "all_started": result.all_started,
+            "reader_ms_per_camera_s": round(readers_ms, 1),
         }
-        return result.min_camera_fps >= PASS_FPS, detail
+        return result.min_camera_fps >= pass_fps, detail
 
     def capacity(self) -> None:
         predicted = float(self._ceiling()[P720.name]["predicted_capacity"])
@@ -386,6 +404,41 @@ class Bench:
             name="substream_capacity",
             start=math.floor(0.9 * predicted),
             measure=lambda n: self._service_capacity_step(n, substream=True),
+        )
+
+    def decoders(self) -> None:
+        """Each decoder setting on the same live cameras, then capacity with the cheapest."""
+        capacity = int(self.results.get("capacity", {}).get("capacity") or 0)
+        if not capacity:
+            capacity = math.floor(float(self._ceiling()[P720.name]["predicted_capacity"]))
+        count = max(1, round(0.8 * capacity))
+        rows: list[dict[str, Any]] = []
+        for name, settings in DECODERS.items():
+            passed, detail = self._service_capacity_step(count, defaults=settings)
+            rows.append({"setting": name, "cameras": count, "detect_fps": DETECT_FPS,
+                         "passed": passed, **detail})  # fmt: skip
+            print(f"decoders {name}: {rows[-1]}", flush=True)
+        # At the keyframe rate only keyframes need decoding: OpenCV decodes every frame and
+        # detects one in 50; keyframes_only (detect_fps above the keyframe rate, so every
+        # keyframe is due) decodes and detects the keyframes only.
+        for name, settings, detect_fps in (
+            ("opencv", DECODERS["opencv"], KEYFRAME_FPS),
+            ("pyav, keyframes_only", {"decoder": "pyav", "keyframes_only": True}, DETECT_FPS),
+        ):
+            passed, detail = self._service_capacity_step(
+                MEMORY_CAMERAS, detect_fps=detect_fps, pass_fps=0.9 * KEYFRAME_FPS,
+                defaults=settings,
+            )  # fmt: skip
+            rows.append({"setting": name, "cameras": MEMORY_CAMERAS, "detect_fps": detect_fps,
+                         "passed": passed, **detail})  # fmt: skip
+            print(f"decoders {name} at {detect_fps}/s: {rows[-1]}", flush=True)
+        self.results["decoders"] = {"cameras": count, "rows": rows}
+        self.save()
+        cheapest = DECODERS["pyav, skip_loop_filter"]
+        self._search(
+            name="decoder_capacity",
+            start=capacity + 1,
+            measure=lambda n: self._service_capacity_step(n, defaults=cheapest),
         )
 
 

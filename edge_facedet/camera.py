@@ -1,7 +1,7 @@
 """Camera readers: one thread per camera that opens, reads, rate-limits and reconnects a source.
 
 A `CameraReader` owns everything between a camera URL and the `Frame` it hands on: opening the
-source with OpenCV (FFmpeg for network streams and files, V4L2 for local devices), holding the
+source (a `VideoSource` of edge_facedet.sources: OpenCV or PyAV), holding the
 camera's `detect_fps` by retrieving (colour-converting) and resizing only the frames that are
 due, to the network input, noticing faults (open failure, read failure, end of stream,
 stall) and reconnecting with capped full-jitter backoff. It reports its state through
@@ -13,10 +13,11 @@ Known limits of "a blocking read cannot hang the thread":
   aborts a read that waits longer. After such an abort OpenCV drains frames still buffered in
   the decoder, each drained `grab()` again waiting the read timeout: a grab slower than
   `stall_timeout_s` counts as a stall, so with stall <= read timeout a stall is seen after one
-  read timeout (else after up to about three), and stop() answers within about one.
+  read timeout (else after up to about three), and stop() answers within about one. PyAV
+  sources are bounded by the same two timeouts through PyAV's own interrupt callback.
 - `grab()` already demuxes and decodes (H.264 frames reference each other, so every frame must
-  be decoded); skipping `retrieve()` saves the colour conversion only (measured on 720p:
-  grab ~3.5 ms of CPU, retrieve + resize ~1.4 ms).
+  be decoded, except with the PyAV source's `keyframes_only`); skipping `retrieve()` saves the
+  colour conversion only (measured on 720p: grab ~3.5 ms of CPU, retrieve + resize ~1.4 ms).
 - V4L2 devices ignore OpenCV's timeout properties; a stalled device blocks each read for
   `OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT` seconds (OpenCV's default: 10), read once per process.
 - Anything that blocks inside native code without a timeout (a driver bug, a hung NFS mount
@@ -37,28 +38,21 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import cv2
-import numpy as np
 
 from edge_facedet.backoff import Backoff
 from edge_facedet.frames import Frame
 from edge_facedet.lag import StreamLag
 from edge_facedet.redact import redact_text, redact_url
+from edge_facedet.sources import DecodeOptions, SourceError, VideoSource, open_source
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from numpy.typing import NDArray
-
     from edge_facedet.metrics import Metrics
-
-# RTSP over UDP loses packets (smeared frames) on busy networks and is blocked by most NATs
-# and firewalls; TCP is what cameras behind routers need. OpenCV reads this variable on every
-# FFmpeg open; setdefault lets an operator choose other options.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -84,6 +78,7 @@ _ROOM_POLL_S = 0.25
 """How often a lossless reader waiting for room checks whether it was asked to stop."""
 READER_THREAD_PREFIX = "cam-"
 """Each reader's native thread is named this plus its camera id (`top -H`, /proc)."""
+_DEFAULT_DECODE = DecodeOptions()
 _DUE_EPSILON_S = 1e-6
 """Absorbs float rounding when the media clock sums frame intervals (5 x 0.04 < 0.2)."""
 
@@ -153,7 +148,7 @@ class CameraReader:
         reconnect_initial_s: float = 1.0,
         reconnect_max_s: float = 30.0,
         max_reconnect_attempts: int | None = None,
-        decoder_threads: int = 1,
+        decode: DecodeOptions = _DEFAULT_DECODE,
         nice: int = 0,
         detect_phase: float = 0.0,
         max_lag_s: float = 0.5,
@@ -184,7 +179,7 @@ class CameraReader:
         self._read_timeout_s = read_timeout_s
         self._stall_timeout_s = stall_timeout_s
         self._max_reconnect_attempts = max_reconnect_attempts
-        self._decoder_threads = decoder_threads
+        self._decode = decode
         self._nice = nice
         self._max_lag_s = max_lag_s
         self._lag = StreamLag() if _has_live_stream_clock(url=url) else None
@@ -341,38 +336,31 @@ class CameraReader:
 
     def _session(self) -> None:
         """One capture from open to fault (raised), end of file (raised) or stop (returns)."""
-        capture = self._open()
+        source = self._open()
         try:
-            self._read_loop(capture=capture)
+            self._read_loop(source=source)
         finally:
-            capture.release()
+            source.release()
 
-    def _open(self) -> cv2.VideoCapture:
+    def _open(self) -> VideoSource:
         started = time.monotonic()
-        if self._kind is _SourceKind.DEVICE:
-            # The V4L2 backend rejects the FFmpeg-only parameters (unused parameters make
-            # OpenCV refuse the open), so a device gets none; see the module docstring.
-            device: int | str = int(self._url) if self._url.isdigit() else self._url
-            capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
-        else:
-            if self._kind is _SourceKind.NETWORK:
-                self._probe()
-            params = [
-                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-                round(self._open_timeout_s * 1000),
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-                round(self._read_timeout_s * 1000),
-                # Each FFmpeg capture would otherwise start one decoder thread per core;
-                # with many cameras those threads thrash the cores (DESIGN.md).
-                cv2.CAP_PROP_N_THREADS,
-                self._decoder_threads,
-            ]
-            capture = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
-        if not capture.isOpened():
-            capture.release()
+        if self._kind is _SourceKind.NETWORK:
+            self._probe()
+        try:
+            return open_source(
+                url=self._url,
+                is_device=self._kind is _SourceKind.DEVICE,
+                options=self._decode,
+                open_timeout_s=self._open_timeout_s,
+                read_timeout_s=self._read_timeout_s,
+                stall_timeout_s=self._stall_timeout_s,
+            )
+        except SourceError as exc:
             waited = time.monotonic() - started
-            raise _CameraFaultError(f"cannot open {self._safe_url} (gave up after {waited:.1f} s)")
-        return capture
+            reason = redact_text(str(exc), *self._secrets)
+            raise _CameraFaultError(
+                f"cannot open {self._safe_url} ({reason}; gave up after {waited:.1f} s)"
+            ) from None
 
     def _probe(self) -> None:
         """Check that a network camera answers before handing its URL to OpenCV.
@@ -420,10 +408,10 @@ class CameraReader:
                 f"cannot open {self._safe_url} (not an RTSP server: no RTSP reply to OPTIONS)"
             )
 
-    def _grab_or_rewind(self, *, capture: cv2.VideoCapture, first: bool) -> float | None:
+    def _grab_or_rewind(self, *, source: VideoSource, first: bool) -> float | None:
         """`_grab`, except that a looping file at its end is rewound (None) if it can be."""
         try:
-            arrived = self._grab(capture=capture, first=first)
+            arrived = self._grab(source=source, first=first)
         except _EndOfFileError:
             # Rewinding keeps a looping file away from OpenCV's process-wide open lock (see
             # _probe), where a reopen would wait behind other cameras' opens. Only after
@@ -432,7 +420,7 @@ class CameraReader:
             if not (self._loop_file and self._frames_since_rewind):
                 raise
             self._file_read_failures = 0
-            if not capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            if not source.rewind():
                 raise
             self._frames_since_rewind = 0
             return None
@@ -440,9 +428,9 @@ class CameraReader:
             self._frames_since_rewind += 1
         return arrived
 
-    def _read_loop(self, *, capture: cv2.VideoCapture) -> None:
+    def _read_loop(self, *, source: VideoSource) -> None:
         is_file = self._kind is _SourceKind.FILE
-        file_frame_interval_s = 1.0 / _file_fps(capture=capture) if is_file else 0.0
+        file_frame_interval_s = 1.0 / _file_fps(source=source) if is_file else 0.0
         # Files run on their own media clock (frame count / fps), continuous across loops;
         # live sources on the monotonic clock at the moment each frame arrives.
         pacing_origin = time.monotonic() - self._media_clock_s
@@ -462,7 +450,7 @@ class CameraReader:
                 elif lag < 0 and self._stop_requested.wait(-lag):
                     return
 
-            arrived = self._grab_or_rewind(capture=capture, first=session_frames == 0)
+            arrived = self._grab_or_rewind(source=source, first=session_frames == 0)
             if arrived is None:
                 continue  # a damaged spot in a file skipped, or a looping file rewound
             capture_time = datetime.now(timezone.utc)
@@ -484,18 +472,18 @@ class CameraReader:
                 self._backoff.reset()
 
             self._dispatch(
-                capture=capture, capture_time=capture_time, arrived=arrived, clock_s=clock_s
+                source=source, capture_time=capture_time, arrived=arrived, clock_s=clock_s
             )
 
             if arrived - last_status >= STATUS_INTERVAL_S:
                 last_status = arrived
                 self._report_rates(now=arrived)
 
-    def _grab(self, *, capture: cv2.VideoCapture, first: bool) -> float | None:
+    def _grab(self, *, source: VideoSource, first: bool) -> float | None:
         """Grab the next frame (demux and decode, no colour conversion); its arrival time, or
         None when a file's damaged packet was skipped."""
         started = time.monotonic()
-        grabbed = capture.grab()
+        grabbed = source.grab()
         arrived = time.monotonic()
         if not grabbed:
             if self._kind is not _SourceKind.FILE:
@@ -521,29 +509,29 @@ class CameraReader:
         return arrived
 
     def _dispatch(
-        self, *, capture: cv2.VideoCapture, capture_time: datetime, arrived: float, clock_s: float
+        self, *, source: VideoSource, capture_time: datetime, arrived: float, clock_s: float
     ) -> None:
         """Skip the grabbed frame, skip it as stale, or hand it on."""
         if not self._is_due(clock_s=clock_s):
             self._skipped.inc()
             return
         # Measured on due frames only: the lag decides nothing for the others.
-        lag_s = self._measure_lag(capture=capture, arrived=arrived)
+        lag_s = self._measure_lag(source=source, arrived=arrived)
         if lag_s > self._max_lag_s:
             self._skip_stale(lag_s=lag_s, now=arrived)
         elif self._wait_until_empty is not None or self._claim is None or self._claim():
             # Timed from when the frame reached the host, not when this reader got to it, so
             # a reader behind its stream shows in every latency and capture_ts.
             self._hand_on(
-                capture=capture,
+                source=source,
                 capture_time=capture_time - timedelta(seconds=lag_s),
                 monotonic=arrived - lag_s,
             )
 
-    def _measure_lag(self, *, capture: cv2.VideoCapture, arrived: float) -> float:
+    def _measure_lag(self, *, source: VideoSource, arrived: float) -> float:
         if self._lag is None:
             return 0.0
-        stream_s = float(capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+        stream_s = source.stream_time_s()
         lag_s = self._lag.update(arrival_s=arrived, stream_s=stream_s)
         self._lag_gauge.set(lag_s)
         return lag_s
@@ -581,17 +569,11 @@ class CameraReader:
         self._next_due_s = self._phase_s + (points_passed + 1) * period
         return True
 
-    def _hand_on(
-        self, *, capture: cv2.VideoCapture, capture_time: datetime, monotonic: float
-    ) -> None:
-        retrieved, image = capture.retrieve()
-        if not retrieved or image is None or image.ndim != 3 or image.size == 0:
-            raise _CameraFaultError(f"could not decode a frame from {self._safe_url}")
-        height, width = int(image.shape[0]), int(image.shape[1])
-        resized = cast(
-            "NDArray[np.uint8]",
-            cv2.resize(image, self._input_size, interpolation=cv2.INTER_LINEAR),
-        )
+    def _hand_on(self, *, source: VideoSource, capture_time: datetime, monotonic: float) -> None:
+        try:
+            resized, width, height = source.retrieve(size=self._input_size)
+        except SourceError:
+            raise _CameraFaultError(f"could not decode a frame from {self._safe_url}") from None
         frame = Frame(
             camera_id=self._camera_id,
             seq=self._seq,
@@ -751,8 +733,8 @@ def _url_secrets(*, url: str) -> tuple[str, ...]:
     return tuple({password, unquote(password)})
 
 
-def _file_fps(*, capture: cv2.VideoCapture) -> float:
-    fps = float(capture.get(cv2.CAP_PROP_FPS))
+def _file_fps(*, source: VideoSource) -> float:
+    fps = source.fps()
     if not math.isfinite(fps) or not 0.1 <= fps <= 1000.0:
         return _FALLBACK_FILE_FPS
     return fps

@@ -575,6 +575,24 @@ class CameraSettings(_Strict):
     decoder_threads: int = Field(
         default=1, ge=0, le=16, description="FFmpeg decoder threads per camera (0: FFmpeg's)."
     )
+    decoder: Literal["opencv", "pyav"] = Field(
+        default="opencv",
+        description="What demuxes and decodes the stream: OpenCV (streams, files, devices) or "
+        "PyAV (streams and files), which can decode less than every frame "
+        "(keyframes_only, skip_loop_filter).",
+    )
+    keyframes_only: bool = Field(
+        default=False,
+        description="decoder pyav: decode only the stream's keyframes, for a fraction of the "
+        "decoding CPU; detections then come at most at the camera's keyframe (I-frame) rate, "
+        "every keyframe while detect_fps is above that rate. stall_timeout_s must exceed the "
+        "keyframe interval.",
+    )
+    skip_loop_filter: bool = Field(
+        default=False,
+        description="decoder pyav: skip H.264/HEVC deblocking, about a sixth less decoding "
+        "CPU; frames are slightly blockier than a full decode.",
+    )
     reader_nice: int = Field(
         default=0,
         ge=0,
@@ -599,6 +617,10 @@ class CameraSettings(_Strict):
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise _field_error("reconnect_max_s", "must be >= reconnect_initial_s")
         return self
+
+
+def _is_device(url: str) -> bool:
+    return url.isdigit() or url.startswith("/dev/video")
 
 
 def _is_relative_file(url: str) -> bool:
@@ -696,13 +718,26 @@ class CameraConfig(CameraSettings):
             return self
         source = self.detect_url or self.url
         match = _SCHEME.match(source)
-        is_file = (match is None or match["scheme"].lower() == "file") and not (
-            source.isdigit() or source.startswith("/dev/")
-        )
+        is_file = (match is None or match["scheme"].lower() == "file") and not _is_device(source)
         if not is_file:
             raise _field_error(
                 "realtime", "false applies to files only (a live source cannot be read ahead)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _partial_decoding_needs_pyav(self) -> CameraConfig:
+        # Checked on the camera, after defaults are merged: `defaults` may set one half.
+        if self.decoder != "pyav":
+            for field in ("keyframes_only", "skip_loop_filter"):
+                if getattr(self, field):
+                    raise _field_error(field, "needs decoder: pyav")
+        return self
+
+    @model_validator(mode="after")
+    def _pyav_reads_no_devices(self) -> CameraConfig:
+        if self.decoder == "pyav" and _is_device(self.detect_url or self.url):
+            raise _field_error("decoder", "pyav reads streams and files, not V4L2 devices")
         return self
 
     @model_validator(mode="after")

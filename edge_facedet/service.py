@@ -28,6 +28,7 @@ from edge_facedet.metrics import Metrics
 from edge_facedet.pipeline import ResultPipeline
 from edge_facedet.publisher import MqttPublisher
 from edge_facedet.scheduler import Scheduler
+from edge_facedet.sources import DecodeOptions, Decoder
 from edge_facedet.systemd import SystemdNotifier
 
 if sys.version_info >= (3, 11):
@@ -241,7 +242,12 @@ class Service:
                     stall_timeout_s=camera.stall_timeout_s,
                     reconnect_initial_s=camera.reconnect_initial_s,
                     reconnect_max_s=camera.reconnect_max_s,
-                    decoder_threads=camera.decoder_threads,
+                    decode=DecodeOptions(
+                        decoder=Decoder(camera.decoder),
+                        threads=camera.decoder_threads,
+                        keyframes_only=camera.keyframes_only,
+                        skip_loop_filter=camera.skip_loop_filter,
+                    ),
                     nice=camera.reader_nice,
                     max_lag_s=camera.max_lag_s,
                     # Spread the cameras' due frames over the detect period: cameras started

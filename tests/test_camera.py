@@ -14,6 +14,7 @@ import time
 from datetime import timezone
 from typing import TYPE_CHECKING
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -22,11 +23,14 @@ from edge_facedet.camera import CameraReader, CameraState, CameraStatus
 from edge_facedet.frames import Frame
 from edge_facedet.metrics import Metrics
 from edge_facedet.scheduler import Scheduler
+from edge_facedet.sources import DecodeOptions, Decoder
 from tests.support.paths import HIKERS_VIDEO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
+
+    from numpy.typing import NDArray
 
     from tests.support.media import ClipMaker
     from tests.support.rtsp import RtspServer
@@ -36,6 +40,7 @@ pytestmark = pytest.mark.slow
 INPUT_SIZE = (448, 256)  # not square, so a swapped width/height shows
 SECRET = "SuperSecret123"  # noqa: S105 - a fake credential the tests hunt for
 WAIT_S = 20.0  # upper bound for anything a test waits for; healthy runs take a fraction
+BOTH_DECODERS = pytest.mark.parametrize("decoder", list(Decoder))
 
 
 class Recorder:
@@ -86,7 +91,15 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def make_reader(metrics: Metrics) -> Iterator[Callable[..., tuple[CameraReader, Recorder]]]:
+def decoder() -> Decoder:
+    """The decoder `make_reader` uses; tests marked BOTH_DECODERS run with each."""
+    return Decoder.OPENCV
+
+
+@pytest.fixture
+def make_reader(
+    metrics: Metrics, decoder: Decoder
+) -> Iterator[Callable[..., tuple[CameraReader, Recorder]]]:
     """Factory for started readers with a recorder; every reader is stopped and joined."""
     readers: list[CameraReader] = []
 
@@ -100,6 +113,7 @@ def make_reader(metrics: Metrics) -> Iterator[Callable[..., tuple[CameraReader, 
             "stall_timeout_s": 2.0,
             "reconnect_initial_s": 0.2,
             "reconnect_max_s": 1.0,
+            "decode": DecodeOptions(decoder=decoder),
         }
         settings.update(options)
         reader = CameraReader(
@@ -151,6 +165,7 @@ def closed_port() -> int:
 # -- files ---------------------------------------------------------------------------------
 
 
+@BOTH_DECODERS
 def test_file_camera_paced_at_detect_fps_with_correct_frames(
     h264_clip: ClipMaker,
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
@@ -190,6 +205,7 @@ def test_file_camera_paced_at_detect_fps_with_correct_frames(
     assert gauge(metrics, "camera_up", "file") == 0
 
 
+@BOTH_DECODERS
 def test_file_read_as_fast_as_possible_holds_detect_fps_on_media_clock_then_stops_at_end(
     h264_clip: ClipMaker,
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
@@ -331,6 +347,7 @@ def test_detect_phase_shifts_which_frames_are_due(
     assert indices == expected
 
 
+@BOTH_DECODERS
 def test_looped_file_continues_without_counting_a_fault(
     h264_clip: ClipMaker,
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
@@ -347,6 +364,7 @@ def test_looped_file_continues_without_counting_a_fault(
     assert CameraState.RECONNECTING not in recorder.states()
 
 
+@BOTH_DECODERS
 def test_truncated_file_delivers_what_it_has_then_ends(
     h264_clip: ClipMaker,
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
@@ -362,6 +380,7 @@ def test_truncated_file_delivers_what_it_has_then_ends(
     assert reader.status.state is CameraState.STOPPED
 
 
+@BOTH_DECODERS
 def test_corrupted_file_keeps_decoding_past_the_damage(
     h264_clip: ClipMaker,
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
@@ -378,13 +397,17 @@ def test_corrupted_file_keeps_decoding_past_the_damage(
     assert reader.status.state is CameraState.STOPPED
 
 
+@BOTH_DECODERS
 def test_resolution_change_inside_a_stream_keeps_the_stream_going(
-    h264_clip: ClipMaker, make_reader: Callable[..., tuple[CameraReader, Recorder]]
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    decoder: Decoder,
 ) -> None:
     # OpenCV 5.0's FFmpeg backend keeps delivering the size it probed at open and rescales
     # later frames to it (measured), so inside one session the change is invisible; the new
-    # size arrives with the next open (see the RTSP restart test). What must hold here: the
-    # new SPS neither breaks nor ends the stream, and frames stay well-formed.
+    # size arrives with the next open (see the RTSP restart test). PyAV hands on each frame
+    # as decoded, so the new size shows at once. What must hold for both: the new SPS
+    # neither breaks nor ends the stream, and frames stay well-formed.
     clip = h264_clip.resolution_change(seconds_each=1)
     reader, recorder = make_reader(
         camera_id="reschange", url=str(clip), detect_fps=25.0, realtime=False
@@ -392,15 +415,95 @@ def test_resolution_change_inside_a_stream_keeps_the_stream_going(
 
     assert reader.join(timeout=WAIT_S)
     assert len(recorder.frames) >= 45  # both one-second halves at 25 fps
-    assert {(f.width, f.height) for f in recorder.frames} == {(1280, 720)}
+    sizes = {(1280, 720)} if decoder is Decoder.OPENCV else {(1280, 720), (640, 480)}
+    assert {(f.width, f.height) for f in recorder.frames} == sizes
     assert all(f.image.shape == (*INPUT_SIZE[::-1], 3) for f in recorder.frames)
     assert reader.status.state is CameraState.STOPPED
     assert reader.status.reconnects == 0
 
 
+def _full_decode(clip: Path) -> tuple[list[NDArray[np.uint8]], list[bool]]:
+    """Every frame of `clip` decoded by PyAV as the reader converts it, and which are keyframes."""
+    images: list[NDArray[np.uint8]] = []
+    keyframes: list[bool] = []
+    with av.open(str(clip)) as container:
+        for frame in container.decode(video=0):
+            image = frame.to_ndarray(
+                width=INPUT_SIZE[0], height=INPUT_SIZE[1], format="bgr24", interpolation="BILINEAR"
+            )
+            images.append(image)
+            keyframes.append(frame.key_frame)
+    return images, keyframes
+
+
+def test_pyav_keyframes_only_decodes_and_hands_on_exactly_the_keyframes(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    metrics: Metrics,
+) -> None:
+    clip = h264_clip.clip(seconds=4)  # 100 frames, a keyframe at least every 50
+    images, keyframes = _full_decode(clip)
+    expected = [image for image, key in zip(images, keyframes, strict=True) if key]
+    assert 2 <= len(expected) <= 10  # a small subset: the test means something
+
+    reader, recorder = make_reader(
+        camera_id="keys", url=str(clip), detect_fps=25.0, realtime=False,
+        decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
+    )  # fmt: skip
+
+    assert reader.join(timeout=WAIT_S)
+    assert reader.status.state is CameraState.STOPPED
+    assert counter(metrics, "frames_captured", "keys") == len(expected)
+    assert len(recorder.frames) == len(expected)
+    for frame, image in zip(recorder.frames, expected, strict=True):
+        # A keyframe decodes on its own: the very pixels of a full decode.
+        assert np.array_equal(frame.image, image)
+
+
+def test_pyav_skip_loop_filter_gives_close_but_not_identical_frames(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+) -> None:
+    clip = h264_clip.clip(seconds=2)
+    images, _ = _full_decode(clip)
+
+    reader, recorder = make_reader(
+        camera_id="nolf", url=str(clip), detect_fps=25.0, realtime=False,
+        decode=DecodeOptions(decoder=Decoder.PYAV, skip_loop_filter=True),
+    )  # fmt: skip
+
+    assert reader.join(timeout=WAIT_S)
+    assert len(recorder.frames) == len(images) == 50
+    differing = 0
+    for frame, image in zip(recorder.frames, images, strict=True):
+        error = np.mean((frame.image.astype(np.float64) - image.astype(np.float64)) ** 2)
+        differing += error > 0
+        assert error == 0 or 10 * np.log10(255**2 / error) > 30.0  # PSNR in dB
+    assert differing >= 40  # deblocking was skipped, not just asked for
+
+
+def test_pyav_keyframes_only_with_a_stall_timeout_below_the_keyframe_interval_reconnects(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+) -> None:
+    """Packets that keep coming without a frame are a stall too: with a keyframe every 2 s
+    and a 1 s stall timeout the reader reconnects instead of waiting inside one grab."""
+    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
+    reader, recorder = make_reader(
+        camera_id="gop", url=server.url("cam"), read_timeout_s=1.0, stall_timeout_s=1.0,
+        decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
+    )  # fmt: skip
+
+    recorder.wait_for_state(CameraState.RECONNECTING)
+    error = reader.status.last_error or ""
+    assert "read failed" in error, error
+
+
 # -- RTSP ----------------------------------------------------------------------------------
 
 
+@BOTH_DECODERS
 def test_rtsp_camera_reconnects_to_a_reconfigured_server_while_another_never_pauses(
     h264_clip: ClipMaker,
     rtsp_server: Callable[..., RtspServer],
@@ -484,13 +587,18 @@ class _BusyDetector:
         self.thread.join(5.0)
 
 
-@pytest.mark.parametrize("max_lag_s", [0.3, 3600.0], ids=["skipping", "never-skipping"])
+@pytest.mark.parametrize(
+    ("max_lag_s", "decoder"),
+    [(0.3, Decoder.OPENCV), (0.3, Decoder.PYAV), (3600.0, Decoder.OPENCV)],
+    ids=["skipping", "skipping-pyav", "never-skipping"],
+)
 def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     h264_clip: ClipMaker,
     rtsp_server: Callable[..., RtspServer],
     metrics: Metrics,
     caplog: pytest.LogCaptureFixture,
     max_lag_s: float,
+    decoder: Decoder,
 ) -> None:
     server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=20)})
     recorder = Recorder()
@@ -508,7 +616,7 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
         reader = CameraReader(
             camera_id="busy", url=server.url("cam"), detect_fps=25.0, input_size=INPUT_SIZE,
             on_frame=on_frame, on_status=recorder.on_status, metrics=metrics, nice=19,
-            max_lag_s=max_lag_s,
+            max_lag_s=max_lag_s, decode=DecodeOptions(decoder=decoder),
         )  # fmt: skip
         detector.thread.start()
         reader.start()
@@ -549,6 +657,7 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     assert max(ages) <= max_lag_s + 0.1, max(ages)
 
 
+@BOTH_DECODERS
 def test_stalled_rtsp_stream_is_detected_and_recovered(
     h264_clip: ClipMaker,
     rtsp_server: Callable[..., RtspServer],
@@ -603,7 +712,43 @@ def test_unanswering_camera_backs_off_and_never_leaks_its_password(
     assert SECRET not in native_output.out + native_output.err
 
 
-@pytest.mark.parametrize("source", ["closed-port", "not-a-video"])
+@BOTH_DECODERS
+def test_refused_stream_names_the_reason_and_never_leaks_the_password(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    decoder: Decoder,
+) -> None:
+    """The server answers, but not for this path: FFmpeg's error names the URL it was given
+    (password included); what the reader reports must not."""
+    caplog.set_level(logging.DEBUG)
+    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=2)})
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:{server.port}/no-such-stream"
+    reader, recorder = make_reader(camera_id="refused", url=url)
+
+    recorder.wait_for(lambda: reader.status.reconnects >= 1, what="a reconnect")
+    reader.stop()
+    assert reader.join(timeout=5.0)
+    error = reader.status.last_error or ""
+    assert error.startswith("cannot open rtsp://***:***@127.0.0.1:"), error
+    if decoder is Decoder.PYAV:
+        assert "404 Not Found" in error  # FFmpeg's reason, without the URL it appends
+    seen = [repr(s) for s in recorder.statuses] + [r.getMessage() for r in caplog.records]
+    assert not [text for text in seen if SECRET in text]
+    native_output = capfd.readouterr()
+    assert SECRET not in native_output.out + native_output.err
+
+
+@pytest.mark.parametrize(
+    ("source", "decoder"),
+    [
+        ("closed-port", Decoder.OPENCV),
+        ("not-a-video", Decoder.OPENCV),
+        ("not-a-video", Decoder.PYAV),
+    ],
+)
 def test_gives_up_after_max_reconnect_attempts(
     source: str,
     tmp_path: Path,

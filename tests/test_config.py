@@ -141,6 +141,13 @@ BAD_CASES: dict[str, tuple[str, ...]] = {
     "username-on-file-camera.yaml": ("cameras[0] (id 'clip').username", "network URLs"),
     "realtime-false-on-rtsp.yaml": ("cameras[1] (id 'door').realtime", "files only"),
     "publish-policy-unknown.yaml": ("cameras[0] (id 'cam1').publish.policy", "on_change"),
+    "keyframes-only-without-pyav.yaml": ("cameras[1] (id 'yard').keyframes_only", "decoder: pyav"),
+    "skip-loop-filter-without-pyav.yaml": (
+        "cameras[0] (id 'door').skip_loop_filter",
+        "decoder: pyav",
+    ),
+    "pyav-on-device.yaml": ("cameras[0] (id 'desk').decoder", "not V4L2 devices"),
+    "decoder-unknown.yaml": ("cameras[0] (id 'door').decoder", "'opencv' or 'pyav'"),
 }
 
 # Fragments that must NOT appear: errors in defaults are not blamed on every camera.
