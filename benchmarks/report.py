@@ -165,6 +165,9 @@ def write_markdown(*, results: dict[str, Any], out: Path) -> str:  # noqa: PLR09
         if predicted and "capacity" in cap:
             ok = cap["capacity"] / predicted >= TARGET_CAPACITY
             lines += ["", f"Target: >= {TARGET_CAPACITY} x predicted: {_verdict(ok=ok)}."]
+            if dec is not None:
+                ok = dec / predicted >= TARGET_CAPACITY
+                lines.append(f"With `decoder: pyav` + `skip_loop_filter`: {_verdict(ok=ok)}.")
         lines += ["", "Search steps:", ""]
         lines += [
             (

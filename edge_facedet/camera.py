@@ -14,7 +14,8 @@ Known limits of "a blocking read cannot hang the thread":
   the decoder, each drained `grab()` again waiting the read timeout: a grab slower than
   `stall_timeout_s` counts as a stall, so with stall <= read timeout a stall is seen after one
   read timeout (else after up to about three), and stop() answers within about one. PyAV
-  sources are bounded by the same two timeouts through PyAV's own interrupt callback.
+  sources are bounded by FFmpeg's socket timeouts (`timeout`, `rw_timeout`) at
+  `read_timeout_s`, after the probe (below) has bounded the connect by `open_timeout_s`.
 - `grab()` already demuxes and decodes (H.264 frames reference each other, so every frame must
   be decoded, except with the PyAV source's `keyframes_only`); skipping `retrieve()` saves the
   colour conversion only (measured on 720p: grab ~3.5 ms of CPU, retrieve + resize ~1.4 ms).
@@ -167,6 +168,9 @@ class CameraReader:
         self._safe_url = redact_url(url)
         self._secrets = _url_secrets(url=url)
         self._kind = _source_kind(url=url)
+        if decode.keyframes_only and self._kind is not _SourceKind.NETWORK:
+            # A file's media clock counts frames; skipping all but keyframes would race it.
+            raise ValueError(f"camera {camera_id}: keyframes_only applies to network streams")
         self._detect_period_s = 1.0 / detect_fps
         self._phase_s = detect_phase * self._detect_period_s
         self._input_size = input_size
@@ -679,7 +683,7 @@ def _check_arguments(
 
 
 def _source_kind(*, url: str) -> _SourceKind:
-    if url.isdigit() or url.startswith("/dev/video"):
+    if url.isdigit() or url.startswith(("/dev/video", "/dev/v4l/")):
         return _SourceKind.DEVICE
     scheme = urlsplit(url).scheme.lower()
     # A one-letter "scheme" is a Windows drive letter, i.e. a file path.

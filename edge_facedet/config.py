@@ -583,10 +583,10 @@ class CameraSettings(_Strict):
     )
     keyframes_only: bool = Field(
         default=False,
-        description="decoder pyav: decode only the stream's keyframes, for a fraction of the "
-        "decoding CPU; detections then come at most at the camera's keyframe (I-frame) rate, "
-        "every keyframe while detect_fps is above that rate. stall_timeout_s must exceed the "
-        "keyframe interval.",
+        description="decoder pyav, network streams: decode only the keyframes, for a fraction "
+        "of the decoding CPU; detections then come at most at the camera's keyframe (I-frame) "
+        "rate, every keyframe while detect_fps is above that rate. stall_timeout_s must exceed "
+        "the keyframe interval.",
     )
     skip_loop_filter: bool = Field(
         default=False,
@@ -620,7 +620,7 @@ class CameraSettings(_Strict):
 
 
 def _is_device(url: str) -> bool:
-    return url.isdigit() or url.startswith("/dev/video")
+    return url.isdigit() or url.startswith(("/dev/video", "/dev/v4l/"))
 
 
 def _is_relative_file(url: str) -> bool:
@@ -732,6 +732,9 @@ class CameraConfig(CameraSettings):
             for field in ("keyframes_only", "skip_loop_filter"):
                 if getattr(self, field):
                     raise _field_error(field, "needs decoder: pyav")
+        match = _SCHEME.match(self.detect_url or self.url)
+        if self.keyframes_only and (match is None or match["scheme"].lower() == "file"):
+            raise _field_error("keyframes_only", "applies to network streams, not files")
         return self
 
     @model_validator(mode="after")

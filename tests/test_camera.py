@@ -438,26 +438,33 @@ def _full_decode(clip: Path) -> tuple[list[NDArray[np.uint8]], list[bool]]:
 
 def test_pyav_keyframes_only_decodes_and_hands_on_exactly_the_keyframes(
     h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
     metrics: Metrics,
 ) -> None:
-    clip = h264_clip.clip(seconds=4)  # 100 frames, a keyframe at least every 50
+    clip = h264_clip.clip(seconds=12)  # 300 frames, a keyframe at least every 50
     images, keyframes = _full_decode(clip)
     expected = [image for image, key in zip(images, keyframes, strict=True) if key]
-    assert 2 <= len(expected) <= 10  # a small subset: the test means something
+    assert 4 <= len(expected) <= 30  # a small subset: the test means something
+    server = rtsp_server(mounts={"cam": clip})
 
     reader, recorder = make_reader(
-        camera_id="keys", url=str(clip), detect_fps=25.0, realtime=False,
+        camera_id="keys", url=server.url("cam"), detect_fps=25.0, stall_timeout_s=3.0,
         decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
     )  # fmt: skip
+    recorder.wait_for_frames(4, timeout=12.0)
+    reader.stop()
+    assert reader.join(timeout=5.0)
 
-    assert reader.join(timeout=WAIT_S)
-    assert reader.status.state is CameraState.STOPPED
-    assert counter(metrics, "frames_captured", "keys") == len(expected)
-    assert len(recorder.frames) == len(expected)
-    for frame, image in zip(recorder.frames, expected, strict=True):
-        # A keyframe decodes on its own: the very pixels of a full decode.
-        assert np.array_equal(frame.image, image)
+    # A keyframe decodes on its own: each frame handed on has the very pixels of one of the
+    # clip's keyframes in a full decode, in order; every frame decoded was handed on.
+    matched = [
+        next((i for i, image in enumerate(expected) if np.array_equal(frame.image, image)), None)
+        for frame in recorder.frames
+    ]
+    assert None not in matched, matched
+    assert matched == sorted(set(matched)), matched
+    assert counter(metrics, "frames_captured", "keys") == len(recorder.frames)
 
 
 def test_pyav_skip_loop_filter_gives_close_but_not_identical_frames(
@@ -495,9 +502,37 @@ def test_pyav_keyframes_only_with_a_stall_timeout_below_the_keyframe_interval_re
         decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
     )  # fmt: skip
 
-    recorder.wait_for_state(CameraState.RECONNECTING)
+    recorder.wait_for_frames(1)  # the first keyframe came and was decoded ...
+    recorder.wait_for_state(CameraState.RECONNECTING)  # ... the next one came too late
     error = reader.status.last_error or ""
     assert "read failed" in error, error
+
+
+def test_pyav_keyframes_only_hands_on_each_keyframe_as_it_arrives_despite_b_frames(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+) -> None:
+    """The test clips have B-frames, so the decoder reorders and would hold each keyframe
+    back until later keyframes arrive; keyframes are at most 2 s apart (GOP 50 at 25 fps,
+    with x264's scene cuts between)."""
+    clip = h264_clip.clip(seconds=12)
+    with av.open(str(clip)) as container:
+        assert container.streams.video[0].codec_context.has_b_frames
+    server = rtsp_server(mounts={"cam": clip})
+    started = time.monotonic()
+    _, recorder = make_reader(
+        camera_id="bframes", url=server.url("cam"), stall_timeout_s=3.0,
+        decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
+    )  # fmt: skip
+
+    recorder.wait_for_frames(4, timeout=12.0)
+    assert CameraState.RECONNECTING not in recorder.states()
+    # The stream starts with a keyframe when the reader connects: it is handed on at once,
+    # not when the next keyframes push it out of the decoder (>= 2 s later).
+    assert recorder.frame_arrivals[0] - started < 1.5, recorder.frame_arrivals[0] - started
+    gaps = [b - a for a, b in itertools.pairwise(recorder.frame_arrivals[:4])]
+    assert max(gaps) < 2.5, gaps
 
 
 # -- RTSP ----------------------------------------------------------------------------------

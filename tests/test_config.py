@@ -147,6 +147,7 @@ BAD_CASES: dict[str, tuple[str, ...]] = {
         "decoder: pyav",
     ),
     "pyav-on-device.yaml": ("cameras[0] (id 'desk').decoder", "not V4L2 devices"),
+    "keyframes-only-on-file.yaml": ("cameras[0] (id 'clip').keyframes_only", "not files"),
     "decoder-unknown.yaml": ("cameras[0] (id 'door').decoder", "'opencv' or 'pyav'"),
 }
 
