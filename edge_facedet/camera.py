@@ -491,9 +491,14 @@ class CameraReader:
         arrived = time.monotonic()
         if not grabbed:
             if self._kind is not _SourceKind.FILE:
+                hint = (
+                    "; keyframes_only needs stall_timeout_s above the keyframe interval"
+                    if self._decode.keyframes_only
+                    else ""
+                )
                 raise _CameraFaultError(
                     f"read failed on {self._safe_url} after {arrived - started:.1f} s "
-                    "(stream ended, broke or timed out)"
+                    f"(stream ended, broke or timed out{hint})"
                 )
             # OpenCV's grab() fails on a packet the decoder rejects, and the next grab()
             # carries on after it; only a run of failures means the file has ended.

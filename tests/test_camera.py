@@ -506,6 +506,7 @@ def test_pyav_keyframes_only_with_a_stall_timeout_below_the_keyframe_interval_re
     recorder.wait_for_state(CameraState.RECONNECTING)  # ... the next one came too late
     error = reader.status.last_error or ""
     assert "read failed" in error, error
+    assert "stall_timeout_s above the keyframe interval" in error
 
 
 def test_pyav_keyframes_only_hands_on_each_keyframe_as_it_arrives_despite_b_frames(
