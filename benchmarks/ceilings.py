@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 
 from benchmarks.detector_throughput import run_benchmark_app
+from edge_facedet.sources import prefer_rtsp_over_tcp
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,8 @@ def decode_cost(*, clip: str, frames: int, input_size: tuple[int, int] = (448, 4
 
 def live_decode_cost(*, urls: list[str], seconds: float, warmup_frames: int = 50) -> LiveDecodeCost:
     """Read every URL in a thread of its own for `seconds`, as the service's readers do."""
-    # RTSP over TCP with open/read timeouts, like the service's readers (edge_facedet.camera);
-    # OpenCV reads the variable at each open.
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    # RTSP over TCP with open/read timeouts, like the service's readers (edge_facedet.camera).
+    prefer_rtsp_over_tcp()
     params = [
         cv2.CAP_PROP_N_THREADS, 1,
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10_000,

@@ -367,7 +367,7 @@ class CameraReader:
             ) from None
 
     def _probe(self) -> None:
-        """Check that a network camera answers before handing its URL to OpenCV.
+        """Check that a network camera answers before handing its URL to the decoder.
 
         OpenCV's FFmpeg backend opens every capture of the process under one global lock, so
         an open that waits out its timeout (a camera that accepts TCP but never answers, an

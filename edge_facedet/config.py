@@ -623,6 +623,15 @@ def _is_device(url: str) -> bool:
     return url.isdigit() or url.startswith(("/dev/video", "/dev/v4l/"))
 
 
+def _is_network(url: str) -> bool:
+    match = _SCHEME.match(url)
+    return match is not None and match["scheme"].lower() != "file"
+
+
+def _is_file(url: str) -> bool:
+    return not (_is_network(url) or _is_device(url))
+
+
 def _is_relative_file(url: str) -> bool:
     """A camera URL that names a file relative to the config file (not a URL or device)."""
     return not (_SCHEME.match(url) or url.startswith("/") or url.isdigit())
@@ -716,13 +725,16 @@ class CameraConfig(CameraSettings):
     def _realtime_files_only(self) -> CameraConfig:
         if self.realtime:
             return self
-        source = self.detect_url or self.url
-        match = _SCHEME.match(source)
-        is_file = (match is None or match["scheme"].lower() == "file") and not _is_device(source)
-        if not is_file:
+        if not _is_file(self.detect_url or self.url):
             raise _field_error(
                 "realtime", "false applies to files only (a live source cannot be read ahead)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pyav_reads_no_devices(self) -> CameraConfig:
+        if self.decoder == "pyav" and _is_device(self.detect_url or self.url):
+            raise _field_error("decoder", "pyav reads streams and files, not V4L2 devices")
         return self
 
     @model_validator(mode="after")
@@ -732,15 +744,8 @@ class CameraConfig(CameraSettings):
             for field in ("keyframes_only", "skip_loop_filter"):
                 if getattr(self, field):
                     raise _field_error(field, "needs decoder: pyav")
-        match = _SCHEME.match(self.detect_url or self.url)
-        if self.keyframes_only and (match is None or match["scheme"].lower() == "file"):
+        if self.keyframes_only and not _is_network(self.detect_url or self.url):
             raise _field_error("keyframes_only", "applies to network streams, not files")
-        return self
-
-    @model_validator(mode="after")
-    def _pyav_reads_no_devices(self) -> CameraConfig:
-        if self.decoder == "pyav" and _is_device(self.detect_url or self.url):
-            raise _field_error("decoder", "pyav reads streams and files, not V4L2 devices")
         return self
 
     @model_validator(mode="after")

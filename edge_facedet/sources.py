@@ -41,10 +41,20 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 _CAPTURE_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-# RTSP over UDP loses packets (smeared frames) on busy networks and is blocked by most NATs
-# and firewalls; TCP is what cameras behind routers need. OpenCV reads this variable on every
-# FFmpeg open and the PyAV source reads the same one; setdefault lets an operator choose.
-os.environ.setdefault(_CAPTURE_OPTIONS_VARIABLE, "rtsp_transport;tcp")
+
+
+def prefer_rtsp_over_tcp() -> None:
+    """Make FFmpeg read RTSP over TCP unless the operator chose otherwise.
+
+    RTSP over UDP loses packets (smeared frames) on busy networks and is blocked by most NATs
+    and firewalls; TCP is what cameras behind routers need. OpenCV reads this variable on
+    every FFmpeg open and the PyAV source reads the same one. Done on import, for every user
+    of this module.
+    """
+    os.environ.setdefault(_CAPTURE_OPTIONS_VARIABLE, "rtsp_transport;tcp")
+
+
+prefer_rtsp_over_tcp()
 
 _SOCKET_TIMEOUT_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
 """Where FFmpeg's `timeout` option is the socket I/O timeout in microseconds (for RTMP it
@@ -323,15 +333,14 @@ def _video_stream(*, container: InputContainer, options: DecodeOptions) -> Video
 
 
 def _ffmpeg_options(*, url: str, read_timeout_s: float) -> dict[str, str]:
-    """The operator's options (`_capture_options`), plus FFmpeg's socket timeouts for
-    network URLs unless the operator set them."""
+    """The operator's options (`_capture_options`), plus FFmpeg's read timeouts unless the
+    operator set them: `rw_timeout` bounds any protocol's reads (a local file's never wait),
+    `timeout` the sockets of RTSP and HTTP."""
     options = _capture_options()
-    scheme = urlsplit(url).scheme.lower()
-    if len(scheme) > 1 and scheme != "file":
-        microseconds = str(round(read_timeout_s * 1_000_000))
-        options.setdefault("rw_timeout", microseconds)  # any protocol's reads
-        if scheme in _SOCKET_TIMEOUT_SCHEMES:
-            options.setdefault("timeout", microseconds)
+    microseconds = str(round(read_timeout_s * 1_000_000))
+    options.setdefault("rw_timeout", microseconds)
+    if urlsplit(url).scheme.lower() in _SOCKET_TIMEOUT_SCHEMES:
+        options.setdefault("timeout", microseconds)
     return options
 
 

@@ -436,17 +436,23 @@ def _full_decode(clip: Path) -> tuple[list[NDArray[np.uint8]], list[bool]]:
     return images, keyframes
 
 
-def test_pyav_keyframes_only_decodes_and_hands_on_exactly_the_keyframes(
+def test_pyav_keyframes_only_hands_on_exactly_the_keyframes_each_as_it_arrives(
     h264_clip: ClipMaker,
     rtsp_server: Callable[..., RtspServer],
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
     metrics: Metrics,
 ) -> None:
-    clip = h264_clip.clip(seconds=12)  # 300 frames, a keyframe at least every 50
+    """The test clips have B-frames, so the decoder reorders and would hold each keyframe
+    back until later keyframes arrive; keyframes are at most 2 s apart (GOP 50 at 25 fps,
+    with x264's scene cuts between)."""
+    clip = h264_clip.clip(seconds=12)  # 300 frames
+    with av.open(str(clip)) as container:
+        assert container.streams.video[0].codec_context.has_b_frames
     images, keyframes = _full_decode(clip)
     expected = [image for image, key in zip(images, keyframes, strict=True) if key]
     assert 4 <= len(expected) <= 30  # a small subset: the test means something
     server = rtsp_server(mounts={"cam": clip})
+    started = time.monotonic()
 
     reader, recorder = make_reader(
         camera_id="keys", url=server.url("cam"), detect_fps=25.0, stall_timeout_s=3.0,
@@ -456,6 +462,12 @@ def test_pyav_keyframes_only_decodes_and_hands_on_exactly_the_keyframes(
     reader.stop()
     assert reader.join(timeout=5.0)
 
+    assert CameraState.RECONNECTING not in recorder.states()
+    # The stream starts with a keyframe when the reader connects: it is handed on at once,
+    # not when the next keyframes push it out of the decoder (>= 2 s later).
+    assert recorder.frame_arrivals[0] - started < 1.5, recorder.frame_arrivals[0] - started
+    gaps = [b - a for a, b in itertools.pairwise(recorder.frame_arrivals[:4])]
+    assert max(gaps) < 2.5, gaps
     # A keyframe decodes on its own: each frame handed on has the very pixels of one of the
     # clip's keyframes in a full decode, in order; every frame decoded was handed on.
     matched = [
@@ -507,36 +519,6 @@ def test_pyav_keyframes_only_with_a_stall_timeout_below_the_keyframe_interval_re
     error = reader.status.last_error or ""
     assert "read failed" in error, error
     assert "stall_timeout_s above the keyframe interval" in error
-
-
-def test_pyav_keyframes_only_hands_on_each_keyframe_as_it_arrives_despite_b_frames(
-    h264_clip: ClipMaker,
-    rtsp_server: Callable[..., RtspServer],
-    make_reader: Callable[..., tuple[CameraReader, Recorder]],
-) -> None:
-    """The test clips have B-frames, so the decoder reorders and would hold each keyframe
-    back until later keyframes arrive; keyframes are at most 2 s apart (GOP 50 at 25 fps,
-    with x264's scene cuts between)."""
-    clip = h264_clip.clip(seconds=12)
-    with av.open(str(clip)) as container:
-        assert container.streams.video[0].codec_context.has_b_frames
-    server = rtsp_server(mounts={"cam": clip})
-    started = time.monotonic()
-    _, recorder = make_reader(
-        camera_id="bframes", url=server.url("cam"), stall_timeout_s=3.0,
-        decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
-    )  # fmt: skip
-
-    recorder.wait_for_frames(4, timeout=12.0)
-    assert CameraState.RECONNECTING not in recorder.states()
-    # The stream starts with a keyframe when the reader connects: it is handed on at once,
-    # not when the next keyframes push it out of the decoder (>= 2 s later).
-    assert recorder.frame_arrivals[0] - started < 1.5, recorder.frame_arrivals[0] - started
-    gaps = [b - a for a, b in itertools.pairwise(recorder.frame_arrivals[:4])]
-    assert max(gaps) < 2.5, gaps
-
-
-# -- RTSP ----------------------------------------------------------------------------------
 
 
 @BOTH_DECODERS
