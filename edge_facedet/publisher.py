@@ -387,10 +387,9 @@ class MqttPublisher:
         self._watch_publish_results(client)
         lost = asyncio.create_task(self._connection_lost(client))
         try:
-            await self._publish_unsent_retained(client, lost)
-            await self._publish(client, lost, self._status("online"))
-            await self._drain(client, lost)
-            await self._finish(client, lost)
+            # One guard for the whole session rather than one per message: a guard is a task
+            # and an asyncio.wait, and faces messages go out at the detector's rate.
+            await self._guarded(self._session(client), lost)
         except asyncio.CancelledError:
             if not self._closing.is_set() and not lost.done():
                 # Cancelled without close(): a clean DISCONNECT suppresses the Will, so say
@@ -414,43 +413,49 @@ class MqttPublisher:
             if not lost.cancelled():
                 lost.exception()  # retrieved: the connection loss is handled by the caller
 
-    async def _drain(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await self._publish_unsent_retained(client)
+        await self._publish(client, self._status("online"))
+        await self._drain(client)
+        await self._finish(client)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
         """States first (they are few and describe the present), then the outbox, FIFO."""
         while not self._closing.is_set():
             if self._unsent_retained:
-                await self._publish_unsent_retained(client, lost)
+                await self._publish_unsent_retained(client)
             elif self._unsent_states:
-                await self._publish_next_state(client, lost)
+                await self._publish_next_state(client)
             elif self._outbox:
-                await self._publish_next_face(client, lost)
+                await self._publish_next_face(client)
             else:
                 # Cleared only here, with both queues seen empty; publish_faces sets it after
                 # appending, and everything runs on one loop, so no wake-up is lost.
                 self._wakeup.clear()
-                await self._guarded(self._wakeup.wait(), lost)
+                await self._wakeup.wait()
 
-    async def _finish(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
+    async def _finish(self, client: aiomqtt.Client) -> None:
         """close(): flush for a bounded time, then `stopped` with QoS>=1, awaiting its PUBACK."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._flush(client, lost), _CLOSE_FLUSH_S)
+            await asyncio.wait_for(self._flush(client), _CLOSE_FLUSH_S)
         if self._outbox:
             _log.info("MQTT closing with %d faces message(s) unsent", len(self._outbox))
         stopped = _Message(
             self.topic("status"), b"stopped", max(self._config.qos.status, 1), retain=True
         )
         try:
-            await asyncio.wait_for(self._publish(client, lost, stopped), _CLOSE_STATUS_TIMEOUT_S)
+            await asyncio.wait_for(self._publish(client, stopped), _CLOSE_STATUS_TIMEOUT_S)
         except asyncio.TimeoutError:
             _log.warning("MQTT broker %s did not acknowledge the `stopped` status", self._where)
 
-    async def _flush(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
+    async def _flush(self, client: aiomqtt.Client) -> None:
         while self._unsent_states or self._outbox:
             if self._unsent_states:
-                await self._publish_next_state(client, lost)
+                await self._publish_next_state(client)
             else:
-                await self._publish_next_face(client, lost)
+                await self._publish_next_face(client)
 
-    async def _publish_next_state(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
+    async def _publish_next_state(self, client: aiomqtt.Client) -> None:
         camera_id = next(iter(self._unsent_states))
         payload = self._states[camera_id]
         message = _Message(
@@ -459,40 +464,33 @@ class MqttPublisher:
             self._config.qos.state,
             retain=True,
         )
-        await self._publish(client, lost, message)
+        await self._publish(client, message)
         # A newer state set while this one was in flight stays unsent.
         if self._states.get(camera_id) is payload:
             self._unsent_states.pop(camera_id, None)
 
-    async def _publish_unsent_retained(
-        self, client: aiomqtt.Client, lost: asyncio.Task[None]
-    ) -> None:
+    async def _publish_unsent_retained(self, client: aiomqtt.Client) -> None:
         while self._unsent_retained:
             topic = next(iter(self._unsent_retained))
             message = self._retained[topic]
-            await self._publish(client, lost, message)
+            await self._publish(client, message)
             # A replacement set while this one was in flight stays unsent.
             if self._retained.get(topic) is message:
                 self._unsent_retained.pop(topic, None)
 
-    async def _publish_next_face(self, client: aiomqtt.Client, lost: asyncio.Task[None]) -> None:
+    async def _publish_next_face(self, client: aiomqtt.Client) -> None:
         message = self._outbox.popleft()
         try:
-            await self._publish(client, lost, message)
+            await self._publish(client, message)
         except BaseException:
             # Not acknowledged (connection lost, timeout, cancelled): keep it for the next
             # connection. With QoS 1 that may duplicate it; subscribers dedupe on event_id.
             self._requeue(message)
             raise
 
-    async def _publish(
-        self, client: aiomqtt.Client, lost: asyncio.Task[None], message: _Message
-    ) -> None:
+    async def _publish(self, client: aiomqtt.Client, message: _Message) -> None:
         self._rejection = None
-        await self._guarded(
-            client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain),
-            lost,
-        )
+        await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
         # Handed to the broker (QoS 0: written; QoS>=1: acknowledged), even if the ACL denied
         # it: retrying a denied message would never succeed.
         self._metrics.mqtt_published.inc()
@@ -533,6 +531,9 @@ class MqttPublisher:
             await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
+            # Let it act on its cancellation first (a faces message in flight goes back to
+            # the outbox) so the caller's clean-up sees the outbox as it is.
+            await asyncio.wait((task,))
             raise
         if task.done():
             return task.result()

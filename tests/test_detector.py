@@ -212,6 +212,9 @@ class _BlockingQueue:
     def is_ready(self) -> bool:
         return True
 
+    def __getitem__(self, index: int) -> Any:
+        return self._queue[index]
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
 
@@ -281,6 +284,9 @@ class _SlowToIdleQueue:
             self.not_ready_polls -= 1
             return False
         return bool(self._queue.is_ready())
+
+    def __getitem__(self, index: int) -> Any:
+        return self._queue[index]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
