@@ -317,7 +317,8 @@ def write_chart(*, results: dict[str, Any], out: Path) -> Path:
         for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
             ax.bar([j + i * 0.25 for j in range(len(shares))], [lat[s][q] for s in shares], 0.25,
                    label=q.removesuffix("_ms"))  # fmt: skip
-        ax.set_xticks([j + 0.25 for j in range(len(shares))], [f"{s} load" for s in shares])
+        ticks = [share.replace(", ", "\n") for share in shares]
+        ax.set_xticks([j + 0.25 for j in range(len(shares))], ticks)
         ax.axhline(TARGET_P99_MS, color="red", ls="--", label="p99 target")
         ax.legend()
     ax.set(title="Latency capture -> MQTT receipt", ylabel="ms")
