@@ -412,8 +412,9 @@ Live cameras are mounts of the GStreamer RTSP server the tests use (one mount pe
   reading every frame and inferring every 5th.
 * **Latency**: `capture_ts` in each payload (when the frame reached the host: the reader's
   grab, earlier by the reader's lag behind the stream by the stream's timestamps) to the
-  subscriber's receipt, same machine and clock, at 50% and 80% of the measured capacity.
-  capture_ts has millisecond resolution (truncated), so figures are up to 1 ms high.
+  subscriber's receipt, same machine and clock, at 50% and 80% of the measured capacity,
+  and at 80% again with `reader_nice: 10` (decoding yields to inference). capture_ts has
+  millisecond resolution (truncated), so figures are up to 1 ms high.
 * **Memory**: 16 RTSP cameras at detect_fps 5; peak RSS is the process's VmHWM; growth is
   the median RSS of the last 30 s against the 30 s after the first tenth of the run
   (10 minutes with `--long`).
