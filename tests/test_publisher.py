@@ -23,6 +23,7 @@ from tests.support.broker import (
     MosquittoBroker,
     Received,
     TcpGate,
+    delete_test_retained,
     make_tls_files,
     mqtt_subscriber,
     python_env,
@@ -470,3 +471,30 @@ async def test_tls_failures_are_explained(
         assert messages[0].startswith(f"TLS handshake with MQTT broker {broker.host}:{broker.port}")
         assert expected in messages[0].lower(), messages
         assert "mqtt.tls.ca_file" in messages[0]
+
+
+async def test_the_suites_sweep_deletes_only_test_nodes_retained_messages(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    # The session's mqtt_broker fixture runs this sweep on the machine's broker: it must take
+    # what the tests' nodes left and nothing of a real node's.
+    broker = private_broker()
+    address = BrokerAddress(broker.host, broker.port)
+    left_by_tests = [
+        "edge-facedet/fault-0123456789/status",
+        "edge-facedet/test-0123456789/cameras/door/state",
+        f"{prefix()}/status",
+        "homeassistant/sensor/ha-svc-01234567_door_faces/config",
+    ]
+    real = [
+        "edge-facedet/gate-1/status",
+        "edge-facedet/test-lobby/status",
+        "homeassistant/sensor/gate-1_door_faces/config",
+    ]
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        for topic in left_by_tests + real:
+            await client.publish(topic, b"x", qos=1, retain=True)
+    assert await asyncio.to_thread(delete_test_retained, address) == len(left_by_tests)
+    async with mqtt_subscriber("#", host=broker.host, port=broker.port) as live:
+        await asyncio.sleep(1.0)
+    assert sorted(m.topic for m in live.messages if m.retain) == sorted(real)

@@ -1,7 +1,8 @@
 """MQTT test infrastructure: real Mosquitto brokers, a collecting subscriber, a TCP gate.
 
 Fixtures:
-* `mqtt_broker` - the system broker on 127.0.0.1:1883, or a private one if that is down.
+* `mqtt_broker` - the system broker on 127.0.0.1:1883, or a private one if that is down;
+  at the end of the session it deletes the retained messages the tests' nodes left there.
 * `private_broker` - a factory for Mosquitto processes of our own (password file, ACL, TLS
   with trustme certificates), which tests may kill, stop and restart on the same port.
 
@@ -15,17 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import pytest
 import trustme
+from paho.mqtt.enums import CallbackAPIVersion
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -211,11 +216,58 @@ class BrokerAddress:
     port: int
 
 
+# The nodes and prefixes tests create: `<kind>-<random hex>`. Their retained messages (status,
+# camera states, Home Assistant discovery) would otherwise pile up in the machine's broker,
+# run after run.
+_TEST_NODE = re.compile(r"(?:test|fault|ha|ha-off|ha-svc)-[0-9a-f]{8,}")
+_TEST_TOPIC = re.compile(
+    rf"(?:edge-facedet/{_TEST_NODE.pattern}/"
+    r"|test-edge-facedet/[0-9a-f]{12}/"
+    rf"|homeassistant/[a-z_]+/{_TEST_NODE.pattern}_)"
+)
+
+
+def delete_test_retained(address: BrokerAddress, *, settle_s: float = 1.0) -> int:
+    """Delete the retained messages left under test nodes; how many were deleted."""
+    topics: set[str] = set()
+    lock = threading.Lock()
+
+    def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.retain and message.payload and _TEST_TOPIC.match(message.topic):
+            with lock:
+                topics.add(message.topic)
+
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"test-sweep-{os.getpid()}",
+    )
+    client.on_message = on_message
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        for prefix in ("edge-facedet/#", "test-edge-facedet/#", "homeassistant/#"):
+            client.subscribe(prefix, qos=1)
+        time.sleep(settle_s)  # retained messages arrive at once on subscribing
+        with lock:
+            found = sorted(topics)
+        for topic in found:
+            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=5.0)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(found)
+
+
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerAddress]:
-    """The system broker; a private one when 127.0.0.1:1883 is not reachable."""
+    """The system broker; a private one when 127.0.0.1:1883 is not reachable.
+
+    On the system broker, the retained messages the tests' nodes left are deleted at the end.
+    """
     if _accepts(SYSTEM_HOST, SYSTEM_PORT):
-        yield BrokerAddress(SYSTEM_HOST, SYSTEM_PORT)
+        address = BrokerAddress(SYSTEM_HOST, SYSTEM_PORT)
+        yield address
+        delete_test_retained(address)
         return
     broker = MosquittoBroker(directory=tmp_path_factory.mktemp("mqtt-broker"), port=_free_port())
     broker.start()
