@@ -485,6 +485,7 @@ async def test_the_suites_sweep_deletes_only_test_nodes_retained_messages(
         "edge-facedet/test-0123456789/cameras/door/state",
         f"{prefix()}/status",
         "homeassistant/sensor/ha-svc-01234567_door_faces/config",
+        "edge-facedet/prom-e2e/cameras/hikers/state",
     ]
     real = [
         "edge-facedet/gate-1/status",

@@ -216,10 +216,10 @@ class BrokerAddress:
     port: int
 
 
-# The nodes and prefixes tests create: `<kind>-<random hex>`. Their retained messages (status,
-# camera states, Home Assistant discovery) would otherwise pile up in the machine's broker,
-# run after run.
-_TEST_NODE = re.compile(r"(?:test|fault|ha|ha-off|ha-svc)-[0-9a-f]{8,}")
+# The nodes and prefixes tests create (`<kind>-<random hex>`, and test_prometheus's fixed
+# one). Their retained messages (status, camera states, Home Assistant discovery) would
+# otherwise pile up in the machine's broker, run after run.
+_TEST_NODE = re.compile(r"(?:(?:test|fault|ha|ha-off|ha-svc)-[0-9a-f]{8,}|prom-e2e)")
 _TEST_TOPIC = re.compile(
     rf"(?:edge-facedet/{_TEST_NODE.pattern}/"
     r"|test-edge-facedet/[0-9a-f]{12}/"
