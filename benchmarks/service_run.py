@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_facedet.camera import READER_THREAD_PREFIX
+from tests.support.broker import BrokerAddress, delete_retained
 from tests.support.paths import MODEL_ROOT
 from tests.support.service import ServiceProcess, free_port
 
@@ -131,37 +132,11 @@ def _status_mb(pid: int, key: str) -> float:
     return 0.0
 
 
-def clear_retained(*, prefix: str, settle_s: float = 1.0) -> int:
+def clear_retained(*, prefix: str) -> int:
     """Delete the retained messages a run's service left under `prefix` (status, camera
     states, discovery): each run has a prefix of its own, so they would pile up in the
-    broker. Retained messages arrive at once on subscribing; an empty retained payload
-    deletes one. Returns how many were deleted."""
-    topics: set[str] = set()
-    lock = threading.Lock()
-
-    def on_message(_client: mqtt.Client, _userdata: Any, message: Any) -> None:
-        if message.retain and message.payload:
-            with lock:
-                topics.add(message.topic)
-
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"bench-clear-{uuid.uuid4().hex[:8]}",
-    )
-    client.on_message = on_message
-    client.connect(*BROKER)
-    client.loop_start()
-    try:
-        client.subscribe(f"{prefix}/#", qos=1)
-        time.sleep(settle_s)
-        with lock:
-            found = sorted(topics)
-        for topic in found:
-            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=5.0)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return len(found)
+    broker. Returns how many were deleted."""
+    return delete_retained(BrokerAddress(*BROKER), filters=(f"{prefix}/#",))
 
 
 @dataclass

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ import trustme
 from paho.mqtt.enums import CallbackAPIVersion
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 SYSTEM_HOST = "127.0.0.1"
@@ -227,27 +228,36 @@ _TEST_TOPIC = re.compile(
 )
 
 
-def delete_test_retained(address: BrokerAddress, *, settle_s: float = 1.0) -> int:
-    """Delete the retained messages left under test nodes; how many were deleted."""
+def delete_retained(
+    address: BrokerAddress,
+    *,
+    filters: Sequence[str],
+    selected: Callable[[str], bool] = lambda _topic: True,
+    settle_s: float = 1.0,
+) -> int:
+    """Delete the retained messages under `filters` whose topic is `selected`; how many.
+
+    Retained messages arrive at once on subscribing; an empty retained payload deletes one.
+    """
     topics: set[str] = set()
     lock = threading.Lock()
 
     def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.retain and message.payload and _TEST_TOPIC.match(message.topic):
+        if message.retain and message.payload and selected(message.topic):
             with lock:
                 topics.add(message.topic)
 
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"test-sweep-{os.getpid()}",
+        client_id=f"delete-retained-{uuid.uuid4().hex[:8]}",
     )
     client.on_message = on_message
     client.connect(address.host, address.port)
     client.loop_start()
     try:
-        for prefix in ("edge-facedet/#", "test-edge-facedet/#", "homeassistant/#"):
-            client.subscribe(prefix, qos=1)
-        time.sleep(settle_s)  # retained messages arrive at once on subscribing
+        for topic_filter in filters:
+            client.subscribe(topic_filter, qos=1)
+        time.sleep(settle_s)
         with lock:
             found = sorted(topics)
         for topic in found:
@@ -256,6 +266,15 @@ def delete_test_retained(address: BrokerAddress, *, settle_s: float = 1.0) -> in
         client.disconnect()
         client.loop_stop()
     return len(found)
+
+
+def delete_test_retained(address: BrokerAddress) -> int:
+    """Delete the retained messages left under test nodes; how many were deleted."""
+    return delete_retained(
+        address,
+        filters=("edge-facedet/#", "test-edge-facedet/#", "homeassistant/#"),
+        selected=lambda topic: _TEST_TOPIC.match(topic) is not None,
+    )
 
 
 @pytest.fixture(scope="session")
