@@ -48,6 +48,7 @@ from edge_facedet.backoff import Backoff
 from edge_facedet.frames import Frame
 from edge_facedet.lag import StreamLag
 from edge_facedet.redact import redact_text, redact_url
+from edge_facedet.source_kind import SourceKind, source_kind
 from edge_facedet.sources import DecodeOptions, SourceError, VideoSource, open_source
 
 if TYPE_CHECKING:
@@ -114,12 +115,6 @@ class CameraStatus:
     frame_height: int | None
 
 
-class _SourceKind(enum.Enum):
-    NETWORK = "network"
-    FILE = "file"
-    DEVICE = "device"
-
-
 class _CameraFaultError(Exception):
     """A camera fault with a one-line message already redacted, ending one capture session."""
 
@@ -167,8 +162,8 @@ class CameraReader:
         self._url = url
         self._safe_url = redact_url(url)
         self._secrets = _url_secrets(url=url)
-        self._kind = _source_kind(url=url)
-        if decode.keyframes_only and self._kind is not _SourceKind.NETWORK:
+        self._kind = source_kind(url)
+        if decode.keyframes_only and self._kind is not SourceKind.NETWORK:
             # A file's media clock counts frames; skipping all but keyframes would race it.
             raise ValueError(f"camera {camera_id}: keyframes_only applies to network streams")
         self._detect_period_s = 1.0 / detect_fps
@@ -193,7 +188,7 @@ class CameraReader:
         # A file read faster than real time is read no faster than the consumer takes its
         # frames: each due frame waits until the consumer has room, none is dropped.
         self._wait_until_empty = (
-            wait_until_empty if self._kind is _SourceKind.FILE and not realtime else None
+            wait_until_empty if self._kind is SourceKind.FILE and not realtime else None
         )
         self._backoff = Backoff(base=reconnect_initial_s, cap=reconnect_max_s)
 
@@ -348,12 +343,12 @@ class CameraReader:
 
     def _open(self) -> VideoSource:
         started = time.monotonic()
-        if self._kind is _SourceKind.NETWORK:
+        if self._kind is SourceKind.NETWORK:
             self._probe()
         try:
             return open_source(
                 url=self._url,
-                is_device=self._kind is _SourceKind.DEVICE,
+                is_device=self._kind is SourceKind.DEVICE,
                 options=self._decode,
                 open_timeout_s=self._open_timeout_s,
                 read_timeout_s=self._read_timeout_s,
@@ -433,7 +428,7 @@ class CameraReader:
         return arrived
 
     def _read_loop(self, *, source: VideoSource) -> None:
-        is_file = self._kind is _SourceKind.FILE
+        is_file = self._kind is SourceKind.FILE
         file_frame_interval_s = 1.0 / _file_fps(source=source) if is_file else 0.0
         # Files run on their own media clock (frame count / fps), continuous across loops;
         # live sources on the monotonic clock at the moment each frame arrives.
@@ -490,7 +485,7 @@ class CameraReader:
         grabbed = source.grab()
         arrived = time.monotonic()
         if not grabbed:
-            if self._kind is not _SourceKind.FILE:
+            if self._kind is not SourceKind.FILE:
                 hint = (
                     "; keyframes_only needs stall_timeout_s above the keyframe interval"
                     if self._decode.keyframes_only
@@ -685,16 +680,6 @@ def _check_arguments(
         raise ValueError(f"camera {camera_id}: max_lag_s must be > 0, got {max_lag_s}")
     if input_size[0] <= 0 or input_size[1] <= 0:
         raise ValueError(f"camera {camera_id}: input_size must be positive, got {input_size}")
-
-
-def _source_kind(*, url: str) -> _SourceKind:
-    if url.isdigit() or url.startswith(("/dev/video", "/dev/v4l/")):
-        return _SourceKind.DEVICE
-    scheme = urlsplit(url).scheme.lower()
-    # A one-letter "scheme" is a Windows drive letter, i.e. a file path.
-    if len(scheme) > 1 and scheme != "file":
-        return _SourceKind.NETWORK
-    return _SourceKind.FILE
 
 
 _LIVE_CLOCK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})

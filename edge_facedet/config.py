@@ -39,6 +39,7 @@ from pydantic_core import PydanticCustomError
 
 from edge_facedet.assets import PRECISIONS
 from edge_facedet.redact import redact_url
+from edge_facedet.source_kind import SourceKind, source_kind
 
 if TYPE_CHECKING:
     from typing import TextIO
@@ -619,19 +620,6 @@ class CameraSettings(_Strict):
         return self
 
 
-def _is_device(url: str) -> bool:
-    return url.isdigit() or url.startswith(("/dev/video", "/dev/v4l/"))
-
-
-def _is_network(url: str) -> bool:
-    match = _SCHEME.match(url)
-    return match is not None and match["scheme"].lower() != "file"
-
-
-def _is_file(url: str) -> bool:
-    return not (_is_network(url) or _is_device(url))
-
-
 def _is_relative_file(url: str) -> bool:
     """A camera URL that names a file relative to the config file (not a URL or device)."""
     return not (_SCHEME.match(url) or url.startswith("/") or url.isdigit())
@@ -725,7 +713,7 @@ class CameraConfig(CameraSettings):
     def _realtime_files_only(self) -> CameraConfig:
         if self.realtime:
             return self
-        if not _is_file(self.detect_url or self.url):
+        if source_kind(self.detect_url or self.url) is not SourceKind.FILE:
             raise _field_error(
                 "realtime", "false applies to files only (a live source cannot be read ahead)"
             )
@@ -733,7 +721,7 @@ class CameraConfig(CameraSettings):
 
     @model_validator(mode="after")
     def _pyav_reads_no_devices(self) -> CameraConfig:
-        if self.decoder == "pyav" and _is_device(self.detect_url or self.url):
+        if self.decoder == "pyav" and source_kind(self.detect_url or self.url) is SourceKind.DEVICE:
             raise _field_error("decoder", "pyav reads streams and files, not V4L2 devices")
         return self
 
@@ -744,7 +732,10 @@ class CameraConfig(CameraSettings):
             for field in ("keyframes_only", "skip_loop_filter"):
                 if getattr(self, field):
                     raise _field_error(field, "needs decoder: pyav")
-        if self.keyframes_only and not _is_network(self.detect_url or self.url):
+        if (
+            self.keyframes_only
+            and source_kind(self.detect_url or self.url) is not SourceKind.NETWORK
+        ):
             raise _field_error("keyframes_only", "applies to network streams, not files")
         return self
 
