@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 
 from benchmarks.detector_throughput import run_benchmark_app
-from edge_facedet.sources import prefer_rtsp_over_tcp
+from edge_facedet.sources.decoders import prefer_rtsp_over_tcp
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def decode_cost(*, clip: str, frames: int, input_size: tuple[int, int] = (448, 4
 
 def live_decode_cost(*, urls: list[str], seconds: float, warmup_frames: int = 50) -> LiveDecodeCost:
     """Read every URL in a thread of its own for `seconds`, as the service's readers do."""
-    # RTSP over TCP with open/read timeouts, like the service's readers (edge_facedet.camera).
+    # RTSP over TCP with open/read timeouts, like the service's readers (sources.reader).
     prefer_rtsp_over_tcp()
     params = [
         cv2.CAP_PROP_N_THREADS, 1,

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from edge_facedet.detector import OpenVinoDetector
+from edge_facedet.inference.detector import OpenVinoDetector
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -23,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_facedet.camera import READER_THREAD_PREFIX
+from edge_facedet.sources.reader import READER_THREAD_PREFIX
 from tests.support.broker import BrokerAddress, delete_retained
 from tests.support.paths import MODEL_ROOT
 from tests.support.service import ServiceProcess, free_port

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the test support code (broker, RTSP server, clips) is reused
     sys.path.insert(0, str(REPO))
 
-from edge_facedet.assets import fetch_model  # noqa: E402
+from edge_facedet.tools.assets import fetch_model  # noqa: E402
 from tests.support.broker import MosquittoBroker  # noqa: E402
 from tests.support.media import ClipMaker  # noqa: E402
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MEDIA, MODEL_MIRROR, MODEL_ROOT  # noqa: E402

@@ -5,7 +5,7 @@ compiles the IR for CPU as it is (no PrePostProcessor, batch 1, f32 NCHW input),
 is `cv2.resize`d to 448x448 and transposed in numpy, inference is synchronous, and the rows
 of `detection_out` before the `image_id == -1` terminator are scaled to the original image.
 Only the ground-truth parser and the AP computation are shared with
-`edge_facedet.evaluation`, so a bug in the detector's pre-processing, batching or
+`edge_facedet.tools.evaluation`, so a bug in the detector's pre-processing, batching or
 post-processing shows up as a difference between the two figures.
 
     .venv/bin/python benchmarks/wider_reference.py --precision FP16 \
@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from edge_facedet.evaluation import compute_average_precision, read_ground_truth
+from edge_facedet.tools.evaluation import compute_average_precision, read_ground_truth
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from edge_facedet.evaluation import AveragePrecision, FaceAnnotations
+    from edge_facedet.tools.evaluation import AveragePrecision, FaceAnnotations
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_SIZE = 448

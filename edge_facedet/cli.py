@@ -62,7 +62,7 @@ def _secret_values(config: ServiceConfig) -> list[str]:
 
 def _model_problem(config: ServiceConfig) -> str | None:
     """Why the configured model cannot be loaded (naming the field), or None if it can."""
-    from edge_facedet.assets import AssetError, default_model_root, verify_model
+    from edge_facedet.tools.assets import AssetError, default_model_root, verify_model
 
     model = config.model
     if model.path is not None:
@@ -80,7 +80,7 @@ def _model_problem(config: ServiceConfig) -> str | None:
 
 
 def _model_xml(args: argparse.Namespace) -> Path:
-    from edge_facedet.assets import default_model_root, model_xml_path
+    from edge_facedet.tools.assets import default_model_root, model_xml_path
 
     if args.model is not None:
         return Path(args.model)
@@ -154,7 +154,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_fetch(args: argparse.Namespace) -> int:
-    from edge_facedet.assets import AssetError, default_model_root, fetch_model
+    from edge_facedet.tools.assets import AssetError, default_model_root, fetch_model
 
     dest = Path(args.dest) if args.dest else default_model_root()
     try:
@@ -172,7 +172,7 @@ def _cmd_model_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_media_fetch(args: argparse.Namespace) -> int:
-    from edge_facedet.assets import AssetError, fetch_demo_media
+    from edge_facedet.tools.assets import AssetError, fetch_demo_media
 
     try:
         paths = fetch_demo_media(
@@ -189,7 +189,7 @@ def _cmd_media_fetch(args: argparse.Namespace) -> int:
 def _cmd_model_info(args: argparse.Namespace) -> int:
     import json
 
-    from edge_facedet.detector import OpenVinoDetector, describe_devices, describe_model
+    from edge_facedet.inference.detector import OpenVinoDetector, describe_devices, describe_model
 
     xml = _installed_model_xml(args)
     if xml is None:
@@ -209,7 +209,7 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from edge_facedet.filedetect import run_detect
+    from edge_facedet.tools.detect import run_detect
 
     xml = _installed_model_xml(args)
     if xml is None:
@@ -229,7 +229,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from edge_facedet.evaluation import run_eval
+    from edge_facedet.tools.evaluation import run_eval
 
     xml = _installed_model_xml(args)
     if xml is None:

@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_facedet import __version__
-from edge_facedet.assets import default_model_root, model_xml_path
-from edge_facedet.camera import CameraReader, CameraStatus, keep_opencv_in_reader_threads
 from edge_facedet.config import detect_open_url, display_detect_url
-from edge_facedet.detector import OpenVinoDetector
-from edge_facedet.endpoints import MetricsServer
-from edge_facedet.metrics import Metrics
-from edge_facedet.pipeline import ResultPipeline
-from edge_facedet.publisher import MqttPublisher
-from edge_facedet.scheduler import Scheduler
-from edge_facedet.sources import DecodeOptions, Decoder
+from edge_facedet.inference.detector import OpenVinoDetector
+from edge_facedet.inference.scheduler import Scheduler
+from edge_facedet.outputs.http import MetricsServer
+from edge_facedet.outputs.metrics import Metrics
+from edge_facedet.outputs.mqtt.publisher import MqttPublisher
+from edge_facedet.outputs.pipeline import ResultPipeline
+from edge_facedet.sources.decoders import DecodeOptions, Decoder
+from edge_facedet.sources.reader import CameraReader, CameraStatus, keep_opencv_in_reader_threads
 from edge_facedet.systemd import SystemdNotifier
+from edge_facedet.tools.assets import default_model_root, model_xml_path
 
 if sys.version_info >= (3, 11):
     from asyncio import TaskGroup

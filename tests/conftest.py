@@ -18,7 +18,7 @@ pytest_plugins = ["tests.support.broker", "tests.support.rtsp", "tests.support.s
 @pytest.fixture(scope="session")
 def model_root() -> Path:
     """The model tree, installed from the shared mirror (with checksums) if it is missing."""
-    from edge_facedet.assets import AssetError, fetch_model, verify_model
+    from edge_facedet.tools.assets import AssetError, fetch_model, verify_model
 
     for precision in ("FP16", "FP16-INT8"):
         try:
@@ -30,7 +30,7 @@ def model_root() -> Path:
 
 @pytest.fixture(scope="session")
 def model_xml(model_root: Path) -> Path:
-    from edge_facedet.assets import model_xml_path
+    from edge_facedet.tools.assets import model_xml_path
 
     return model_xml_path(model_root, "FP16-INT8")
 

@@ -16,7 +16,7 @@ import cv2
 import pytest
 import yaml
 
-from edge_facedet.assets import (
+from edge_facedet.tools.assets import (
     DEMO_MEDIA,
     MODEL_FILES,
     MODEL_NAME,

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_facedet.camera import CameraReader, CameraState, CameraStatus
 from edge_facedet.frames import Frame
-from edge_facedet.metrics import Metrics
-from edge_facedet.scheduler import Scheduler
-from edge_facedet.sources import DecodeOptions, Decoder
+from edge_facedet.inference.scheduler import Scheduler
+from edge_facedet.outputs.metrics import Metrics
+from edge_facedet.sources.decoders import DecodeOptions, Decoder
+from edge_facedet.sources.reader import CameraReader, CameraState, CameraStatus
 from tests.support.paths import HIKERS_VIDEO
 
 if TYPE_CHECKING:

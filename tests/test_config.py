@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from edge_facedet import assets
 from edge_facedet.config import (
     MAX_CONFIG_BYTES,
     CameraConfig,
@@ -45,6 +44,7 @@ from edge_facedet.config import (
     load_config,
 )
 from edge_facedet.redact import redact_url
+from edge_facedet.tools import assets
 from tests.support.paths import REPO
 from tests.support.service import run_cli
 

@@ -12,8 +12,8 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from edge_facedet.detector import OpenVinoDetector
-from edge_facedet.postprocess import to_detections
+from edge_facedet.inference.detector import OpenVinoDetector
+from edge_facedet.inference.postprocess import to_detections
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MODEL_MIRROR
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Tests of `edge_facedet.evaluation`: the AP protocol on hand-computed cases, the WIDER FACE
+"""Tests of `edge_facedet.tools.evaluation`: the AP protocol on hand-computed cases, the WIDER FACE
 ground-truth parser, the evaluation loop (with a fake detector on synthetic images), the real
 model against the independent reference path of `benchmarks/wider_reference.py`, and the
 `edge-facedet eval` command."""
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_facedet.detector import BatchResult, OpenVinoDetector
-from edge_facedet.evaluation import (
+from edge_facedet.inference.detector import BatchResult, OpenVinoDetector
+from edge_facedet.tools.evaluation import (
     AveragePrecision,
     EvaluationError,
     GroundTruthError,

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_facedet.filedetect import EXIT_FAILED, EXIT_NO_INPUT, EXIT_OK, run_detect
+from edge_facedet.tools.detect import EXIT_FAILED, EXIT_NO_INPUT, EXIT_OK, run_detect
 from tests.support.paths import FACE_VIDEO, MODEL_MIRROR
 
 if TYPE_CHECKING:

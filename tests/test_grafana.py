@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_facedet.metrics import Metrics
+from edge_facedet.outputs.metrics import Metrics
 from tests.support.paths import REPO
 
 GRAFANA = REPO / "deploy" / "grafana"

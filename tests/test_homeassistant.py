@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from edge_facedet.config import CameraConfig, MqttConfig, PublishConfig, PublishPolicy
-from edge_facedet.homeassistant import (
+from edge_facedet.outputs.metrics import Metrics
+from edge_facedet.outputs.mqtt.homeassistant import (
     AVAILABILITY_TEMPLATE,
     FACE_COUNT_TEMPLATE,
     FACE_PRESENT_TEMPLATE,
@@ -29,8 +30,7 @@ from edge_facedet.homeassistant import (
     expire_after_s,
     sensor_config,
 )
-from edge_facedet.metrics import Metrics
-from edge_facedet.publisher import MqttPublisher
+from edge_facedet.outputs.mqtt.publisher import MqttPublisher
 from tests.support.broker import BrokerAddress, mqtt_subscriber
 from tests.support.paths import FACE_VIDEO
 from tests.support.service import ServiceProcess, service_config

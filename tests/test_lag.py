@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_facedet.camera import _has_live_stream_clock
-from edge_facedet.lag import StreamLag
+from edge_facedet.sources.lag import StreamLag
+from edge_facedet.sources.reader import _has_live_stream_clock
 
 FRAME_S = 0.04  # 25 fps
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from edge_facedet.config import PublishConfig, PublishPolicy
 from edge_facedet.frames import Detections
-from edge_facedet.payloads import (
+from edge_facedet.outputs.payloads import (
     PublishGate,
     camera_state_payload,
     faces_payload,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_facedet.postprocess import split_batch, to_detections
+from edge_facedet.inference.postprocess import split_batch, to_detections
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -16,8 +16,8 @@ import aiomqtt
 import pytest
 
 from edge_facedet.config import MqttConfig, QosConfig, SecretSource, TlsConfig
-from edge_facedet.metrics import Metrics
-from edge_facedet.publisher import MqttPublisher
+from edge_facedet.outputs.metrics import Metrics
+from edge_facedet.outputs.mqtt.publisher import MqttPublisher
 from tests.support.broker import (
     BrokerAddress,
     MosquittoBroker,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-PUBLISHER_LOG = "edge_facedet.publisher"
+PUBLISHER_LOG = "edge_facedet.outputs.mqtt.publisher"
 
 
 def prefix() -> str:
@@ -303,8 +303,8 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from edge_facedet.config import MqttConfig
-    from edge_facedet.metrics import Metrics
-    from edge_facedet.publisher import MqttPublisher
+    from edge_facedet.outputs.metrics import Metrics
+    from edge_facedet.outputs.mqtt.publisher import MqttPublisher
 
     async def main() -> None:
         config = MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), topic_prefix=sys.argv[3])

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from edge_facedet.detector import BatchResult
 from edge_facedet.frames import Frame
-from edge_facedet.scheduler import Scheduler
+from edge_facedet.inference.detector import BatchResult
+from edge_facedet.inference.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

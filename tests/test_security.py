@@ -332,9 +332,9 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from edge_facedet.camera import CameraReader
     from edge_facedet.cli import _setup_logging
-    from edge_facedet.metrics import Metrics
+    from edge_facedet.outputs.metrics import Metrics
+    from edge_facedet.sources.reader import CameraReader
 
     secret = f"RtspS3cret-{uuid.uuid4().hex}"
     server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=60, width=640, height=480)})
@@ -344,7 +344,7 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
     def consumer(_frame: object) -> None:
         raise RuntimeError(f"could not handle a frame from {url} (password {secret})")
 
-    caplog.set_level(logging.ERROR, logger="edge_facedet.camera")
+    caplog.set_level(logging.ERROR, logger="edge_facedet.sources.reader")
     reader = CameraReader(
         camera_id="cam",
         url=url,

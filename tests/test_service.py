@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import jsonschema
 import pytest
 
-from edge_facedet.camera import READER_THREAD_PREFIX
-from edge_facedet.payloads import load_schema
+from edge_facedet.outputs.payloads import load_schema
+from edge_facedet.sources.reader import READER_THREAD_PREFIX
 from tests.support.broker import TcpGate, mqtt_subscriber
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MEDIA
 from tests.support.service import (

@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
 
-from edge_facedet.postprocess import split_batch
+from edge_facedet.inference.postprocess import split_batch
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from edge_facedet.detector import BatchResult, Detector
     from edge_facedet.frames import Frame
+    from edge_facedet.inference.detector import BatchResult, Detector
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TextIO
 import cv2
 import numpy as np
 
-from edge_facedet.postprocess import to_detections
+from edge_facedet.inference.postprocess import to_detections
 
 if sys.version_info >= (3, 11):
     from asyncio import TaskGroup
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import NDArray
 
-    from edge_facedet.detector import Detector
+    from edge_facedet.inference.detector import Detector
 
 __all__ = [
     "MAX_FACE_HEIGHT",
@@ -479,7 +479,7 @@ def run_eval(
         if not exists:
             err.write(f"edge-facedet eval: {what} {path} does not exist\n")
             return 2
-    from edge_facedet.detector import OpenVinoDetector  # noqa: PLC0415 - OpenVINO loads slowly
+    from edge_facedet.inference.detector import OpenVinoDetector  # noqa: PLC0415 - OpenVINO loads slowly
 
     async def compile_and_evaluate() -> tuple[OpenVinoDetector, EvalResult]:
         # Compilation blocks for seconds; keep it off the loop like the service does.

@@ -37,9 +37,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from edge_facedet.assets import PRECISIONS
 from edge_facedet.redact import redact_url
-from edge_facedet.source_kind import SourceKind, source_kind
+from edge_facedet.sources.urls import SourceKind, source_kind
+from edge_facedet.tools.assets import PRECISIONS
 
 if TYPE_CHECKING:
     from typing import TextIO

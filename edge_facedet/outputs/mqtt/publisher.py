@@ -35,7 +35,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_facedet.backoff import Backoff
-from edge_facedet.homeassistant import discovery_messages
+from edge_facedet.outputs.mqtt.homeassistant import discovery_messages
 from edge_facedet.redact import redact_text
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from edge_facedet.config import CameraConfig, MqttConfig
-    from edge_facedet.metrics import Metrics
+    from edge_facedet.outputs.metrics import Metrics
 
 __all__ = ["MqttPublisher"]
 

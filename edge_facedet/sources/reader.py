@@ -1,7 +1,7 @@
 """Camera readers: one thread per camera that opens, reads, rate-limits and reconnects a source.
 
 A `CameraReader` owns everything between a camera URL and the `Frame` it hands on: opening the
-source (a `VideoSource` of edge_facedet.sources: OpenCV or PyAV), holding the
+source (a `VideoSource` of edge_facedet.sources.decoders: OpenCV or PyAV), holding the
 camera's `detect_fps` by retrieving (colour-converting) and resizing only the frames that are
 due, to the network input, noticing faults (open failure, read failure, end of stream,
 stall) and reconnecting with capped full-jitter backoff. It reports its state through
@@ -46,15 +46,15 @@ import cv2
 
 from edge_facedet.backoff import Backoff
 from edge_facedet.frames import Frame
-from edge_facedet.lag import StreamLag
 from edge_facedet.redact import redact_text, redact_url
-from edge_facedet.source_kind import SourceKind, source_kind
-from edge_facedet.sources import DecodeOptions, SourceError, VideoSource, open_source
+from edge_facedet.sources.decoders import DecodeOptions, SourceError, VideoSource, open_source
+from edge_facedet.sources.lag import StreamLag
+from edge_facedet.sources.urls import SourceKind, source_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from edge_facedet.metrics import Metrics
+    from edge_facedet.outputs.metrics import Metrics
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")

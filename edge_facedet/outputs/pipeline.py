@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edge_facedet.camera import CameraState, CameraStatus
-from edge_facedet.payloads import PublishGate, camera_state_payload, faces_payload
-from edge_facedet.postprocess import to_detections
+from edge_facedet.inference.postprocess import to_detections
+from edge_facedet.outputs.payloads import PublishGate, camera_state_payload, faces_payload
+from edge_facedet.sources.reader import CameraState, CameraStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
     from edge_facedet.config import CameraConfig
-    from edge_facedet.detector import BatchResult
     from edge_facedet.frames import Frame
-    from edge_facedet.metrics import Metrics
+    from edge_facedet.inference.detector import BatchResult
+    from edge_facedet.outputs.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

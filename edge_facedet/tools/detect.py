@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, TextIO
 import cv2
 import numpy as np
 
-from edge_facedet.detector import OpenVinoDetector
-from edge_facedet.postprocess import to_detections
+from edge_facedet.inference.detector import OpenVinoDetector
+from edge_facedet.inference.postprocess import to_detections
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from numpy.typing import NDArray
 
-    from edge_facedet.detector import BatchResult
     from edge_facedet.frames import Detections
+    from edge_facedet.inference.detector import BatchResult
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2"}

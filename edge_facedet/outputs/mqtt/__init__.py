@@ -1,0 +1,1 @@
+"""The MQTT output: connection, outbox, topics, Home Assistant discovery."""

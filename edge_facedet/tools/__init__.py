@@ -1,0 +1,1 @@
+"""Offline tools apart from the service: the model and media assets, `detect` and `eval`."""
