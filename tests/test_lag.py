@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_facedet.sources.lag import StreamLag
-from edge_facedet.sources.reader import _has_live_stream_clock
+from edge_facedet.sources.urls import has_live_clock
 
 FRAME_S = 0.04  # 25 fps
 
@@ -93,7 +93,8 @@ def test_window_must_be_positive() -> None:
     [
         ("rtsp://user:pw@cam/stream1", True),
         ("RTSPS://cam:322/live", True),
-        ("srt://cam:9000", True),
+        ("rtmp://cam/live/stream", True),
+        ("tcp://cam:9000", True),
         ("udp://239.0.0.1:1234", True),
         # MJPEG's timestamps are often a frame count at an assumed rate; HLS comes in bursts.
         ("http://cam/mjpg/video.mjpg", False),
@@ -107,4 +108,4 @@ def test_window_must_be_positive() -> None:
 def test_lag_is_measured_only_where_timestamps_are_a_live_media_clock(
     url: str, measured: bool
 ) -> None:
-    assert _has_live_stream_clock(url=url) is measured
+    assert has_live_clock(url) is measured

@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from edge_facedet.redact import redact_url
-from edge_facedet.sources.urls import SourceKind, source_kind
+from edge_facedet.sources.urls import SCHEMES, SourceKind, scheme_of, source_kind
 from edge_facedet.tools.assets import PRECISIONS
 
 if TYPE_CHECKING:
@@ -55,9 +55,6 @@ MAX_YAML_DEPTH: Final = 32
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
-_NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "udp", "tcp", "rtmp"})
-_URL_SCHEMES = _NETWORK_SCHEMES | {"file"}
 # OpenVINO device names: physical devices, optionally numbered (GPU.1), and the virtual ones
 # that take a device list (AUTO:GPU,CPU; AUTO:-CPU excludes; BATCH:GPU(4) sets the batch).
 _PHYSICAL_DEVICES = frozenset({"CPU", "GPU", "NPU"})
@@ -607,7 +604,7 @@ class CameraSettings(_Strict):
         default=0.5,
         gt=0,
         le=3600,
-        description="RTSP, RTMP, SRT, UDP and TCP streams: due frames read more than this many "
+        description="RTSP, RTMP, UDP and TCP streams: due frames read more than this many "
         "seconds behind the stream (by its timestamps) are decoded but not detected, so a host "
         "that decodes slower than its cameras send catches up instead of publishing ever older "
         "detections. Counted in edge_facedet_frames_stale_total.",
@@ -622,7 +619,7 @@ class CameraSettings(_Strict):
 
 def _is_relative_file(url: str) -> bool:
     """A camera URL that names a file relative to the config file (not a URL or device)."""
-    return not (_SCHEME.match(url) or url.startswith("/") or url.isdigit())
+    return not (scheme_of(url) or url.startswith("/") or url.isdigit())
 
 
 class CameraConfig(CameraSettings):
@@ -673,13 +670,11 @@ class CameraConfig(CameraSettings):
             return None
         if _CONTROL_CHARS.search(url):
             raise ValueError("URL contains control characters")
-        match = _SCHEME.match(url)
-        if match:
-            scheme = match["scheme"].lower()
-            if scheme not in _URL_SCHEMES:
+        scheme = scheme_of(url)
+        if scheme is not None:
+            if scheme not in SCHEMES:
                 raise ValueError(
-                    f"unsupported URL scheme {scheme!r}; use one of "
-                    + ", ".join(sorted(_URL_SCHEMES))
+                    f"unsupported URL scheme {scheme!r}; use one of " + ", ".join(sorted(SCHEMES))
                 )
             if scheme == "file":
                 return url
@@ -702,7 +697,7 @@ class CameraConfig(CameraSettings):
                 )
             return url
         lowered = url.lower()
-        if any(lowered.startswith(f"{scheme}:") for scheme in _URL_SCHEMES):
+        if any(lowered.startswith(f"{scheme}:") for scheme in SCHEMES):
             raise ValueError("malformed URL: expected <scheme>:// (e.g. rtsp://host/path)")
         base = info.context.get("base_dir") if isinstance(info.context, dict) else None
         if isinstance(base, Path) and _is_relative_file(url):
@@ -751,8 +746,7 @@ class CameraConfig(CameraSettings):
         for url in (self.url, self.detect_url):
             if url is None:
                 continue
-            match = _SCHEME.match(url)
-            if match is None or match["scheme"].lower() not in _NETWORK_SCHEMES:
+            if scheme_of(url) is None or source_kind(url) is not SourceKind.NETWORK:
                 raise _field_error("username", "only network URLs (rtsp://, http://, ...) take one")
             if "@" in urlsplit(url).netloc:
                 raise _field_error(

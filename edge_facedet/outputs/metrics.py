@@ -132,7 +132,7 @@ class Metrics:
         self.camera_lag_seconds = Gauge(
             "edge_facedet_camera_lag_seconds",
             "How far the reader is behind the live stream, from the stream's timestamps "
-            "(RTSP, RTMP, SRT, UDP, TCP; 0 for HTTP, files, devices, streams without them).",
+            "(RTSP, RTMP, UDP, TCP; 0 for HTTP, files, devices, streams without them).",
             ["camera"],
             registry=r,
         )

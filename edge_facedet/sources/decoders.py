@@ -23,13 +23,14 @@ import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
-from urllib.parse import urlsplit
 
 import av
 import av.error
 import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from edge_facedet.sources.urls import takes_socket_timeouts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,7 +57,6 @@ def prefer_rtsp_over_tcp() -> None:
 
 prefer_rtsp_over_tcp()
 
-_SOCKET_TIMEOUT_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
 """Where FFmpeg's `timeout` option is the socket I/O timeout in microseconds (for RTMP it
 would mean "listen for a connection", for UDP something else again)."""
 _MAX_UNDECODABLE_PACKETS = 64
@@ -339,7 +339,7 @@ def _ffmpeg_options(*, url: str, read_timeout_s: float) -> dict[str, str]:
     options = _capture_options()
     microseconds = str(round(read_timeout_s * 1_000_000))
     options.setdefault("rw_timeout", microseconds)
-    if urlsplit(url).scheme.lower() in _SOCKET_TIMEOUT_SCHEMES:
+    if takes_socket_timeouts(url):
         options.setdefault("timeout", microseconds)
     return options
 

@@ -49,7 +49,7 @@ from edge_facedet.frames import Frame
 from edge_facedet.redact import redact_text, redact_url
 from edge_facedet.sources.decoders import DecodeOptions, SourceError, VideoSource, open_source
 from edge_facedet.sources.lag import StreamLag
-from edge_facedet.sources.urls import SourceKind, source_kind
+from edge_facedet.sources.urls import SourceKind, default_port, has_live_clock, source_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,7 +74,6 @@ _BEHIND_WARNING_INTERVAL_S = 60.0
 _FILE_READ_FAILURES_AT_END = 16
 """Consecutive failed grabs that end a file; fewer are damaged packets, skipped (each failed
 grab at the real end of a file returns at once, so the margin is cheap)."""
-_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 """Ports FFmpeg uses when a network URL names none."""
 _ROOM_POLL_S = 0.25
 """How often a lossless reader waiting for room checks whether it was asked to stop."""
@@ -181,7 +180,7 @@ class CameraReader:
         self._decode = decode
         self._nice = nice
         self._max_lag_s = max_lag_s
-        self._lag = StreamLag() if _has_live_stream_clock(url=url) else None
+        self._lag = StreamLag() if has_live_clock(url) else None
         # Asked before converting a due frame; False means the consumer cannot take it yet
         # (and has counted it), so the BGR conversion and resize are skipped.
         self._claim = claim
@@ -375,10 +374,7 @@ class CameraReader:
         scheme = parts.scheme.lower()
         if scheme == "udp":
             return  # connectionless: nothing to probe
-        try:
-            port = parts.port or _DEFAULT_PORTS.get(scheme)
-        except ValueError:
-            return  # let OpenCV report the malformed URL as before
+        port = default_port(self._url)  # None for a malformed port: OpenCV reports it
         host = parts.hostname
         if host is None or port is None:
             return
@@ -682,14 +678,6 @@ def _check_arguments(
         raise ValueError(f"camera {camera_id}: input_size must be positive, got {input_size}")
 
 
-_LIVE_CLOCK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})
-"""Streaming protocols whose timestamps are the sender's media clock, delivered as it runs.
-Not HTTP: MJPEG streams often carry no or made-up timestamps (a frame count at an assumed
-rate would read as a growing lag), and HLS delivers whole segments at once. Not files (no
-live stream to fall behind; realtime ones keep their own pacing clock) or V4L2 devices (a
-few driver buffers: a slow reader loses frames there rather than falling behind)."""
-
-
 def keep_opencv_in_reader_threads() -> None:
     """Make OpenCV's resize run in the calling reader thread, without its worker pool.
 
@@ -710,10 +698,6 @@ def _name_native_thread(name: str) -> None:
     path = f"/proc/self/task/{threading.get_native_id()}/comm"
     with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as comm:  # noqa: PTH123
         comm.write(name.encode("utf-8")[:15].decode("utf-8", "ignore"))
-
-
-def _has_live_stream_clock(*, url: str) -> bool:
-    return urlsplit(url).scheme.lower() in _LIVE_CLOCK_SCHEMES
 
 
 def _url_secrets(*, url: str) -> tuple[str, ...]:
