@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tests.support.media import run_ffmpeg
+from tests.support.net import free_port
 from tests.support.paths import HIKERS_VIDEO
 from tests.support.rtsp import RtspServer
-from tests.support.service import free_port
 
 if TYPE_CHECKING:
     from pathlib import Path

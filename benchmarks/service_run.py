@@ -25,8 +25,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_facedet.sources.reader import READER_THREAD_PREFIX
 from tests.support.broker import BrokerAddress, delete_retained
+from tests.support.net import free_port
 from tests.support.paths import MODEL_ROOT
-from tests.support.service import ServiceProcess, free_port
+from tests.support.service import ServiceProcess
 
 BROKER = ("127.0.0.1", 1883)
 READY_TIMEOUT_S = 120.0

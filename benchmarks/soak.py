@@ -50,9 +50,10 @@ if str(REPO) not in sys.path:  # the test support code (broker, RTSP server, cli
 from edge_facedet.tools.assets import fetch_model  # noqa: E402
 from tests.support.broker import MosquittoBroker  # noqa: E402
 from tests.support.media import ClipMaker  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MEDIA, MODEL_MIRROR, MODEL_ROOT  # noqa: E402
 from tests.support.rtsp import RtspServer  # noqa: E402
-from tests.support.service import ServiceProcess, free_port  # noqa: E402
+from tests.support.service import ServiceProcess  # noqa: E402
 
 FAULTS = ("rtsp-restart", "broker-restart", "camera-stall", "blackhole")
 HOLD_S = 15.0

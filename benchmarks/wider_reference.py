@@ -4,13 +4,14 @@ Owns a deliberately plain inference path to check the service's one against: `op
 compiles the IR for CPU as it is (no PrePostProcessor, batch 1, f32 NCHW input), each image
 is `cv2.resize`d to 448x448 and transposed in numpy, inference is synchronous, and the rows
 of `detection_out` before the `image_id == -1` terminator are scaled to the original image.
-Only the ground-truth parser and the AP computation are shared with
-`edge_facedet.tools.evaluation`, so a bug in the detector's pre-processing, batching or
-post-processing shows up as a difference between the two figures.
+Only the ground-truth parser (`edge_facedet.tools.evaluation`) and the AP protocol
+(`edge_facedet.tools.average_precision`) are shared with `edge-facedet eval`, so a bug in the
+detector's pre-processing, batching or output handling shows up as a difference between the
+two figures. The dataset sits in `../shared/eval/wider-face-val-dev/` beside the checkout:
 
     .venv/bin/python benchmarks/wider_reference.py --precision FP16 \
-        --images /work/shared/eval/wider-face-val-dev/images \
-        --gt /work/shared/eval/wider-face-val-dev/wider_face_val_bbx_gt.txt
+        --images ../shared/eval/wider-face-val-dev/images \
+        --gt ../shared/eval/wider-face-val-dev/wider_face_val_bbx_gt.txt
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from edge_facedet.tools.evaluation import compute_average_precision, read_ground_truth
+from edge_facedet.tools.average_precision import compute_average_precision
+from edge_facedet.tools.evaluation import read_ground_truth
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from edge_facedet.tools.evaluation import AveragePrecision, FaceAnnotations
+    from edge_facedet.tools.average_precision import AveragePrecision
+    from edge_facedet.tools.evaluation import FaceAnnotations
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_SIZE = 448

@@ -5,10 +5,11 @@
 #                               [--root DIR] [--model-mirror DIR] [--python PY]
 #                               [--no-systemd] [--start] [--uninstall]
 #
-# Installs: a venv with the package at <prefix>/venv, the model at <prefix>/models, a starter
-# <etc>/config.yaml (only if there is none: an existing config is never touched), the full
-# reference <etc>/config.example.yaml, <etc>/credentials/ (0700, one file per secret, loaded
-# by LoadCredential=) and the unit /etc/systemd/system/edge-facedet.service (enabled, not
+# Installs: a venv at <prefix>/venv with the package and the exact dependency versions of
+# requirements.lock (hash-checked), the model at <prefix>/models, a starter <etc>/config.yaml
+# (only if there is none: an existing config is never touched), the full reference
+# <etc>/config.example.yaml, <etc>/credentials/ (0700, one file per secret, loaded by
+# LoadCredential=) and the unit /etc/systemd/system/edge-facedet.service (enabled, not
 # started unless --start). Idempotent: a second run changes nothing on disk.
 # --root DIR installs below DIR (like DESTDIR, for tests and packaging; systemctl is then
 # never called). --uninstall removes the venv, the models and the unit; config and
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -106,6 +107,7 @@ fi
 
 # --- checks ---------------------------------------------------------------------------------
 [[ -f $repo/pyproject.toml && -d $repo/edge_facedet ]] || die "$repo is not an edge-facedet checkout"
+[[ -f $repo/deploy/requirements.lock ]] || die "$repo/deploy/requirements.lock is missing"
 command -v "$python" >/dev/null || die "no $python found (use --python)"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || die "$python is older than 3.10"
@@ -140,8 +142,9 @@ else
     "$python" -m venv --clear -- "$venv"
 fi
 
-# What pip would install: the package sources and the build metadata. Hashing them decides
-# whether pip runs at all (pip itself would rebuild and reinstall a local path every time).
+# What pip would install: the locked dependencies, the package sources and the build metadata.
+# Hashing them decides whether pip runs at all (pip itself would rebuild and reinstall a local
+# path every time).
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/edge_facedet/__init__.py")
 [[ -n $version ]] || die "cannot read __version__ from $repo/edge_facedet/__init__.py"
 source_hash=$(
@@ -149,7 +152,7 @@ source_hash=$(
     {
         find edge_facedet -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
             | sort -z | xargs -0 sha256sum
-        sha256sum pyproject.toml README.md
+        sha256sum pyproject.toml README.md deploy/requirements.lock
         "$venv/bin/python" -V 2>&1
     } | sha256sum | cut -d' ' -f1
 )
@@ -159,15 +162,19 @@ installed_version=$("$venv/bin/edge-facedet" --version 2>/dev/null || true)
 if [[ -f $stamp && $(<"$stamp") == "$want_stamp" && $installed_version == "edge-facedet $version" ]]; then
     say "package: edge-facedet $version up to date"
 else
-    say "package: installing edge-facedet $version into $venv"
+    say "package: installing edge-facedet $version into $venv (dependencies from requirements.lock)"
+    pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input)
+    # The exact, sha256-checked versions of the lock, then the package alone: an install done
+    # a week later gets the same dependencies, whatever was released in between.
+    "${pip[@]}" --require-hashes -r "$repo/deploy/requirements.lock" \
+        || die "pip install -r requirements.lock failed (see above)"
     # Build from a copy: pip builds a local path in place, and root-owned build/ and
     # *.egg-info directories would be left in the operator's checkout.
     stage=$(mktemp -d)
     trap 'rm -rf -- "$stage"' EXIT
     cp -a -- "$repo/pyproject.toml" "$repo/README.md" "$repo/edge_facedet" "$stage/"
     find "$stage" -name __pycache__ -prune -exec rm -rf {} +
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        --upgrade -- "$stage" || die "pip install failed (see above)"
+    "${pip[@]}" --no-deps --upgrade -- "$stage" || die "pip install failed (see above)"
     rm -rf -- "$stage"
     trap - EXIT
     printf '%s\n' "$want_stamp" >"$stamp"

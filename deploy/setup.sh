@@ -138,20 +138,31 @@ else
         || die "venv: '$python -m venv' failed; install python3-venv (apt-get install python3-venv)"
 fi
 
-# The stamp records what was installed; pip runs again only when pyproject.toml or the
+# Exact versions from the lock (sha256-checked), then the project itself, editable and without
+# dependency resolution, so two machines set up a week apart get the same packages. The stamp
+# records what was installed: pip runs again only when the lock, pyproject.toml or the
 # interpreter changes, or the package stopped importing (e.g. the venv was edited by hand).
+lock=deploy/requirements-test.lock
+[[ -f $lock ]] || die "python packages: $lock is missing (bash deploy/refresh-lock.sh writes it)"
 stamp="$venv/.edge-facedet-setup.stamp"
-want_stamp=$( (cat pyproject.toml; "$venv/bin/python" -V) 2>&1 | sha256sum | cut -d' ' -f1)
+want_stamp=$( (cat "$lock" pyproject.toml; "$venv/bin/python" -V) 2>&1 | sha256sum | cut -d' ' -f1)
 if [[ -f $stamp && "$(cat "$stamp")" == "$want_stamp" ]] \
     && "$venv/bin/python" -c 'import edge_facedet' 2>/dev/null \
     && [[ -x $venv/bin/edge-facedet ]]; then
-    say "python packages: up to date (pyproject.toml unchanged)"
+    say "python packages: up to date ($lock and pyproject.toml unchanged)"
 else
-    say "python packages: pip install -e '.[test]' (a few minutes on a fresh machine)"
+    say "python packages: pip install --require-hashes -r $lock (a few minutes on a fresh machine)"
     rm -f "$stamp"
+    pip=("$venv/bin/python" -m pip install -qq --disable-pip-version-check --no-input)
     # -qq hides pip's warnings and progress; its errors still print.
-    "$venv/bin/python" -m pip install -qq --disable-pip-version-check -e '.[test]' \
-        || die "python packages: pip install failed (see the messages above)"
+    "${pip[@]}" --require-hashes -r "$lock" \
+        || die "python packages: pip install -r $lock failed (see the messages above)"
+    "${pip[@]}" --no-deps -e . \
+        || die "python packages: pip install -e . failed (see the messages above)"
+    if ! conflicts=$("$venv/bin/python" -m pip check 2>&1); then
+        printf '%s\n' "$conflicts" >&2
+        die "python packages: pip check found conflicts (see above)"
+    fi
     printf '%s\n' "$want_stamp" >"$stamp"
 fi
 

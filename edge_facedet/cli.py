@@ -17,17 +17,22 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from edge_facedet import __version__
+from edge_facedet.inference.model import Precision, precision_names
 from edge_facedet.redact import RedactingFormatter
 
 if TYPE_CHECKING:
+    from argparse import _SubParsersAction
     from collections.abc import Sequence
+    from typing import TextIO
 
     from edge_facedet.config import ServiceConfig
+
+    _Subparsers = _SubParsersAction[argparse.ArgumentParser]
 
 log = logging.getLogger("edge_facedet")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_PRECISIONS = ("FP16", "FP16-INT8", "FP32")
+PRECISION_CHOICES = precision_names()
 
 
 def _setup_logging(level: str, *, secrets: Sequence[str] = ()) -> None:
@@ -41,7 +46,7 @@ def _setup_logging(level: str, *, secrets: Sequence[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiomqtt/paho log every reconnect attempt at INFO; the publisher reports them itself.
+    # aiomqtt/paho log every reconnect attempt at INFO; the MQTT output reports them itself.
     logging.getLogger("aiomqtt").setLevel(max(logging.WARNING, root.level))
 
 
@@ -97,7 +102,7 @@ def _installed_model_xml(args: argparse.Namespace) -> Path | None:
 
 
 def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
-    parser.add_argument("--precision", choices=_PRECISIONS, default="FP16-INT8")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=Precision.FP16_INT8.value)
     parser.add_argument("--model", help="explicit model .xml (overrides --precision)")
     parser.add_argument("--models-dir", help="models root (default: $EDGE_FACEDET_MODELS)")
     if device:
@@ -148,9 +153,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from edge_facedet.config import check_config
-
     return check_config(Path(args.config), out=sys.stdout, err=sys.stderr)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_config(path: Path, *, out: TextIO, err: TextIO) -> int:
+    """`edge-facedet check-config FILE`: 0 and a summary if valid, else 2 and the problems."""
+    from edge_facedet.config import ConfigError, display_detect_url, display_url, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        err.write(f"{exc}\n")
+        return EXIT_USAGE
+    enabled = [camera for camera in config.cameras if camera.enabled]
+    out.write(f"{path}: OK\n")
+    out.write(f"node: {config.node_id}\n")
+    out.write(f"cameras: {len(enabled)} enabled, {len(config.cameras) - len(enabled)} disabled\n")
+    for camera in config.cameras:
+        state = "" if camera.enabled else " (disabled)"
+        detect = f" detect_url={display_detect_url(camera)}" if camera.detect_url else ""
+        out.write(
+            f"  {camera.id}: {display_url(camera)}{detect} "
+            f"detect_fps={camera.detect_fps:g}{state}\n"
+        )
+    model = config.model
+    where = model.path or model.dir or "default models dir"
+    out.write(f"model: {model.precision} on {model.device} ({where})\n")
+    mqtt = config.mqtt
+    user = f", user {mqtt.username}" if mqtt.username else ""
+    tls = "yes" if mqtt.tls.enabled else "no"
+    out.write(f"mqtt: {_host_port(mqtt.host, mqtt.effective_port)}, TLS {tls}{user}\n")
+    metrics = config.metrics
+    if metrics.enabled:
+        out.write(f"metrics: http://{_host_port(metrics.host, metrics.port)}/metrics\n")
+    else:
+        out.write("metrics: disabled\n")
+    return EXIT_OK
 
 
 def _cmd_model_fetch(args: argparse.Namespace) -> int:
@@ -240,6 +282,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model_xml=xml,
         device=args.device,
         batch_size=args.batch_size,
+        inference_precision=args.inference_precision,
         out=sys.stdout,
         err=sys.stderr,
         show_progress=not args.no_progress,
@@ -258,14 +301,7 @@ def _cmd_bench(argv: Sequence[str]) -> int:
     return code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-facedet",
-        description="Face detection on many camera streams, published to MQTT.",
-    )
-    parser.add_argument("--version", action="version", version=f"edge-facedet {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run_parser(commands: _Subparsers) -> None:
     run = commands.add_parser("run", help="run the service")
     run.add_argument("--config", "-c", required=True, help="YAML configuration file")
     run.add_argument(
@@ -275,15 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_cmd_run)
 
+
+def _add_check_config_parser(commands: _Subparsers) -> None:
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config", help="YAML configuration file")
     check.set_defaults(handler=_cmd_check_config)
 
+
+def _add_model_parser(commands: _Subparsers) -> None:
     model = commands.add_parser("model", help="model assets").add_subparsers(
         dest="model_command", required=True, metavar="ACTION"
     )
     fetch = model.add_parser("fetch", help="download (or copy from a mirror) and verify")
-    fetch.add_argument("--precision", choices=_PRECISIONS, default="FP16-INT8")
+    fetch.add_argument("--precision", choices=PRECISION_CHOICES, default=Precision.FP16_INT8.value)
     fetch.add_argument("--mirror", help="local folder laid out like Open Model Zoo's models")
     fetch.add_argument("--dest", help="models root (default: $EDGE_FACEDET_MODELS)")
     fetch.set_defaults(handler=_cmd_model_fetch)
@@ -291,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_selection(info)
     info.set_defaults(handler=_cmd_model_info)
 
+
+def _add_media_parser(commands: _Subparsers) -> None:
     media = commands.add_parser("media", help="demo footage").add_subparsers(
         dest="media_command", required=True, metavar="ACTION"
     )
@@ -299,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     media_fetch.add_argument("--dest", default=".media", help="destination folder")
     media_fetch.set_defaults(handler=_cmd_media_fetch)
 
+
+def _add_detect_parser(commands: _Subparsers) -> None:
     detect = commands.add_parser("detect", help="detect faces in images, folders and videos")
     detect.add_argument("paths", nargs="+", metavar="PATH")
     _add_model_selection(detect)
@@ -308,13 +352,35 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--every-nth", type=int, default=1, help="videos: every Nth frame")
     detect.set_defaults(handler=_cmd_detect)
 
+
+def _add_eval_parser(commands: _Subparsers) -> None:
     evaluate = commands.add_parser("eval", help="WIDER FACE average precision")
     evaluate.add_argument("--images", required=True, help="folder of WIDER images")
     evaluate.add_argument("--gt", required=True, help="wider_face_val_bbx_gt.txt")
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument(
+        "--inference-precision",
+        choices=("f32", "bf16"),
+        help="CPU inference precision (default: the plugin's, bf16 where the CPU has it)",
+    )
     _add_model_selection(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-facedet",
+        description="Face detection on many camera streams, published to MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-facedet {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In the order `--help` lists them.
+    _add_run_parser(commands)
+    _add_check_config_parser(commands)
+    _add_model_parser(commands)
+    _add_media_parser(commands)
+    _add_detect_parser(commands)
+    _add_eval_parser(commands)
     # Listed for --help only: main() hands everything after `bench` to the suite's parser.
     commands.add_parser("bench", help="benchmark suite (source checkout; bench --help)")
     return parser

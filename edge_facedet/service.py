@@ -1,8 +1,10 @@
 """The running service: wiring, start order, one top-level TaskGroup, signals, stop order.
 
-Start: metrics endpoint -> model compiled (worker thread) -> MQTT connection attempted ->
-cameras -> scheduler -> READY=1. Stop (SIGTERM/SIGINT): STOPPING=1 -> cameras told to stop
--> in-flight inference finishes -> `stopped` published -> the group is cancelled -> exit 0.
+Start: metrics endpoint -> model compiled (worker thread) -> outputs started (the MQTT
+connection attempted) -> cameras -> scheduler -> READY=1. Stop (SIGTERM/SIGINT): STOPPING=1 ->
+cameras told to stop -> in-flight inference finishes -> outputs closed (`stopped` published)
+-> the group is cancelled -> exit 0. The outputs are a list (outputs/build.py makes it from
+the config); the result pipeline fans out to every one of them.
 """
 
 from __future__ import annotations
@@ -14,37 +16,36 @@ import os
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_facedet import __version__
+from edge_facedet._compat import TaskGroup
 from edge_facedet.config import detect_open_url, display_detect_url
 from edge_facedet.inference.detector import OpenVinoDetector
+from edge_facedet.inference.model import default_model_root, model_xml_path
 from edge_facedet.inference.scheduler import Scheduler
+from edge_facedet.outputs.build import OutputContext, build_outputs
 from edge_facedet.outputs.http import MetricsServer
 from edge_facedet.outputs.metrics import Metrics
-from edge_facedet.outputs.mqtt.publisher import MqttPublisher
+from edge_facedet.outputs.payloads import new_run_id
 from edge_facedet.outputs.pipeline import ResultPipeline
-from edge_facedet.sources.decoders import DecodeOptions, Decoder
-from edge_facedet.sources.reader import CameraReader, CameraStatus, keep_opencv_in_reader_threads
+from edge_facedet.sources.decoders import prefer_rtsp_over_tcp
+from edge_facedet.sources.opencv import keep_opencv_in_reader_threads
+from edge_facedet.sources.reader import CameraReader, CameraStatus, ReaderSettings
 from edge_facedet.systemd import SystemdNotifier
-from edge_facedet.tools.assets import default_model_root, model_xml_path
-
-if sys.version_info >= (3, 11):
-    from asyncio import TaskGroup
-else:  # pragma: no cover - exercised on Python 3.10 only
-    from taskgroup import TaskGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from edge_facedet.config import CameraConfig, ServiceConfig
+    from edge_facedet.outputs.base import Output
 
 log = logging.getLogger(__name__)
 
-# How long to wait for the first broker connection before declaring READY anyway: the
-# service must detect with the broker down, so this only avoids a needless first backlog.
+# How long to wait for the outputs (the first broker connection) before declaring READY
+# anyway: the service must detect with the broker down, so this only avoids a needless
+# first backlog.
 FIRST_CONNECT_WAIT_S = 3.0
 # Readers blocked in a network read get this long to notice the stop; they are daemon
 # threads, so one stuck in FFmpeg cannot hold the exit beyond it.
@@ -65,14 +66,52 @@ def resolve_model_xml(config: ServiceConfig) -> Path:
     return model_xml_path(model.dir or default_model_root(), model.precision)
 
 
+def model_cache_dir(config: ServiceConfig, *, environ: Mapping[str, str]) -> Path | None:
+    """Where OpenVINO keeps compiled models: the config's, or under systemd's cache dir."""
+    if config.model.cache_dir is not None:
+        return config.model.cache_dir
+    # systemd's CacheDirectory= sets this; a restart then loads the compiled model.
+    cache = environ.get("CACHE_DIRECTORY")
+    return Path(cache.split(":")[0]) / "openvino" if cache else None
+
+
+async def load_detector(config: ServiceConfig, *, cache_dir: Path | None) -> OpenVinoDetector:
+    """The configured model compiled for its device, in a worker thread; ModelLoadError."""
+    model = config.model
+    model_xml = resolve_model_xml(config)
+    try:
+        return await asyncio.to_thread(
+            OpenVinoDetector,
+            model_xml=model_xml,
+            device=model.device,
+            performance_hint=model.performance_hint.value,
+            batch_size=model.batch_size,
+            infer_requests=model.infer_requests,
+            cache_dir=cache_dir,
+            inference_threads=model.inference_threads,
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        # A model that is not face-detection-0204's shape, or a device that is absent:
+        # no restart fixes either, so it is reported as configuration (exit 2).
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"model.path/model.device: cannot load {model_xml} on {model.device}: {first_line}"
+        ) from None
+
+
 class Service:
-    """One configured service instance; `run()` returns when it has stopped."""
+    """One configured service instance; `run()` returns when it has stopped.
+
+    `extra_outputs` join the configured ones (outputs/build.py) in the same list: the tests
+    register a `MemoryOutput` there to see what the pipeline sends.
+    """
 
     def __init__(
         self,
         *,
         config: ServiceConfig,
         environ: Mapping[str, str] | None = None,
+        extra_outputs: Sequence[Output] = (),
     ) -> None:
         self._config = config
         self._environ = os.environ if environ is None else environ
@@ -81,26 +120,19 @@ class Service:
         self._stop = asyncio.Event()
         self.metrics = Metrics()
         self.notifier = SystemdNotifier(environ=self._environ)
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = new_run_id()
         self.metrics_server: MetricsServer | None = None
-        self.publisher: MqttPublisher | None = None
+        self._extra_outputs = tuple(extra_outputs)
+        self.outputs: list[Output] = []
         self.pipeline: ResultPipeline | None = None
         self.detector: OpenVinoDetector | None = None
-        self._readers: list[CameraReader] = []
+        self._readers = _ReaderGroup()
         self._tasks: list[asyncio.Task[None]] = []
         self._scheduler: Scheduler | None = None
-        self._readers_stopped = False
         self.ready = asyncio.Event()
 
     def request_stop(self) -> None:
         self._stop.set()
-
-    def _model_cache_dir(self) -> Path | None:
-        if self._config.model.cache_dir is not None:
-            return self._config.model.cache_dir
-        # systemd's CacheDirectory= sets this; a restart then loads the compiled model.
-        cache = self._environ.get("CACHE_DIRECTORY")
-        return Path(cache.split(":")[0]) / "openvino" if cache else None
 
     def _flow_window_s(self) -> float:
         slowest = min(camera.detect_fps for camera in self._enabled_cameras())
@@ -115,31 +147,34 @@ class Service:
         if not cameras:
             log.error("no camera is enabled in the configuration; nothing to do")
             return 2
-        self._install_signal_handlers(asyncio.get_running_loop())
+        _install_signal_handlers(asyncio.get_running_loop(), self.request_stop)
         metrics = self.metrics
         metrics.build.info({"version": __version__, "python": sys.version.split()[0]})
         for camera in cameras:
             metrics.register_camera(camera.id)
 
         if config.metrics.enabled:
-            self.metrics_server = MetricsServer(
-                host=config.metrics.host,
-                port=config.metrics.port,
-                registry=metrics.registry,
-                health=self._health,
-            )
-            self.metrics_server.start()
-            log.info(
-                "metrics on http://%s:%d/metrics", config.metrics.host, self.metrics_server.port
-            )
+            self.metrics_server = self._start_metrics_server()
         try:
             return await self._run_started()
         finally:
-            self._remove_signal_handlers(asyncio.get_running_loop())
+            _remove_signal_handlers(asyncio.get_running_loop())
             if self.metrics_server is not None:
                 # shutdown() waits for the server's poll interval: not on the loop.
                 await asyncio.to_thread(self.metrics_server.stop)
             self.notifier.close()
+
+    def _start_metrics_server(self) -> MetricsServer:
+        settings = self._config.metrics
+        server = MetricsServer(
+            host=settings.host,
+            port=settings.port,
+            registry=self.metrics.registry,
+            health=self._health,
+        )
+        server.start()
+        log.info("metrics on http://%s:%d/metrics", settings.host, server.port)
+        return server
 
     def _health(self) -> tuple[bool, dict[str, object]]:
         if self.pipeline is None:
@@ -147,113 +182,118 @@ class Service:
         return self.pipeline.health(window_s=self._flow_window_s())
 
     async def _run_started(self) -> int:
-        config = self._config
-        model = config.model
-        model_xml = resolve_model_xml(config)
+        cache_dir = model_cache_dir(self._config, environ=self._environ)
+        self.detector = detector = await load_detector(self._config, cache_dir=cache_dir)
+        devices = self._report_device(detector)
+        enabled = self._enabled_cameras()
+        outputs = self._build_outputs(enabled)
+        self.pipeline = pipeline = ResultPipeline(
+            node_id=self._config.node_id,
+            run_id=self.run_id,
+            cameras=enabled,
+            outputs=outputs,
+            metrics=self.metrics,
+            model_name=f"{detector.info.model_name}/{detector.info.precision}",
+            device=devices,
+        )
+        self._scheduler = scheduler = self._build_scheduler(
+            enabled, detector=detector, pipeline=pipeline
+        )
+        self._build_readers(
+            enabled=enabled, detector=detector, scheduler=scheduler, pipeline=pipeline
+        )
+
+        if self._stop.is_set():  # asked to stop while the model compiled
+            return 0
         try:
-            self.detector = detector = await asyncio.to_thread(
-                OpenVinoDetector,
-                model_xml=model_xml,
-                device=model.device,
-                performance_hint=model.performance_hint.value,
-                batch_size=model.batch_size,
-                infer_requests=model.infer_requests,
-                cache_dir=self._model_cache_dir(),
-                inference_threads=model.inference_threads,
-            )
-        except (RuntimeError, ValueError, OSError) as exc:
-            # A model that is not face-detection-0204's shape, or a device that is absent:
-            # no restart fixes either, so it is reported as configuration (exit 2).
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            raise ModelLoadError(
-                f"model.path/model.device: cannot load {model_xml} on {model.device}: {first_line}"
-            ) from None
+            await self._run_group(scheduler=scheduler, pipeline=pipeline, detector=detector)
+        finally:
+            await self._readers.stop()
+            # Callbacks of requests still running would hit a closed loop otherwise; bounded,
+            # because a hung device must not hold the exit.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(detector.wait_idle), DRAIN_S)
+        log.info("edge-facedet stopped")
+        return 0
+
+    def _report_device(self, detector: OpenVinoDetector) -> str:
+        """Publish the device info metric; the devices the model really runs on."""
         devices = ",".join(detector.info.execution_devices)
         self.metrics.device.info(
             {
-                "requested": model.device,
+                "requested": self._config.model.device,
                 "selected": devices,
                 "model": detector.info.model_name,
                 "precision": detector.info.precision,
             }
         )
-        self.publisher = publisher = MqttPublisher(
-            config=config.mqtt,
-            node_id=config.node_id,
-            metrics=self.metrics,
-            environ=self._environ,
-            credentials_dir=self._credentials_dir,
+        return devices
+
+    def _build_outputs(self, enabled: list[CameraConfig]) -> list[Output]:
+        context = OutputContext(
+            metrics=self.metrics, environ=self._environ, credentials_dir=self._credentials_dir
         )
-        enabled = self._enabled_cameras()
-        # Before the first connect, so it already carries the Home Assistant discovery.
-        publisher.announce_cameras(cameras=enabled)
-        self.pipeline = pipeline = ResultPipeline(
-            node_id=config.node_id,
-            run_id=self.run_id,
-            cameras=enabled,
-            publisher=publisher,
-            metrics=self.metrics,
-            model_name=f"{detector.info.model_name}/{detector.info.precision}",
-            device=devices,
-        )
-        loop = asyncio.get_running_loop()
+        self.outputs = [*build_outputs(self._config, context=context), *self._extra_outputs]
+        for output in self.outputs:
+            # Before the first connect, so MQTT's already carries the Home Assistant discovery.
+            output.announce(cameras=enabled)
+        return self.outputs
+
+    def _build_scheduler(
+        self, enabled: list[CameraConfig], *, detector: OpenVinoDetector, pipeline: ResultPipeline
+    ) -> Scheduler:
         # Resolved once: `labels()` takes a lock and builds a key, and drops come in bursts
         # exactly when the CPU is short (profiled: the top Python cost of a saturated run).
         dropped = {
             camera.id: self.metrics.frames_dropped.labels(camera=camera.id) for camera in enabled
         }
-        self._scheduler = scheduler = Scheduler(
+        return Scheduler(
             detector=detector,
             camera_ids=[camera.id for camera in enabled],
             on_result=pipeline.handle_batch,
             on_drop=lambda camera_id: dropped[camera_id].inc(),
             on_inflight=self.metrics.inflight_requests.set,
-            batch_wait_s=model.batch_wait_ms / 1000.0,
+            batch_wait_s=self._config.model.batch_wait_ms / 1000.0,
         )
+
+    def _build_readers(
+        self,
+        *,
+        enabled: list[CameraConfig],
+        detector: OpenVinoDetector,
+        scheduler: Scheduler,
+        pipeline: ResultPipeline,
+    ) -> None:
+        """One reader per enabled camera, feeding the scheduler's slots (not started yet)."""
+        loop = asyncio.get_running_loop()
 
         def report_status(status: CameraStatus) -> None:
             # Reader threads report here; the pipeline lives on the loop.
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(pipeline.handle_status, status)
 
+        prefer_rtsp_over_tcp()
         keep_opencv_in_reader_threads()
         for index, camera in enumerate(enabled):
             self._readers.append(
                 CameraReader(
-                    camera_id=camera.id,
-                    # The substream when one is configured: decoding dominates the cost
-                    # per camera, and the network input is 448x448 whatever is read.
-                    url=detect_open_url(
-                        camera, environ=self._environ, credentials_dir=self._credentials_dir
+                    settings=ReaderSettings.from_camera(
+                        camera,
+                        # The substream when one is configured: decoding dominates the cost
+                        # per camera, and the network input is 448x448 whatever is read.
+                        url=detect_open_url(
+                            camera, environ=self._environ, credentials_dir=self._credentials_dir
+                        ),
+                        input_size=detector.input_size,
+                        # Spread the cameras' due frames over the detect period: cameras
+                        # started together would otherwise all present a frame at the same
+                        # moment, and the last of each burst waits for all the others'
+                        # inferences.
+                        detect_phase=index / len(enabled),
                     ),
-                    detect_fps=camera.detect_fps,
-                    input_size=detector.input_size,
-                    on_frame=scheduler.slot(camera.id).put,
-                    claim=scheduler.slot(camera.id).claim,
-                    wait_until_empty=scheduler.slot(camera.id).wait_until_empty,
-                    realtime=camera.realtime,
+                    sink=scheduler.slot(camera.id),
                     on_status=report_status,
                     metrics=self.metrics,
-                    loop_file=camera.loop,
-                    open_timeout_s=camera.open_timeout_s,
-                    read_timeout_s=camera.read_timeout_s,
-                    stall_timeout_s=camera.stall_timeout_s,
-                    reconnect_initial_s=camera.reconnect_initial_s,
-                    reconnect_max_s=camera.reconnect_max_s,
-                    decode=DecodeOptions(
-                        decoder=Decoder(camera.decoder),
-                        threads=camera.decoder_threads,
-                        keyframes_only=camera.keyframes_only,
-                        skip_loop_filter=camera.skip_loop_filter,
-                    ),
-                    nice=camera.reader_nice,
-                    max_lag_s=camera.max_lag_s,
-                    # Spread the cameras' due frames over the detect period: cameras started
-                    # together would otherwise all present a frame at the same moment, and
-                    # the last of each burst waits for all the others' inferences.
-                    detect_phase=index / len(enabled),
                 )
             )
             log.info(
@@ -263,53 +303,70 @@ class Service:
                 camera.detect_fps,
             )
 
-        if self._stop.is_set():  # asked to stop while the model compiled
-            return 0
-        try:
-            async with TaskGroup() as group:
-                self._tasks.append(group.create_task(publisher.run(), name="mqtt-publisher"))
-                await publisher.wait_connected(FIRST_CONNECT_WAIT_S)
-                for reader in self._readers:
-                    reader.start()
-                self._tasks.append(group.create_task(scheduler.run(), name="scheduler"))
-                self._tasks.append(group.create_task(self._report_loop(), name="systemd-status"))
-                self.notifier.ready(pipeline.status_line())
-                self.ready.set()
-                log.info(
-                    "edge-facedet %s running: %d cameras, model %s on %s",
-                    __version__,
-                    len(enabled),
-                    detector.info.model_name,
-                    devices,
-                )
-                group.create_task(self._stop_when_asked(), name="stop")
-        finally:
-            await self._stop_readers()
-            # Callbacks of requests still running would hit a closed loop otherwise; bounded,
-            # because a hung device must not hold the exit.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.to_thread(detector.wait_idle), DRAIN_S)
-        log.info("edge-facedet stopped")
-        return 0
+    async def _run_group(
+        self, *, scheduler: Scheduler, pipeline: ResultPipeline, detector: OpenVinoDetector
+    ) -> None:
+        """Every long-running task in one TaskGroup, started in order; returns once stopped."""
+        async with TaskGroup() as group:
+            for output in self.outputs:
+                task = group.create_task(output.run(), name=f"output-{output.name}")
+                self._tasks.append(task)
+            await asyncio.gather(
+                *(output.wait_ready(FIRST_CONNECT_WAIT_S) for output in self.outputs)
+            )
+            self._readers.start()
+            self._tasks.append(group.create_task(scheduler.run(), name="scheduler"))
+            report = _report_to_systemd(
+                notifier=self.notifier, pipeline=pipeline, window_s=self._flow_window_s()
+            )
+            self._tasks.append(group.create_task(report, name="systemd-status"))
+            self.notifier.ready(pipeline.status_line())
+            self.ready.set()
+            log.info(
+                "edge-facedet %s running: %d cameras, model %s on %s",
+                __version__,
+                len(self._readers),
+                detector.info.model_name,
+                pipeline.device,
+            )
+            group.create_task(self._stop_when_asked(), name="stop")
 
     async def _stop_when_asked(self) -> None:
         await self._stop.wait()
         log.info("stopping")
         self.notifier.stopping()
-        await self._stop_readers()
+        await self._readers.stop()
         if self._scheduler is not None and not await self._scheduler.drain(timeout=DRAIN_S):
             log.warning("inference still running %.1f s after the stop; results dropped", DRAIN_S)
-        if self.publisher is not None:
-            await self.publisher.close()
+        for output in self.outputs:
+            await output.close()
         # What is left runs forever by design; cancelling it lets the group exit.
         for task in self._tasks:
             task.cancel()
 
-    async def _stop_readers(self) -> None:
+
+class _ReaderGroup:
+    """The camera readers (threads): started together, stopped once with one deadline."""
+
+    def __init__(self) -> None:
+        self._readers: list[CameraReader] = []
+        self._stopped = False
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def append(self, reader: CameraReader) -> None:
+        self._readers.append(reader)
+
+    def start(self) -> None:
+        for reader in self._readers:
+            reader.start()
+
+    async def stop(self) -> None:
         """Tell every reader to stop and wait for them, once, within one shared deadline."""
-        if self._readers_stopped:
+        if self._stopped:
             return
-        self._readers_stopped = True
+        self._stopped = True
         for reader in self._readers:
             reader.stop()
 
@@ -325,26 +382,28 @@ class Service:
         if stuck:
             log.warning("camera readers still in a blocking read at exit: %s", ", ".join(stuck))
 
-    async def _report_loop(self) -> None:
-        """Feeds the systemd watchdog while frames flow, and refreshes STATUS=."""
-        assert self.pipeline is not None  # noqa: S101 - set before this task starts
-        pipeline = self.pipeline
-        interval = self.notifier.watchdog_interval_s or STATUS_INTERVAL_S
-        interval = min(interval, STATUS_INTERVAL_S)
-        while True:
-            if pipeline.pipeline_alive(window_s=self._flow_window_s()):
-                self.notifier.watchdog()
-            else:
-                log.error("cameras are streaming but no frame reached the detector recently")
-            self.notifier.status(pipeline.status_line())
-            await asyncio.sleep(interval)
 
-    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, self.request_stop)
+async def _report_to_systemd(
+    *, notifier: SystemdNotifier, pipeline: ResultPipeline, window_s: float
+) -> None:
+    """Feeds the systemd watchdog while frames flow, and refreshes STATUS=."""
+    interval = min(notifier.watchdog_interval_s or STATUS_INTERVAL_S, STATUS_INTERVAL_S)
+    while True:
+        if pipeline.pipeline_alive(window_s=window_s):
+            notifier.watchdog()
+        else:
+            log.error("cameras are streaming but no frame reached the detector recently")
+        notifier.status(pipeline.status_line())
+        await asyncio.sleep(interval)
 
-    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signum)
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, handler)
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signum)

@@ -12,6 +12,8 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+from edge_facedet.logthrottle import every_power_of_two
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -59,8 +61,8 @@ class SystemdNotifier:
             self._socket.sendto(message.encode(), self._address)
         except BlockingIOError:
             self._dropped += 1
-            # Powers of two: visible at once, without a line per message while it lasts.
-            if self._dropped & (self._dropped - 1) == 0:
+            # Visible at once, without a line per message while it lasts.
+            if every_power_of_two(self._dropped):
                 log.warning(
                     "sd_notify to %s: the manager's queue is full; %d message(s) dropped",
                     self._address.lstrip("\0"),

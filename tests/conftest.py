@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,9 +32,3 @@ def model_xml(model_root: Path) -> Path:
     from edge_facedet.tools.assets import model_xml_path
 
     return model_xml_path(model_root, "FP16-INT8")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -13,6 +14,7 @@ import threading
 import time
 from datetime import timezone
 from typing import TYPE_CHECKING
+from unittest import mock
 
 import av
 import cv2
@@ -22,8 +24,16 @@ import pytest
 from edge_facedet.frames import Frame
 from edge_facedet.inference.scheduler import Scheduler
 from edge_facedet.outputs.metrics import Metrics
-from edge_facedet.sources.decoders import DecodeOptions, Decoder
-from edge_facedet.sources.reader import CameraReader, CameraState, CameraStatus
+from edge_facedet.sources.decoders import DecodeOptions, Decoder, prefer_rtsp_over_tcp
+from edge_facedet.sources.reader import (
+    READER_THREAD_PREFIX,
+    CameraReader,
+    CameraState,
+    CameraStatus,
+    ReaderSettings,
+    ReconnectPolicy,
+    StreamTimeouts,
+)
 from tests.support.paths import HIKERS_VIDEO
 
 if TYPE_CHECKING:
@@ -41,22 +51,64 @@ INPUT_SIZE = (448, 256)  # not square, so a swapped width/height shows
 SECRET = "SuperSecret123"  # noqa: S105 - a fake credential the tests hunt for
 WAIT_S = 20.0  # upper bound for anything a test waits for; healthy runs take a fraction
 BOTH_DECODERS = pytest.mark.parametrize("decoder", list(Decoder))
+TIMEOUTS = StreamTimeouts(open_s=2.0, read_s=2.0, stall_s=2.0)
+RECONNECT = ReconnectPolicy(initial_s=0.2, max_s=1.0)
+
+
+@pytest.fixture(autouse=True)
+def _rtsp_over_tcp() -> Iterator[None]:
+    """RTSP over TCP, as the service sets at start; the environment is restored after."""
+    with mock.patch.dict(os.environ):
+        prefer_rtsp_over_tcp()
+        yield
+
+
+@dataclasses.dataclass(frozen=True)
+class CallbackSink:
+    """A `FrameSink` that calls `put` with every frame and always has room."""
+
+    put: Callable[[Frame], None]
+
+    def claim(self) -> bool:
+        return True
+
+    def wait_until_empty(self, timeout: float) -> bool:
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GiveUpAfter(ReconnectPolicy):
+    """A reconnect policy that fails the reader after `max_attempts` reconnects (the
+    production policy never gives up)."""
+
+    max_attempts: int
+
+    def gives_up(self, *, attempts: int) -> bool:
+        return attempts >= self.max_attempts
 
 
 class Recorder:
-    """The consumer side of a reader: keeps every frame and status with its arrival time."""
+    """The consumer side of a reader (its `FrameSink` and status callback): keeps every frame
+    and status with its arrival time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, room: Callable[[float], bool] = lambda _timeout: True) -> None:
         self.frames: list[Frame] = []
         self.frame_arrivals: list[float] = []
         self.statuses: list[CameraStatus] = []
+        self._room = room
         self._changed = threading.Condition()
 
-    def on_frame(self, frame: Frame) -> None:
+    def put(self, frame: Frame) -> None:
         with self._changed:
             self.frames.append(frame)
             self.frame_arrivals.append(time.monotonic())
             self._changed.notify_all()
+
+    def claim(self) -> bool:
+        return True
+
+    def wait_until_empty(self, timeout: float) -> bool:
+        return self._room(timeout)
 
     def on_status(self, status: CameraStatus) -> None:
         with self._changed:
@@ -103,26 +155,25 @@ def make_reader(
     """Factory for started readers with a recorder; every reader is stopped and joined."""
     readers: list[CameraReader] = []
 
-    def make(*, camera_id: str, url: str, **options: object) -> tuple[CameraReader, Recorder]:
-        recorder = Recorder()
-        settings: dict[str, object] = {
-            "detect_fps": 5.0,
-            "input_size": INPUT_SIZE,
-            "open_timeout_s": 2.0,
-            "read_timeout_s": 2.0,
-            "stall_timeout_s": 2.0,
-            "reconnect_initial_s": 0.2,
-            "reconnect_max_s": 1.0,
-            "decode": DecodeOptions(decoder=decoder),
-        }
-        settings.update(options)
-        reader = CameraReader(
+    def make(
+        *, camera_id: str, url: str, room: Callable[[float], bool] | None = None,
+        **options: object,
+    ) -> tuple[CameraReader, Recorder]:  # fmt: skip
+        recorder = Recorder() if room is None else Recorder(room=room)
+        settings = ReaderSettings(
             camera_id=camera_id,
             url=url,
-            on_frame=recorder.on_frame,
+            detect_fps=5.0,
+            input_size=INPUT_SIZE,
+            timeouts=TIMEOUTS,
+            reconnect=RECONNECT,
+            decode=DecodeOptions(decoder=decoder),
+        )
+        reader = CameraReader(
+            settings=dataclasses.replace(settings, **options),  # type: ignore[arg-type]
+            sink=recorder,
             on_status=recorder.on_status,
             metrics=metrics,
-            **settings,  # type: ignore[arg-type]
         )
         readers.append(reader)
         reader.start()
@@ -219,7 +270,7 @@ def test_file_read_as_fast_as_possible_holds_detect_fps_on_media_clock_then_stop
     assert len(recorder.frames) == 20
     assert counter(metrics, "frames_captured", "bench") == 100
     assert counter(metrics, "frames_skipped", "bench") == 80
-    # A file without loop_file is a finished source, not a fault.
+    # A file without loop is a finished source, not a fault.
     assert recorder.states() == [CameraState.STARTING, CameraState.STREAMING, CameraState.STOPPED]
     assert reader.status.reconnects == 0
     assert reader.status.last_error is None
@@ -244,16 +295,16 @@ async def test_lossless_file_camera_hands_every_frame_to_a_slower_detector_and_d
     slot = scheduler.slot("lossless")
     statuses = Recorder()
     reader = CameraReader(
-        camera_id="lossless",
-        url=str(clip),
-        detect_fps=25.0,
-        input_size=INPUT_SIZE,
-        on_frame=slot.put,
-        claim=slot.claim,
-        wait_until_empty=slot.wait_until_empty,
+        settings=ReaderSettings(
+            camera_id="lossless",
+            url=str(clip),
+            detect_fps=25.0,
+            input_size=INPUT_SIZE,
+            realtime=False,
+        ),
+        sink=slot,
         on_status=statuses.on_status,
         metrics=metrics,
-        realtime=False,
     )
     serving = asyncio.create_task(scheduler.run())
     reader.start()
@@ -282,7 +333,7 @@ def test_lossless_reader_waiting_for_room_stops_promptly(
     clip = h264_clip.clip(seconds=2)
     reader, recorder = make_reader(
         camera_id="blocked", url=str(clip), detect_fps=25.0, realtime=False,
-        wait_until_empty=lambda timeout: time.sleep(timeout) is not None,
+        room=lambda timeout: time.sleep(timeout) is not None,
     )  # fmt: skip
     recorder.wait_for_state(CameraState.STREAMING)
     time.sleep(0.3)
@@ -298,12 +349,13 @@ def test_reader_nice_lowers_the_reader_thread_priority_only(
 ) -> None:
     clip = h264_clip.clip(seconds=2)
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    _, recorder = make_reader(camera_id="nice", url=str(clip), nice=7, loop_file=True)
-    _, plain_recorder = make_reader(camera_id="plain", url=str(clip), loop_file=True)
+    _, recorder = make_reader(camera_id="nice", url=str(clip), nice=7, loop=True)
+    _, plain_recorder = make_reader(camera_id="plain", url=str(clip), loop=True)
     recorder.wait_for_frames(1)
     plain_recorder.wait_for_frames(1)
     threads = {thread.name: thread.native_id for thread in threading.enumerate()}
-    nice_id, plain_id = threads["camera-nice"], threads["camera-plain"]
+    nice_id = threads[f"{READER_THREAD_PREFIX}nice"]
+    plain_id = threads[f"{READER_THREAD_PREFIX}plain"]
     assert nice_id is not None and plain_id is not None
     assert os.getpriority(os.PRIO_PROCESS, nice_id) == min(base + 7, 19)
     assert os.getpriority(os.PRIO_PROCESS, plain_id) == base
@@ -354,7 +406,7 @@ def test_looped_file_continues_without_counting_a_fault(
     metrics: Metrics,
 ) -> None:
     clip = h264_clip.clip(seconds=1)
-    reader, recorder = make_reader(camera_id="loop", url=str(clip), detect_fps=10.0, loop_file=True)
+    reader, recorder = make_reader(camera_id="loop", url=str(clip), detect_fps=10.0, loop=True)
 
     recorder.wait_for_frames(25)  # two and a half passes through a one-second clip
     assert [f.seq for f in recorder.frames[:25]] == list(range(25))
@@ -455,7 +507,8 @@ def test_pyav_keyframes_only_hands_on_exactly_the_keyframes_each_as_it_arrives(
     started = time.monotonic()
 
     reader, recorder = make_reader(
-        camera_id="keys", url=server.url("cam"), detect_fps=25.0, stall_timeout_s=3.0,
+        camera_id="keys", url=server.url("cam"), detect_fps=25.0,
+        timeouts=dataclasses.replace(TIMEOUTS, stall_s=3.0),
         decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
     )  # fmt: skip
     recorder.wait_for_frames(4, timeout=12.0)
@@ -510,7 +563,8 @@ def test_pyav_keyframes_only_with_a_stall_timeout_below_the_keyframe_interval_re
     and a 1 s stall timeout the reader reconnects instead of waiting inside one grab."""
     server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
     reader, recorder = make_reader(
-        camera_id="gop", url=server.url("cam"), read_timeout_s=1.0, stall_timeout_s=1.0,
+        camera_id="gop", url=server.url("cam"),
+        timeouts=dataclasses.replace(TIMEOUTS, read_s=1.0, stall_s=1.0),
         decode=DecodeOptions(decoder=Decoder.PYAV, keyframes_only=True),
     )  # fmt: skip
 
@@ -623,7 +677,7 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     detector = _BusyDetector(burn_s=0.1)
 
     def on_frame(frame: Frame) -> None:
-        recorder.on_frame(frame)
+        recorder.put(frame)
         detector.take(frame)
 
     # The reader (at the lowest priority) and the detector share one core: every frame the
@@ -632,9 +686,11 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     os.sched_setaffinity(0, {min(main_affinity)})
     try:
         reader = CameraReader(
-            camera_id="busy", url=server.url("cam"), detect_fps=25.0, input_size=INPUT_SIZE,
-            on_frame=on_frame, on_status=recorder.on_status, metrics=metrics, nice=19,
-            max_lag_s=max_lag_s, decode=DecodeOptions(decoder=decoder),
+            settings=ReaderSettings(
+                camera_id="busy", url=server.url("cam"), detect_fps=25.0, input_size=INPUT_SIZE,
+                nice=19, max_lag_s=max_lag_s, decode=DecodeOptions(decoder=decoder),
+            ),
+            sink=CallbackSink(put=on_frame), on_status=recorder.on_status, metrics=metrics,
         )  # fmt: skip
         detector.thread.start()
         reader.start()
@@ -683,8 +739,9 @@ def test_stalled_rtsp_stream_is_detected_and_recovered(
 ) -> None:
     server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
     reader, recorder = make_reader(
-        camera_id="stall", url=server.url("cam"), read_timeout_s=1.0, stall_timeout_s=1.0
-    )
+        camera_id="stall", url=server.url("cam"),
+        timeouts=dataclasses.replace(TIMEOUTS, read_s=1.0, stall_s=1.0),
+    )  # fmt: skip
     recorder.wait_for_frames(3)
 
     server.pause()  # sockets stay open, nothing is sent
@@ -709,7 +766,9 @@ def test_unanswering_camera_backs_off_and_never_leaks_its_password(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"rtsp://admin:{SECRET}@127.0.0.1:{blackhole_port}/stream1"
-    reader, recorder = make_reader(camera_id="blackhole", url=url, open_timeout_s=0.5)
+    reader, recorder = make_reader(
+        camera_id="blackhole", url=url, timeouts=dataclasses.replace(TIMEOUTS, open_s=0.5)
+    )
 
     recorder.wait_for(lambda: reader.status.reconnects >= 2, what="two reconnects")
     status = reader.status
@@ -780,8 +839,8 @@ def test_gives_up_after_max_reconnect_attempts(
         garbage.write_bytes(b"this is not a video\n" * 1000)
         url = str(garbage)
     reader, recorder = make_reader(
-        camera_id="doomed", url=url, reconnect_initial_s=0.05, reconnect_max_s=0.1,
-        max_reconnect_attempts=3,
+        camera_id="doomed", url=url,
+        reconnect=GiveUpAfter(initial_s=0.05, max_s=0.1, max_attempts=3),
     )  # fmt: skip
 
     assert reader.join(timeout=WAIT_S)
@@ -799,8 +858,7 @@ def test_stop_during_reconnect_backoff_is_prompt(
     reader, recorder = make_reader(
         camera_id="backoff",
         url=f"rtsp://127.0.0.1:{closed_port()}/cam",
-        reconnect_initial_s=30.0,
-        reconnect_max_s=30.0,
+        reconnect=ReconnectPolicy(initial_s=30.0, max_s=30.0),
     )
     recorder.wait_for_state(CameraState.RECONNECTING)
 

@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from edge_facedet import cli
+from edge_facedet.cli import check_config
 from edge_facedet.config import (
     MAX_CONFIG_BYTES,
     CameraConfig,
@@ -37,13 +39,14 @@ from edge_facedet.config import (
     SecretSource,
     ServiceConfig,
     TlsConfig,
-    check_config,
     detect_open_url,
     display_detect_url,
     display_url,
     load_config,
 )
+from edge_facedet.inference.model import PerformanceHint, Precision, model_xml_path
 from edge_facedet.redact import redact_url
+from edge_facedet.sources.decoders import Decoder
 from edge_facedet.tools import assets
 from tests.support.paths import REPO
 from tests.support.service import run_cli
@@ -330,8 +333,48 @@ def test_demo_yaml_loads_with_file_cameras_from_the_setup_layout() -> None:
 
 
 def test_precision_choices_match_the_asset_manifest() -> None:
-    choices = typing.get_args(ModelConfig.model_fields["precision"].annotation)
+    choices = [precision.value for precision in ModelConfig.model_fields["precision"].annotation]
     assert set(choices) == set(assets.PRECISIONS)
+
+
+def test_every_precision_has_a_manifest_entry_and_a_cli_choice() -> None:
+    # One spelling: the config's field type, the manifest and the CLI all come from Precision.
+    assert ModelConfig.model_fields["precision"].annotation is Precision
+    for precision in Precision:
+        xml, binary = assets.MODEL_FILES[precision]
+        assert (xml.name, binary.name) == (f"{assets.MODEL_NAME}.xml", f"{assets.MODEL_NAME}.bin")
+        assert f"/{precision.value}/" in xml.relpath
+    assert set(assets.MODEL_FILES) == set(Precision)
+    assert sorted(precision.value for precision in Precision) == list(cli.PRECISION_CHOICES)
+    parser = cli.build_parser()
+    for command in (
+        ["model", "fetch"],
+        ["detect", "x.jpg"],
+        ["eval", "--images", "i", "--gt", "g"],
+    ):
+        for precision in Precision:
+            args = parser.parse_args([*command, "--precision", precision.value])
+            assert args.precision == precision.value
+        with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):
+            parser.parse_args([*command, "--precision", "INT4"])
+
+
+def test_model_layout_and_enum_spellings(tmp_path: Path) -> None:
+    # The service finds the IR where `model fetch` puts it: one layout, defined once.
+    for precision in Precision:
+        xml = model_xml_path(tmp_path, precision)
+        assert xml == tmp_path / assets.MODEL_FILES[precision][0].relpath
+        assert xml == assets.model_xml_path(tmp_path, precision.value)
+    assert model_xml_path(tmp_path, Precision.FP16_INT8) == (
+        tmp_path / "intel" / "face-detection-0204" / "FP16-INT8" / "face-detection-0204.xml"
+    )
+    # Messages and the check-config summary print the value, not the member name.
+    assert f"{Precision.FP16_INT8} {PerformanceHint.LATENCY}" == "FP16-INT8 LATENCY"
+    model = ModelConfig.model_validate({"precision": "FP32", "performance_hint": "LATENCY"})
+    assert model.precision is Precision.FP32
+    assert model.performance_hint is PerformanceHint.LATENCY
+    camera = CameraConfig.model_validate({"id": "c", "url": "rtsp://h/x", "decoder": "pyav"})
+    assert camera.decoder is Decoder.PYAV
 
 
 # ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import openvino as ov
 import pytest
 
+from benchmarks.detector_throughput import ResizeInModelDetector
 from edge_facedet.inference.detector import OpenVinoDetector
 from edge_facedet.inference.postprocess import to_detections
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MODEL_MIRROR
@@ -363,7 +364,7 @@ async def test_resize_in_model_matches_cv2_resize(
         OpenVinoDetector, model_xml=mirror_xml(precision), device="CPU"
     )
     dynamic = await asyncio.to_thread(
-        OpenVinoDetector, model_xml=mirror_xml(precision), device="CPU", resize_in_model=True
+        ResizeInModelDetector, model_xml=mirror_xml(precision), device="CPU"
     )
     for full, resized in zip(full_frames[:4], frames[:4], strict=True):
         expected = to_detections(

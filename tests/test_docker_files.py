@@ -2,8 +2,9 @@
 
 The compose file parses and wires the four services on one network with files that exist;
 the container config passes the service's own `load_config`; the Prometheus config the
-stack mounts passes promtool with the mounted rules; the Dockerfile runs as a non-root user,
-has a HEALTHCHECK on /healthz, the documented entrypoint, and no secrets anywhere.
+stack mounts passes promtool with the mounted rules; the Dockerfile installs the locked,
+hash-checked dependencies before the package, runs as a non-root user, has a HEALTHCHECK on
+/healthz, the documented entrypoint, and no secrets anywhere.
 """
 
 from __future__ import annotations
@@ -159,6 +160,24 @@ def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
     dockerignore = (DOCKER / "Dockerfile.dockerignore").read_text().split()
     assert ".venv" in dockerignore
     assert ".git" in dockerignore
+
+
+def test_dockerfile_installs_the_locked_versions_then_the_package_alone() -> None:
+    steps = instructions()
+    runs = [(i, a) for i, (k, a) in enumerate(steps) if k == "RUN" and "pip install" in a]
+    lock_runs = [i for i, a in runs if "--require-hashes -r /src/requirements.lock" in a]
+    package_runs = [i for i, a in runs if "--no-deps /src" in a]
+    assert len(lock_runs) == 1, runs
+    assert len(package_runs) == 1, runs
+    # The lock layer comes first, so a source change does not reinstall the dependencies.
+    assert lock_runs[0] < package_runs[0]
+    assert ("COPY", "deploy/requirements.lock /src/") in steps[: lock_runs[0]]
+    assert not any(k == "COPY" and "edge_facedet" in a for k, a in steps[: lock_runs[0]])
+    # Every pip install in the image is either the hash-checked lock or --no-deps.
+    assert {i for i, _ in runs} == {*lock_runs, *package_runs}
+    dockerignore = (DOCKER / "Dockerfile.dockerignore").read_text().split()
+    assert not any(entry.startswith("requirements") for entry in dockerignore)
+    assert (REPO / "deploy" / "requirements.lock").is_file()
 
 
 def test_dockerfile_documents_gpu_and_npu_devices() -> None:

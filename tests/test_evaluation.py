@@ -21,14 +21,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_facedet.inference.detector import BatchResult, OpenVinoDetector
-from edge_facedet.tools.evaluation import (
+from edge_facedet.tools.average_precision import (
     AveragePrecision,
+    compute_average_precision,
+    pairwise_ioa,
+    pairwise_iou,
+)
+from edge_facedet.tools.evaluation import (
     EvaluationError,
     GroundTruthError,
     _ProgressLine,
-    compute_average_precision,
+    _scale_to_image,
     evaluate,
-    pairwise_iou,
     read_ground_truth,
 )
 from tests.support.paths import REPO, WIDER_DEV
@@ -108,40 +112,119 @@ def test_taken_best_face_makes_a_false_positive_even_when_another_face_overlaps(
     assert (result.true_positives, result.false_positives) == (1, 1)
 
 
+# --- the model card's rules, case by case -------------------------------------------------
+# Each case below was checked against the project's earlier rule (IoU against every face, a
+# detection whose best-IoU face is difficult dropped): the "old rule" figure in a comment is
+# what that rule gives, so the test fails if the matcher slides back to it.
+
+
 @pytest.mark.parametrize(
     ("ignored_face", "why"),
-    [((300, 300, 340, 330), "30 px high < 64"), ((0, 200, 800, 1225), "1025 px high > 1024")],
+    [
+        ((300, 300, 340, 330), "30 px high < 64"),
+        # Clipped to [0, 1024] first: (0, 1000, 800, 1024), 24 px high. The detection is that
+        # clipped box: IoA 1. (Old rule: the face, 300 px high, counts; the detection, IoU
+        # 0.08, is an FP ranked first, and recall stops at 1/2 with precision 1/2: AP 1/4.)
+        ((0, 1000, 800, 1300), "24 px high once clipped"),
+    ],
 )
 def test_detection_on_an_ignored_face_is_neither_true_nor_false(
     ignored_face: Box, why: str
 ) -> None:
     # Were the detection on the ignored face an FP ranked first, AP would be 1/2.
+    detection = np.clip(np.array(ignored_face, np.float64), 0, 1024)
     result = ap_of(
         faces=[[FACE_A, ignored_face]],
-        detections=[[(ignored_face, 0.95), (FACE_A, 0.9)]],
+        detections=[[(tuple(detection), 0.95), (FACE_A, 0.9)]],
     )
     assert result.ap == 1.0, why
     assert (result.gt_faces_counted, result.gt_faces_ignored) == (1, 1)
     assert (result.true_positives, result.false_positives, result.detections_ignored) == (1, 0, 1)
 
 
-def test_height_range_bounds_are_inclusive() -> None:
-    faces = [[(0, 0, 50, 64), (0, 100, 50, 163), (100, 0, 900, 1024), (0, 0, 900, 1025)]]
+def test_faces_are_clipped_to_1024_before_the_inclusive_height_range() -> None:
+    faces = [
+        [
+            (0, 0, 50, 64),  # 64 px high: counted (the bound is inclusive)
+            (0, 100, 50, 163),  # 63 px: difficult
+            (100, 0, 900, 1024),  # 1024 px: counted
+            (0, 0, 900, 1025),  # clipped to 1024 px: counted (old rule: 1025 > 1024, ignored)
+            (0, 990, 50, 1100),  # clipped to 990..1024, 34 px: difficult (old rule: counted)
+            (30, 0, 30, 100),  # empty (no width): difficult (old rule: 100 px high, counted)
+        ]
+    ]
     result = ap_of(faces=faces, detections=[[]])
-    assert (result.gt_faces_counted, result.gt_faces_ignored) == (2, 2)
+    assert (result.gt_faces_counted, result.gt_faces_ignored) == (3, 3)
 
 
-def test_detection_whose_best_face_is_ignored_is_dropped_though_it_overlaps_a_counted_one() -> None:
-    # The detection overlaps the counted face at IoU 0.56 but the ignored face (63 px high)
-    # at IoU 0.9: it is dropped, so the lower-scored exact detection of A is the TP and there
-    # is no FP. Preferring counted faces would make it a TP and the exact one a duplicate FP.
-    ignored_face: Box = (0, 0, 80, 63)
+def test_a_counted_face_at_iou_half_is_preferred_over_a_better_difficult_one() -> None:
+    # D (80x63, difficult) and A overlap. The first detection (0, 0, 80, 70) has IoU 0.9 with
+    # D (5040 / 5600) but 0.56 with A (5600 / 10000) >= 0.5: A is taken first, a TP. The exact
+    # detection of A, second, is then a duplicate: FP. B's detection is a TP.
+    #   ranked TP (r 1/2, p 1), FP (r 1/2, p 1/2), TP (r 1, p 2/3): AP = 1/2 + 1/2 * 2/3 = 5/6.
+    # (Old rule: the first detection's best face is D, so it is dropped; A and B are TPs, AP 1.)
+    difficult: Box = (0, 0, 80, 63)
     result = ap_of(
-        faces=[[FACE_A, ignored_face]],
-        detections=[[((0, 0, 80, 70), 0.9), (FACE_A, 0.8)]],
+        faces=[[FACE_A, FACE_B, difficult]],
+        detections=[[((0, 0, 80, 70), 0.9), (FACE_A, 0.8), (FACE_B, 0.7)]],
     )
-    assert (result.true_positives, result.false_positives, result.detections_ignored) == (1, 0, 1)
+    assert result.ap == pytest.approx(5 / 6)
+    assert (result.true_positives, result.false_positives, result.detections_ignored) == (2, 1, 0)
+
+
+def test_a_difficult_face_hit_by_two_detections_makes_neither_count() -> None:
+    # D is 200x60 (difficult). Both 40x40 detections lie inside it: IoA 1600 / 1600 = 1 (IoU
+    # 1600 / 12000 = 0.13), so both are neither TP nor FP; a difficult face is never "taken".
+    # The exact detection of A is the only TP: AP 1.
+    # (A second hit counted as a duplicate FP would give 1/2; the old rule, IoU 0.13 < 0.5,
+    # makes both FPs ranked first: FP, FP, TP -> AP 1/3.)
+    difficult: Box = (300, 0, 500, 60)
+    result = ap_of(
+        faces=[[FACE_A, difficult]],
+        detections=[[((310, 10, 350, 50), 0.95), ((400, 10, 440, 50), 0.9), (FACE_A, 0.8)]],
+    )
     assert result.ap == 1.0
+    assert (result.true_positives, result.false_positives, result.detections_ignored) == (1, 0, 2)
+
+
+@pytest.mark.parametrize(
+    ("detection", "ioa", "expected_ap"),
+    [
+        # 40x40 inside D: IoA 1, IoU 1600 / 36000 = 0.04 (old rule: FP, AP 1/2).
+        ((100, 10, 140, 50), 1.0, 1.0),
+        # Half inside: IoA 20 * 40 / 1600 = 0.5, IoU 800 / 36800 = 0.02 (old rule: AP 1/2).
+        ((580, 10, 620, 50), 0.5, 1.0),
+        # One pixel further: IoA 19 * 40 / 1600 = 0.475 < 0.5: an FP ranked first, AP 1/2.
+        ((581, 10, 621, 50), 0.475, 0.5),
+    ],
+)
+def test_overlap_with_a_difficult_face_is_over_the_detection_area(
+    detection: Box, ioa: float, expected_ap: float
+) -> None:
+    difficult: Box = (0, 0, 600, 60)  # 600 px wide, 60 px high: difficult
+    face: Box = (0, 200, 100, 300)
+    assert pairwise_ioa(np.array([detection]), np.array([difficult]))[0, 0] == pytest.approx(ioa)
+    result = ap_of(faces=[[face, difficult]], detections=[[(detection, 0.9), (face, 0.8)]])
+    assert result.ap == pytest.approx(expected_ap)
+
+
+@pytest.mark.parametrize(
+    ("detection", "expected_ap"),
+    [
+        # IoU 4960 / 10000 = 0.496 as floats; rounded to (0, 0, 100, 50): 0.5, a TP.
+        ((0, 0, 100, 49.6), 1.0),
+        # Rounded half to even (np.rint): (0, 0, 100, 50), a TP. As floats IoU 4975 / 10025 =
+        # 0.496; rounded half up, (1, 0, 101, 50): 4950 / 10050 = 0.49. Both would be FPs.
+        ((0.5, 0, 100.5, 50), 1.0),
+        # Rounded to (0, 0, 100, 49): IoU 0.49, an FP.
+        ((0, 0, 100, 49.4), 0.0),
+    ],
+)
+def test_detection_boxes_are_rounded_to_integers_before_matching(
+    detection: Box, expected_ap: float
+) -> None:
+    # (Old rule, on the float boxes: the first two are FPs, AP 0.)
+    assert ap_of(faces=[[FACE_A]], detections=[[(detection, 0.9)]]).ap == expected_ap
 
 
 def test_detections_in_an_image_without_faces_are_false_positives() -> None:
@@ -155,7 +238,7 @@ def test_detections_in_an_image_without_faces_are_false_positives() -> None:
     ("detection", "expected_ap"),
     [
         ((0, 0, 100, 50), 1.0),  # intersection 5000 / union 10000 = 0.5 exactly: a TP
-        ((0, 0, 100, 49.9), 0.0),  # 0.499: an FP
+        ((0, 0, 100, 49), 0.0),  # 0.49: an FP
     ],
 )
 def test_iou_of_exactly_half_is_a_true_positive(detection: Box, expected_ap: float) -> None:
@@ -340,6 +423,15 @@ def write_synthetic_dataset(folder: Path) -> tuple[Path, Path, list[Box]]:
     gt_file = folder / "gt.txt"
     gt_file.write_text("\n".join(lines) + "\n")
     return folder / "images", gt_file, [face for _, face in sizes_and_faces]
+
+
+def test_detections_are_scaled_to_the_image_without_clipping() -> None:
+    # The checker's resize_prediction_boxes: normalised coordinates times the image size,
+    # a box reaching past the border kept as it is (the service's to_detections clips it).
+    rows = np.array([[0.9, -0.1, 0.5, 0.5, 1.25]], np.float32)
+    boxes = _scale_to_image(rows, width=1000, height=400)
+    np.testing.assert_allclose(boxes, [[-100, 200, 500, 500]])
+    assert boxes.dtype == np.float32
 
 
 @pytest.mark.parametrize(("batch_size", "batch_lengths"), [(2, [1, 2, 2]), (1, [1, 1, 1, 1, 1])])

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.broker import TcpGate, mqtt_subscriber
+from tests.support.net import free_port
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MEDIA
 from tests.support.service import (
     ServiceProcess,
     camera_value,
     capture_times,
     faces_of,
-    free_port,
     new_node,
     poll,
     run_cli,

@@ -7,18 +7,20 @@ import io
 import json
 import shutil
 import subprocess
+from pathlib import Path, PurePath
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import pytest
 
-from edge_facedet.tools.detect import EXIT_FAILED, EXIT_NO_INPUT, EXIT_OK, run_detect
+from edge_facedet.frames import Detections
+from edge_facedet.tools.annotate import Annotator, annotated_name, draw_faces
+from edge_facedet.tools.detect import EXIT_FAILED, EXIT_NO_INPUT, EXIT_OK, MediaFile, run_detect
 from tests.support.paths import FACE_VIDEO, MODEL_MIRROR
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from numpy.typing import NDArray
 
 CLIP_FRAMES = 5
@@ -216,3 +218,62 @@ def test_no_input_files(model: Path, tmp_path: Path) -> None:
     assert lines == []
     assert "absent.png" in err
     assert "no image or video file" in err
+
+
+# --- annotation helpers, without a model --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("relative", "is_video", "expected"),
+    [
+        ("a/b.jpg", False, "a/b.jpg"),
+        ("b.JPEG", False, "b.JPEG"),
+        ("b.png", False, "b.png"),
+        ("nested/still.bmp", False, "nested/still.png"),
+        ("scan.tiff", False, "scan.png"),
+        ("clip.mkv", True, "clip.mp4"),
+        ("odd.jpg", True, "odd.mp4"),  # named like an image, readable only as a video
+    ],
+)
+def test_annotated_name(relative: str, is_video: bool, expected: str) -> None:
+    assert annotated_name(PurePath(relative), is_video=is_video) == PurePath(expected)
+
+
+def one_face(box: tuple[float, float, float, float], confidence: float) -> Detections:
+    return Detections(
+        boxes_px=np.asarray([box], np.float32),
+        boxes_norm=np.asarray([box], np.float32) / 100,
+        confidences=np.asarray([confidence], np.float32),
+    )
+
+
+def test_draw_faces_draws_on_a_copy_only_around_the_box() -> None:
+    image = np.full((100, 100, 3), 128, np.uint8)
+    assert np.array_equal(draw_faces(image=image, faces=Detections.empty()), image)
+    drawn = draw_faces(image=image, faces=one_face((40, 50, 60, 80), 0.87))
+    assert np.all(image == 128), "the input is left as it was"
+    assert tuple(drawn[65, 40]) == (0, 255, 0)  # the box's left edge, green
+    assert tuple(drawn[65, 50]) == (128, 128, 128)  # inside the box: untouched
+    changed = np.any(drawn != image, axis=2)
+    assert not changed[85:].any(), "nothing drawn below the box"
+
+
+def test_annotator_writes_copies_and_reports_those_it_cannot_write(tmp_path: Path) -> None:
+    def frame(name: str, *, is_video: bool) -> SimpleNamespace:
+        media = MediaFile(path=Path(name), is_video=is_video, annotated_name=Path(name))
+        image = np.zeros((64, 64, 3), np.uint8)
+        return SimpleNamespace(media=media, image=image, last=True, fps=10.0)
+
+    annotator = Annotator(tmp_path)
+    faces = one_face((10, 10, 40, 40), 0.9)
+    assert annotator.add(frame("sub/ok.png", is_video=False), faces) is None
+    assert cv2.imread(str(tmp_path / "sub" / "ok.png")) is not None
+    assert annotator.add(frame("ok.mp4", is_video=True), faces) is None
+    assert (tmp_path / "ok.mp4").stat().st_size > 0
+    # A folder where the copy should go: neither an image nor a video can be written there.
+    (tmp_path / "taken.png").mkdir()
+    (tmp_path / "taken.mp4").mkdir()
+    problem = annotator.add(frame("taken.png", is_video=False), faces)
+    assert problem == f"cannot write {tmp_path / 'taken.png'}"
+    problem = annotator.add(frame("taken.mp4", is_video=True), faces)
+    assert problem == f"cannot write {tmp_path / 'taken.mp4'}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from edge_facedet.config import CameraConfig, MqttConfig, PublishConfig, PublishPolicy
+from edge_facedet.outputs.build import OutputContext, build_mqtt_output
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.mqtt.homeassistant import (
     AVAILABILITY_TEMPLATE,
@@ -30,7 +31,6 @@ from edge_facedet.outputs.mqtt.homeassistant import (
     expire_after_s,
     sensor_config,
 )
-from edge_facedet.outputs.mqtt.publisher import MqttPublisher
 from tests.support.broker import BrokerAddress, mqtt_subscriber
 from tests.support.paths import FACE_VIDEO
 from tests.support.service import ServiceProcess, service_config
@@ -223,10 +223,12 @@ async def test_publisher_sends_retained_discovery_before_online(
         reconnect_max_s=1.0,
     )
     metrics = Metrics()
-    publisher = MqttPublisher(config=config, node_id=node, metrics=metrics)
+    publisher = build_mqtt_output(
+        config=config, node_id=node, context=OutputContext(metrics=metrics)
+    )
     cameras = [camera(id="door"), camera(id="yard", name="Yard")]
     # As the service wires it: announced before the first connect.
-    publisher.announce_cameras(cameras=cameras)
+    publisher.announce(cameras=cameras)
     discovery_topics = {
         f"homeassistant/sensor/{node}_door_faces/config",
         f"homeassistant/binary_sensor/{node}_door_face_present/config",
@@ -273,8 +275,10 @@ async def test_discovery_off_publishes_nothing_under_homeassistant(
 ) -> None:
     node = f"ha-off-{uuid.uuid4().hex[:8]}"
     config = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port)
-    publisher = MqttPublisher(config=config, node_id=node, metrics=Metrics())
-    publisher.announce_cameras(cameras=[camera()])
+    publisher = build_mqtt_output(
+        config=config, node_id=node, context=OutputContext(metrics=Metrics())
+    )
+    publisher.announce(cameras=[camera()])
     async with mqtt_subscriber(
         "homeassistant/#", host=mqtt_broker.host, port=mqtt_broker.port
     ) as live:
@@ -304,8 +308,10 @@ async def test_discovery_is_republished_after_a_broker_restart(
         reconnect_initial_s=0.1,
         reconnect_max_s=0.3,
     )
-    publisher = MqttPublisher(config=config, node_id="restart", metrics=Metrics())
-    publisher.announce_cameras(cameras=[camera(id="door")])
+    publisher = build_mqtt_output(
+        config=config, node_id="restart", context=OutputContext(metrics=Metrics())
+    )
+    publisher.announce(cameras=[camera(id="door")])
     task = asyncio.create_task(publisher.run())
     try:
         assert await publisher.wait_connected(10)

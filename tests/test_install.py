@@ -1,12 +1,15 @@
 """deploy/install.sh, run for real into a temporary --root (a real venv, pip, the model mirror).
 
 One installation is shared by the module (a venv install takes ~20 s); the tests run in file
-order against it: fresh layout, a no-op second run, an operator's config kept, uninstall.
-A non-default --prefix/--etc proves the unit and starter config follow the chosen paths.
+order against it: fresh layout, the lock's exact versions, a no-op second run, an operator's
+config kept, uninstall. A non-default --prefix/--etc proves the unit and starter config follow
+the chosen paths. The lock files themselves (pins, hashes, agreement with pyproject.toml) are
+checked first, without installing anything.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -14,16 +17,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from edge_facedet import __version__
+from tests.support.lock import REFRESH, RUNTIME_LOCK, TEST_LOCK, declared, read_lock
 from tests.support.paths import MODEL_MIRROR, REPO
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.slow
-
 INSTALL = REPO / "deploy" / "install.sh"
+SETUP = REPO / "deploy" / "setup.sh"
 PREFIX = "/opt/efd-test"
 ETC = "/etc/efd-test"
 
@@ -104,11 +109,84 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 def test_install_script_is_shellcheck_clean() -> None:
     result = subprocess.run(
-        ["shellcheck", str(INSTALL)], capture_output=True, text=True, check=False
+        ["shellcheck", str(INSTALL), str(SETUP), str(REFRESH)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.parametrize("lock", [RUNTIME_LOCK, TEST_LOCK], ids=lambda path: path.name)
+def test_lock_has_sha256_hashes_for_every_requirement(lock: Path) -> None:
+    pins = read_lock(lock)
+    assert len(pins) >= 15
+    for pin in pins:
+        assert pin.hashes, f"{lock.name}: {pin.requirement} has no --hash"
+        assert all(h.startswith("sha256:") and len(h) == 7 + 64 for h in pin.hashes), pin
+    # The header names the command that refreshes it.
+    assert "bash deploy/refresh-lock.sh" in "".join(lock.read_text().splitlines(True)[:3])
+
+
+def test_lock_pins_aiomqtt_2_and_paho_2() -> None:
+    """aiomqtt 3 drops paho-mqtt, aiomqtt.exceptions, ProtocolVersion and timeout=."""
+    for lock in (RUNTIME_LOCK, TEST_LOCK):
+        pins = {pin.name: pin for pin in read_lock(lock)}
+        assert Version("2.3") <= Version(pins["aiomqtt"].version) < Version("3"), lock.name
+        assert Version("2") <= Version(pins["paho-mqtt"].version) < Version("3"), lock.name
+    bounds = {req.name: req.specifier for req in declared()}
+    assert not bounds["aiomqtt"].contains("3.0.0a1", prereleases=True)
+    assert not bounds["aiomqtt"].contains("3.0.0")
+    assert bounds["paho-mqtt"].contains("2.1.0")
+    assert not bounds["paho-mqtt"].contains("3.0.0")
+
+
+@pytest.mark.parametrize(
+    ("lock", "extra"), [(RUNTIME_LOCK, None), (TEST_LOCK, "test")], ids=["runtime", "test"]
+)
+def test_lock_satisfies_pyproject(lock: Path, extra: str | None) -> None:
+    """Every declared dependency is locked at a version its bounds allow (refresh if not)."""
+    pins = read_lock(lock)
+    wanted = declared() + (declared(extra=extra) if extra else [])
+    for requirement in wanted:
+        versions = [pin.version for pin in pins if pin.name == canonicalize_name(requirement.name)]
+        assert versions, f"{requirement.name} is not in {lock.name}: bash deploy/refresh-lock.sh"
+        for version in versions:
+            assert requirement.specifier.contains(version, prereleases=True), (
+                f"{lock.name} pins {requirement.name}=={version} outside {requirement}"
+            )
+
+
+def test_test_lock_pins_the_runtime_lock_versions() -> None:
+    """The service runs in tests with the versions an installed service gets."""
+    runtime = {(pin.name, pin.version, pin.marker) for pin in read_lock(RUNTIME_LOCK)}
+    test = {(pin.name, pin.version, pin.marker) for pin in read_lock(TEST_LOCK)}
+    assert runtime <= test, runtime - test
+
+
+def test_one_opencv_wheel_and_numpy_2() -> None:
+    for lock in (RUNTIME_LOCK, TEST_LOCK):
+        pins = read_lock(lock)
+        # Two OpenCV wheels overwrite each other's cv2 package.
+        assert {p.name for p in pins if p.name.startswith("opencv")} == {"opencv-python-headless"}
+        assert all(Version(p.version).major == 2 for p in pins if p.name == "numpy")
+
+
+@pytest.mark.parametrize(
+    ("script", "lock"), [(INSTALL, "requirements.lock"), (SETUP, "requirements-test.lock")]
+)
+def test_scripts_install_from_the_lock(script: Path, lock: str) -> None:
+    text = script.read_text()
+    assert "--require-hashes -r" in text
+    assert lock in text
+    # The project itself comes without dependency resolution, so nothing outside the lock.
+    assert "--no-deps" in text
+    # A changed lock is what makes the stamp (and so pip) run again.
+    stamp_lines = [line for line in text.splitlines() if "sha256sum" in line]
+    assert any(lock in line or '"$lock"' in line for line in stamp_lines), stamp_lines
+
+
+@pytest.mark.slow
 def test_fresh_install_layout(installed: Installed) -> None:
     version = subprocess.run(
         [str(installed.cli), "--version"], capture_output=True, text=True, env=_env(), check=True
@@ -171,6 +249,48 @@ def test_fresh_install_layout(installed: Installed) -> None:
     assert sorted(p.name for p in installed.root.iterdir()) == ["etc", "opt"]
 
 
+@pytest.mark.slow
+def test_installed_versions_are_the_locked_ones(installed: Installed) -> None:
+    python = str(installed.prefix / "venv/bin/python")
+    listing = subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "list",
+            "--format=json",
+            "--exclude",
+            "pip",
+            "--exclude",
+            "setuptools",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    ).stdout
+    installed_versions = {
+        canonicalize_name(item["name"]): item["version"] for item in json.loads(listing)
+    }
+    code = "import platform, sys; print(platform.python_version(), sys.platform)"
+    version, platform = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    environment = {
+        "python_full_version": version,
+        "python_version": ".".join(version.split(".")[:2]),
+        "sys_platform": platform,
+    }
+    locked = {pin.name: pin.version for pin in read_lock(RUNTIME_LOCK) if pin.applies(environment)}
+    assert installed_versions.pop("edge-facedet") == __version__
+    assert installed_versions == locked
+    check = subprocess.run(
+        [python, "-m", "pip", "check"], capture_output=True, text=True, env=_env(), check=False
+    )
+    assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.slow
 def test_second_run_changes_nothing(installed: Installed) -> None:
     before = snapshot(installed.root)
     assert len(before) > 100  # the venv is in it
@@ -181,6 +301,7 @@ def test_second_run_changes_nothing(installed: Installed) -> None:
     assert "keeping existing" in result.stdout
 
 
+@pytest.mark.slow
 def test_existing_config_is_never_overwritten(installed: Installed) -> None:
     config = installed.etc / "config.yaml"
     operator_config = "node_id: my-own\ncameras:\n  - id: gate\n    url: /dev/video0\n"
@@ -192,6 +313,7 @@ def test_existing_config_is_never_overwritten(installed: Installed) -> None:
     assert f"keeping existing {config}" in result.stdout
 
 
+@pytest.mark.slow
 def test_uninstall_removes_what_it_installed_and_keeps_config(installed: Installed) -> None:
     config = installed.etc / "config.yaml"
     kept = config.read_bytes()

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from tests.support.net import free_port
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, REPO
-from tests.support.service import ServiceProcess, free_port, service_config
+from tests.support.service import ServiceProcess, service_config
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

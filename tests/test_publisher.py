@@ -1,4 +1,4 @@
-"""MqttPublisher against real Mosquitto brokers; every test uses its own topic prefix."""
+"""MqttOutput against real Mosquitto brokers; every test uses its own topic prefix."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 from edge_facedet.config import MqttConfig, QosConfig, SecretSource, TlsConfig
 from edge_facedet.outputs.metrics import Metrics
-from edge_facedet.outputs.mqtt.publisher import MqttPublisher
+from edge_facedet.outputs.mqtt.output import MqttOutput
 from tests.support.broker import (
     BrokerAddress,
     MosquittoBroker,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-PUBLISHER_LOG = "edge_facedet.outputs.mqtt.publisher"
+PUBLISHER_LOG = "edge_facedet.outputs.mqtt"
 
 
 def prefix() -> str:
@@ -47,7 +47,7 @@ def make(
     *,
     environ: dict[str, str] | None = None,
     **options: Any,
-) -> tuple[MqttPublisher, Metrics]:
+) -> tuple[MqttOutput, Metrics]:
     settings: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -59,14 +59,14 @@ def make(
     }
     settings.update(options)
     metrics = Metrics()
-    publisher = MqttPublisher(
+    publisher = MqttOutput(
         config=MqttConfig(**settings), node_id="n1", metrics=metrics, environ=environ
     )
     return publisher, metrics
 
 
 @contextlib.asynccontextmanager
-async def running(publisher: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
+async def running(publisher: MqttOutput) -> AsyncIterator[asyncio.Task[None]]:
     """run() in a task; at exit close() then cancel, as the service's shutdown does."""
     task = asyncio.create_task(publisher.run())
     try:
@@ -304,11 +304,11 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     from edge_facedet.config import MqttConfig
     from edge_facedet.outputs.metrics import Metrics
-    from edge_facedet.outputs.mqtt.publisher import MqttPublisher
+    from edge_facedet.outputs.mqtt.output import MqttOutput
 
     async def main() -> None:
         config = MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), topic_prefix=sys.argv[3])
-        publisher = MqttPublisher(config=config, node_id="child", metrics=Metrics())
+        publisher = MqttOutput(config=config, node_id="child", metrics=Metrics())
         task = asyncio.create_task(publisher.run())
         if await publisher.wait_connected(10):
             print("connected", flush=True)

@@ -15,9 +15,10 @@ import pytest
 from edge_facedet.frames import Frame
 from edge_facedet.inference.detector import BatchResult
 from edge_facedet.inference.scheduler import Scheduler
+from edge_facedet.inference.slots import LatestFrameSlot, Wakeup
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from numpy.typing import NDArray
 
@@ -256,3 +257,66 @@ def test_claim_refuses_while_a_frame_waits_and_counts_the_drop() -> None:
 
     asyncio.run(scenario())
     assert drops == ["a"]
+
+
+# --- the slots on their own --------------------------------------------------------------
+
+
+def test_put_replaces_a_waiting_frame_counts_the_drop_and_wakes_the_loop() -> None:
+    async def scenario() -> None:
+        wakeup = Wakeup(loop=asyncio.get_running_loop())
+        drops: list[None] = []
+        slot = LatestFrameSlot(camera_id="a", on_drop=lambda: drops.append(None), wakeup=wakeup)
+        await asyncio.to_thread(slot.put, make_frame("a", 0))
+        await asyncio.wait_for(wakeup.event.wait(), 5)
+        slot.put(make_frame("a", 1))  # replaces frame 0, not yet taken
+        assert (slot.dropped, len(drops)) == (1, 1)
+        taken = slot.take()
+        assert taken is not None
+        assert taken.seq == 1
+        assert slot.take() is None
+
+    asyncio.run(scenario())
+
+
+class RecordingLoop:
+    """Stands in for the event loop: keeps what `call_soon_threadsafe` was handed."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], object]] = []
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        self.callbacks.append(callback)
+
+
+def test_wakeups_from_many_threads_are_coalesced() -> None:
+    loop = RecordingLoop()
+    wakeup = Wakeup(loop=loop)  # type: ignore[arg-type]
+    threads = [threading.Thread(target=wakeup.notify) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # The first wake-up has not run yet: the other notifications schedule nothing more.
+    assert len(loop.callbacks) == 1
+    assert not wakeup.event.is_set()
+    loop.callbacks.pop()()
+    assert wakeup.event.is_set()
+    wakeup.notify()  # once the wake-up ran, the next notification schedules one again
+    assert len(loop.callbacks) == 1
+
+
+def test_wait_until_empty_returns_when_the_frame_is_taken() -> None:
+    async def scenario() -> None:
+        wakeup = Wakeup(loop=asyncio.get_running_loop())
+        slot = LatestFrameSlot(camera_id="a", on_drop=lambda: None, wakeup=wakeup)
+        assert slot.wait_until_empty(0)  # empty already
+        slot.put(make_frame("a", 0))
+        assert not slot.wait_until_empty(0.01)  # nobody takes it
+        waiting = asyncio.create_task(asyncio.to_thread(slot.wait_until_empty, 5))
+        await asyncio.sleep(0.05)
+        assert slot.take() is not None
+        assert await waiting
+        assert slot.dropped == 0
+
+    asyncio.run(scenario())

@@ -20,12 +20,12 @@ import pytest
 import trustme
 
 from tests.support.broker import TlsFiles, mqtt_subscriber
+from tests.support.net import free_port
 from tests.support.paths import FACE_VIDEO
 from tests.support.service import (
     ServiceProcess,
     edge_facedet_command,
     faces_of,
-    free_port,
     new_node,
     poll,
     run_cli,
@@ -334,7 +334,8 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
 ) -> None:
     from edge_facedet.cli import _setup_logging
     from edge_facedet.outputs.metrics import Metrics
-    from edge_facedet.sources.reader import CameraReader
+    from edge_facedet.sources.reader import CameraReader, ReaderSettings
+    from tests.test_camera import CallbackSink
 
     secret = f"RtspS3cret-{uuid.uuid4().hex}"
     server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=60, width=640, height=480)})
@@ -346,11 +347,8 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
 
     caplog.set_level(logging.ERROR, logger="edge_facedet.sources.reader")
     reader = CameraReader(
-        camera_id="cam",
-        url=url,
-        detect_fps=5,
-        input_size=(448, 448),
-        on_frame=consumer,
+        settings=ReaderSettings(camera_id="cam", url=url, detect_fps=5, input_size=(448, 448)),
+        sink=CallbackSink(put=consumer),
         on_status=lambda _status: None,
         metrics=Metrics(),
     )

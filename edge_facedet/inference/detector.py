@@ -1,9 +1,10 @@
-"""The detector: everything that touches OpenVINO.
+"""The detector: the compiled model's requests, run from an asyncio loop.
 
-Owns the `Core`, the pre-processing built into the model (u8 BGR NHWC frames in, so no
-float conversion or transpose in Python), compilation (device string, performance hint,
-batch reshape, model cache), the `AsyncInferQueue`, and the bridge that hands its
-callbacks back to the asyncio loop with `call_soon_threadsafe`.
+Owns the `AsyncInferQueue` and the bridge that hands its callbacks back to the asyncio loop
+with `call_soon_threadsafe`: request permits, partial batches, request timeouts. Compiling
+the model (device string, performance hint, batch reshape, pre-processing in the graph,
+model cache) is `edge_facedet.inference.compilation`'s; `model info`'s descriptions of
+devices and model files are here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import openvino as ov
-from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
 
+from edge_facedet.inference.compilation import (
+    CompileOptions,
+    DetectorInfo,
+    bgr_u8_nhwc_input,
+    compile_detector_model,
+    precision_of,
+)
 from edge_facedet.inference.postprocess import split_batch
 
 if TYPE_CHECKING:
@@ -28,7 +35,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PERFORMANCE_HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
+# DetectorInfo is the type of `OpenVinoDetector.info`, so it is importable from here too.
+__all__ = [
+    "BatchResult",
+    "Detector",
+    "DetectorInfo",
+    "OpenVinoDetector",
+    "describe_devices",
+    "describe_model",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,32 +87,13 @@ class _PendingRequest:
     permit_returned: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class DetectorInfo:
-    """What was compiled, and where: shown by `model info`, published and exported."""
-
-    model_path: str
-    model_name: str
-    precision: str
-    requested_device: str
-    execution_devices: tuple[str, ...]
-    performance_hint: str
-    batch_size: int
-    infer_requests: int
-    compile_seconds: float
-
-
-def _precision_of(model_xml: Path) -> str:
-    # The Open Model Zoo layout puts the precision in the parent folder's name.
-    return model_xml.parent.name
-
-
 class OpenVinoDetector:
     """face-detection-0204 compiled for a device, behind an `AsyncInferQueue`.
 
-    Construction reads and compiles the model, which blocks for up to seconds: create it with
-    `await asyncio.to_thread(OpenVinoDetector, ...)` from async code. `detect` must then be
-    called from one event loop only.
+    Construction reads and compiles the model (`compile_detector_model`), which blocks for up
+    to seconds: create it with `await asyncio.to_thread(OpenVinoDetector, ...)` from async
+    code. `detect` must then be called from one event loop only. The keywords besides
+    `model_xml`, `request_timeout_s` and `core` are those of `CompileOptions`.
     """
 
     def __init__(
@@ -110,88 +106,48 @@ class OpenVinoDetector:
         infer_requests: int | None = None,
         cache_dir: Path | None = None,
         inference_threads: int | None = None,
-        resize_in_model: bool = False,
         request_timeout_s: float = 10.0,
         core: ov.Core | None = None,
     ) -> None:
-        if performance_hint not in PERFORMANCE_HINTS:
-            raise ValueError(f"performance_hint must be one of {PERFORMANCE_HINTS}")
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if not model_xml.is_file():
-            raise FileNotFoundError(f"model file {model_xml} does not exist")
-        started = time.perf_counter()
+        options = CompileOptions.parse(
+            device=device,
+            performance_hint=performance_hint,
+            batch_size=batch_size,
+            infer_requests=infer_requests,
+            inference_threads=inference_threads,
+            cache_dir=cache_dir,
+        )
         self._core = core or ov.Core()
-        if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            self._core.set_property({"CACHE_DIR": str(cache_dir)})
-        if inference_threads is not None and "CPU" in self._core.available_devices:
-            self._core.set_property("CPU", {"INFERENCE_NUM_THREADS": inference_threads})
-        model = self._core.read_model(model_xml)
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError(f"{model_xml}: expected one input and one output")
-        _, _, height, width = (int(d) for d in model.input().shape)
-        self._input_size = (width, height)
-        self._requested_device = device
+        model = compile_detector_model(
+            model_xml=model_xml,
+            options=options,
+            core=self._core,
+            preprocessing=self._build_preprocessing,
+        )
+        self.info: DetectorInfo = model.info
+        self._input_size = model.input_size
+        self._batch_size = options.batch_size
+        self._infer_requests = model.infer_requests
         self._request_timeout_s = request_timeout_s
-        self._resize_in_model = resize_in_model
-        self._batch_size = batch_size
-        model.reshape({model.input().get_any_name(): [batch_size, 3, height, width]})
-        model = self._build_preprocessing(model, resize_in_model=resize_in_model)
-        config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
-        self._compiled = self._core.compile_model(model, device, config)
-        optimal = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        # Twice the optimum (one per stream): a finished request goes round the event loop
-        # (callback -> loop -> scheduler -> start_async, through the GIL the camera readers
-        # contend for) before it is restarted, and with one request per stream the stream
-        # idles meanwhile. A second queued request keeps it busy (docs/benchmarks.md).
-        self._infer_requests = infer_requests or 2 * max(1, optimal)
+        self._compiled = model.compiled  # kept alive for as long as its requests run
         self._queue = ov.AsyncInferQueue(self._compiled, self._infer_requests)
         self._queue.set_callback(self._on_request_done)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._free_requests: asyncio.Semaphore | None = None
         self._inflight = 0
-        self.info = DetectorInfo(
-            model_path=str(model_xml),
-            model_name=model_xml.stem,
-            precision=_precision_of(model_xml),
-            requested_device=device,
-            execution_devices=tuple(self._execution_devices()),
-            performance_hint=performance_hint,
-            batch_size=batch_size,
-            infer_requests=self._infer_requests,
-            compile_seconds=time.perf_counter() - started,
-        )
-        log.info(
-            "compiled %s (%s) for %s -> %s: batch %d, %d infer requests, %s, %.2f s",
-            self.info.model_name,
-            self.info.precision,
-            device,
-            ",".join(self.info.execution_devices),
-            batch_size,
-            self._infer_requests,
-            performance_hint,
-            self.info.compile_seconds,
-        )
 
     @staticmethod
-    def _build_preprocessing(model: ov.Model, *, resize_in_model: bool) -> ov.Model:
-        """u8 NHWC BGR in; the conversion to the model's f32 NCHW runs inside the graph."""
-        ppp = PrePostProcessor(model)
-        tensor = ppp.input().tensor()
-        tensor.set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-        if resize_in_model:
-            tensor.set_spatial_dynamic_shape()
-            ppp.input().preprocess().resize(ResizeAlgorithm.RESIZE_LINEAR)
-        ppp.input().model().set_layout(ov.Layout("NCHW"))
-        return ppp.build()
+    def _build_preprocessing(model: ov.Model) -> ov.Model:
+        """An override point: the pre-processing built into the graph (`bgr_u8_nhwc_input`).
 
-    def _execution_devices(self) -> list[str]:
-        try:
-            devices = self._compiled.get_property("EXECUTION_DEVICES")
-        except RuntimeError:  # older plugins do not report it
-            return [self._requested_device]
-        return [str(d) for d in devices]
+        benchmarks/detector_throughput.py overrides this (and `_check_frame_size`) for its
+        variant with the resize in the graph too.
+        """
+        return bgr_u8_nhwc_input(model)
+
+    def _check_frame_size(self, width_height: tuple[int, ...]) -> None:
+        if width_height != self._input_size:
+            raise ValueError(f"images must be {self._input_size} (w, h), got {width_height}")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -222,8 +178,7 @@ class OpenVinoDetector:
                 raise ValueError(f"images must be uint8 BGR, got {image.dtype}")
             if image.ndim != 3 or image.shape[2] != 3 or image.shape != first.shape:
                 raise ValueError(f"images must be HxWx3 of one size, got {image.shape}")
-        if not self._resize_in_model and first.shape[1::-1] != self._input_size:
-            raise ValueError(f"images must be {self._input_size} (w, h), got {first.shape[1::-1]}")
+        self._check_frame_size(first.shape[1::-1])
         if count == self._batch_size:
             if count == 1:
                 return np.ascontiguousarray(first[np.newaxis])
@@ -257,8 +212,8 @@ class OpenVinoDetector:
                 await asyncio.sleep(0.0002)
             # The request start_async is about to take (it takes the one get_idle_request_id
             # names, as OpenVINO's own wrapper does) gets the frames as a shared tensor
-            # directly: the wrapper's input dispatch (dict, singledispatch, checks) cost the
-            # loop 133 us per call against 57 us for this (docs/benchmarks.md).
+            # directly: the wrapper's input dispatch (dict, singledispatch, checks) costs the
+            # loop more than twice as much per call (see docs/benchmarks.md).
             request = self._queue[self._queue.get_idle_request_id()]
             request.set_input_tensor(ov.Tensor(tensor, shared_memory=True))
             pending.started = time.perf_counter()
@@ -357,7 +312,7 @@ def describe_model(model_xml: Path, core: ov.Core | None = None) -> dict[str, An
     return {
         "model": str(model_xml),
         "name": model.get_friendly_name(),
-        "precision": _precision_of(model_xml),
+        "precision": precision_of(model_xml),
         "inputs": [
             {
                 "name": port.get_any_name(),

@@ -1,11 +1,9 @@
 """From per-camera latest-frame slots to detector batches: fairness, batching, backpressure.
 
 Reader threads put frames into a `LatestFrameSlot` (one per camera, holding at most one
-frame; a newer frame replaces an unprocessed one and the drop is counted; readers that ask
-`claim()` first skip converting a frame while the previous one still waits; lossless file
-readers wait with `wait_until_empty()` instead, so they never drop). The `Scheduler`
-runs on the event loop: it takes a frame only when an infer request is free, so while the
-detector is busy frames wait in the slots and get replaced there; no queue grows anywhere.
+frame; see `edge_facedet.inference.slots`). The `Scheduler` runs on the event loop: it takes
+a frame only when an infer request is free, so while the detector is busy frames wait in the
+slots and get replaced there; no queue grows anywhere.
 Cameras are served round robin, so a fast camera cannot starve a slow one. Results are
 handed on in the order their batches were submitted, so each camera's frames are published in
 `seq` order even when parallel requests finish out of order; a finished batch keeps its
@@ -15,17 +13,12 @@ request until it is handed on, which bounds the results held back by `max_inflig
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-if sys.version_info >= (3, 11):
-    from asyncio import TaskGroup
-else:  # pragma: no cover - exercised on Python 3.10 only
-    from taskgroup import TaskGroup
+from edge_facedet._compat import TaskGroup
+from edge_facedet.inference.slots import LatestFrameSlot, Wakeup
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -37,86 +30,6 @@ if TYPE_CHECKING:
     from edge_facedet.inference.detector import BatchResult, Detector
 
 log = logging.getLogger(__name__)
-
-
-class _Wakeup:
-    """Sets an asyncio.Event from any thread, scheduling at most one wake-up at a time."""
-
-    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.event = asyncio.Event()
-        self._lock = threading.Lock()
-        self._scheduled = False
-
-    def notify(self) -> None:
-        with self._lock:
-            if self._scheduled:
-                return
-            self._scheduled = True
-        # A closed loop means the service is shutting down; the frame is not needed then.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._set)
-
-    def _set(self) -> None:
-        with self._lock:
-            self._scheduled = False
-        self.event.set()
-
-
-class LatestFrameSlot:
-    """At most one frame of one camera, waiting for the scheduler."""
-
-    def __init__(self, *, camera_id: str, on_drop: Callable[[], None], wakeup: _Wakeup) -> None:
-        self.camera_id = camera_id
-        self._on_drop = on_drop
-        self._wakeup = wakeup
-        self._lock = threading.Lock()
-        self._emptied = threading.Condition(self._lock)
-        self._frame: Frame | None = None
-        self.dropped = 0
-
-    def put(self, frame: Frame) -> None:
-        """Called by the camera's reader thread; never blocks beyond a short lock."""
-        with self._lock:
-            replaced = self._frame is not None
-            self._frame = frame
-            if replaced:
-                self.dropped += 1
-        if replaced:
-            self._on_drop()
-        self._wakeup.notify()
-
-    def claim(self) -> bool:
-        """Whether a reader should hand on a new frame now (called before converting it).
-
-        False while the previous frame still waits for the detector: that frame is kept and
-        the new one counted as dropped before the reader spends its BGR conversion and
-        resize (about a quarter of a 720p frame's reader CPU) on a frame that would only
-        replace it. The kept frame is at most one scheduler round older than the newest;
-        this only happens while the detector is saturated.
-        """
-        with self._lock:
-            if self._frame is None:
-                return True
-            self.dropped += 1
-        self._on_drop()
-        return False
-
-    def wait_until_empty(self, timeout: float) -> bool:
-        """Block the reader until the scheduler has taken the waiting frame; False on timeout.
-
-        For lossless readers (files read faster than real time): they hand on a frame only
-        into an empty slot, so nothing is replaced and no decoded frame is wasted.
-        """
-        with self._emptied:
-            return self._emptied.wait_for(lambda: self._frame is None, timeout)
-
-    def take(self) -> Frame | None:
-        with self._lock:
-            frame, self._frame = self._frame, None
-            if frame is not None:
-                self._emptied.notify()
-        return frame
 
 
 class ResultSink(Protocol):
@@ -145,7 +58,7 @@ class Scheduler:
         self._on_result = on_result
         self._on_inflight = on_inflight
         self._batch_wait_s = batch_wait_s
-        self._wakeup = _Wakeup(loop=loop or asyncio.get_running_loop())
+        self._wakeup = Wakeup(loop=loop or asyncio.get_running_loop())
         drop = on_drop or (lambda _camera_id: None)
         self._slots = [
             LatestFrameSlot(

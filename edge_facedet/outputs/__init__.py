@@ -1,4 +1,6 @@
-"""Stage 3, outputs: the result pipeline and the Output protocol it fans out to.
+"""Stage 3, outputs: the result pipeline and the outputs it fans out to.
 
-MQTT (with Home Assistant discovery), metrics and the HTTP endpoint live here.
+base.py is the `Output` protocol; build.py makes the service's list of outputs from the
+config; mqtt/ is the MQTT output (connection, outbox, topics, error texts, Home Assistant
+discovery); memory.py keeps messages in memory. Metrics and the HTTP endpoint live here too.
 """

@@ -1,8 +1,9 @@
 """What happens to a batch's results and to camera status changes, on the event loop.
 
 Owns the per-camera output side: thresholds and filters (post-processing), the publish
-policy, the faces and state payloads handed to the publisher, the per-frame metrics, and
-the flow figures that health, the systemd watchdog and STATUS= are computed from.
+policy, the faces and state payloads handed to every output (base.py's `ResultSink`), the
+per-frame metrics, and the flow figures that health, the systemd watchdog and STATUS= are
+computed from.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from edge_facedet.inference.postprocess import to_detections
 from edge_facedet.outputs.payloads import PublishGate, camera_state_payload, faces_payload
-from edge_facedet.sources.reader import CameraState, CameraStatus
+from edge_facedet.sources.status import CameraState, CameraStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from edge_facedet.config import CameraConfig
     from edge_facedet.frames import Frame
     from edge_facedet.inference.detector import BatchResult
+    from edge_facedet.outputs.base import ResultSink
     from edge_facedet.outputs.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,14 +34,6 @@ log = logging.getLogger(__name__)
 # A camera state is re-published at least this often even when nothing changed, so a
 # subscriber sees fresh fps figures; state changes are published at once.
 STATE_REFRESH_S = 10.0
-
-
-class FacesSink(Protocol):
-    """The publisher side the pipeline needs (MqttPublisher; tests record calls)."""
-
-    def publish_faces(self, *, camera_id: str, payload: bytes) -> None: ...
-
-    def set_camera_state(self, *, camera_id: str, payload: bytes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -65,14 +59,14 @@ class ResultPipeline:
         node_id: str,
         run_id: str,
         cameras: Sequence[CameraConfig],
-        publisher: FacesSink,
+        outputs: Sequence[ResultSink],
         metrics: Metrics,
         model_name: str,
         device: str,
     ) -> None:
         self._node_id = node_id
         self._run_id = run_id
-        self._publisher = publisher
+        self._outputs = tuple(outputs)
         self._metrics = metrics
         self._model_name = model_name
         self.device = device
@@ -131,7 +125,8 @@ class ResultPipeline:
                 device=self.device,
                 detections=detections,
             )
-            self._publisher.publish_faces(camera_id=frame.camera_id, payload=payload)
+            for sink in self._outputs:
+                sink.publish_faces(camera_id=frame.camera_id, payload=payload)
 
     # -- camera status (called on the loop for every status a reader reports) ----------
 
@@ -162,20 +157,19 @@ class ResultPipeline:
             return
         output.last_state_sent = time.monotonic()
         output.last_state_sent_name = status.state.value
-        self._publisher.set_camera_state(
+        payload = camera_state_payload(
             camera_id=camera_id,
-            payload=camera_state_payload(
-                camera_id=camera_id,
-                state=status.state.value,
-                fps_in=status.fps_in,
-                fps_out=status.fps_out,
-                last_error=status.last_error,
-                reconnects=status.reconnects,
-                frame_width=status.frame_width,
-                frame_height=status.frame_height,
-                now=datetime.now(timezone.utc),
-            ),
+            state=status.state.value,
+            fps_in=status.fps_in,
+            fps_out=status.fps_out,
+            last_error=status.last_error,
+            reconnects=status.reconnects,
+            frame_width=status.frame_width,
+            frame_height=status.frame_height,
+            now=datetime.now(timezone.utc),
         )
+        for sink in self._outputs:
+            sink.set_camera_state(camera_id=camera_id, payload=payload)
 
     # -- flow figures --------------------------------------------------------------------
 

@@ -25,6 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from edge_facedet import __version__
+from edge_facedet.inference import model as _model
+from edge_facedet.inference.model import (
+    MODEL_NAME,
+    Precision,
+    default_model_root,
+    precision_names,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -44,8 +51,7 @@ __all__ = [
     "verify_model",
 ]
 
-MODEL_NAME: Final = "face-detection-0204"
-PRECISIONS: tuple[str, ...] = ("FP16", "FP16-INT8", "FP32")
+PRECISIONS: tuple[str, ...] = precision_names()
 
 _CHUNK = 1 << 20
 
@@ -71,13 +77,14 @@ class AssetFile:
 
 
 _OMZ = "https://storage.openvinotoolkit.org/repositories/open_model_zoo"
-_MODEL_DIR = f"intel/{MODEL_NAME}"
 
 
-def _model_file(*, precision: str, suffix: str, release: str, size: int, sha384: str) -> AssetFile:
-    name = f"{precision}/{MODEL_NAME}.{suffix}"
+def _model_file(
+    *, precision: Precision, suffix: str, release: str, size: int, sha384: str
+) -> AssetFile:
+    name = f"{precision.value}/{MODEL_NAME}.{suffix}"
     return AssetFile(
-        relpath=f"{_MODEL_DIR}/{name}",
+        relpath=_model.model_relpath(precision, suffix),
         url=f"{_OMZ}/{release}/models_bin/1/{MODEL_NAME}/{name}",
         size=size,
         sha384=sha384,
@@ -86,49 +93,49 @@ def _model_file(*, precision: str, suffix: str, release: str, size: int, sha384:
 
 # From Open Model Zoo's model.yml. The FP16-INT8 files are published only under the 2022.3
 # release path; the others under 2023.0.
-MODEL_FILES: Final[Mapping[str, tuple[AssetFile, AssetFile]]] = {
-    "FP32": (
+MODEL_FILES: Final[Mapping[Precision, tuple[AssetFile, AssetFile]]] = {
+    Precision.FP32: (
         _model_file(
-            precision="FP32",
+            precision=Precision.FP32,
             suffix="xml",
             release="2023.0",
             size=185457,
             sha384="14cdec35ec8303c0dd1dd7ed248e084c3618a6812c30e0241b9326f6d94c079079de40869879f0de9a3386c234f497fb",
         ),
         _model_file(
-            precision="FP32",
+            precision=Precision.FP32,
             suffix="bin",
             release="2023.0",
             size=7269196,
             sha384="b27cfb3acded0881843c317c9cf04d8789abfe51b19a85d0adde89f3a021a44a2cb4a180a381a52290a2dd9ceff45e5f",
         ),
     ),
-    "FP16": (
+    Precision.FP16: (
         _model_file(
-            precision="FP16",
+            precision=Precision.FP16,
             suffix="xml",
             release="2023.0",
             size=254879,
             sha384="e81dc79e9461f8a1ce8ca1a8bed9f619bc18612bb74128d9f97db53709014a47bd06b143499d58d12cd55a68a7d85418",
         ),
         _model_file(
-            precision="FP16",
+            precision=Precision.FP16,
             suffix="bin",
             release="2023.0",
             size=3634654,
             sha384="f94ec220c5526826f2149b14a0036904d089f7ba6fbbcaa1ef1591c800ef20996115637753fbf2521e1951eb2e6dc03e",
         ),
     ),
-    "FP16-INT8": (
+    Precision.FP16_INT8: (
         _model_file(
-            precision="FP16-INT8",
+            precision=Precision.FP16_INT8,
             suffix="xml",
             release="2022.3",
             size=490746,
             sha384="61e87d95a49eee865f6b315aa226a4368462803a5a891712c107c68e75c1f0e7c8de04d161e1b436f399f4f912351de4",
         ),
         _model_file(
-            precision="FP16-INT8",
+            precision=Precision.FP16_INT8,
             suffix="bin",
             release="2022.3",
             size=1942006,
@@ -167,28 +174,22 @@ DEMO_MEDIA: Final[tuple[AssetFile, ...]] = (
 )
 
 
-def default_model_root() -> Path:
-    """$EDGE_FACEDET_MODELS, else $XDG_DATA_HOME/edge-facedet/models, else ~/.local/share/..."""
-    explicit = os.environ.get("EDGE_FACEDET_MODELS")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
-    return base / "edge-facedet" / "models"
-
-
-def _check_precision(precision: str) -> None:
-    if precision not in MODEL_FILES:
+def _check_precision(precision: str) -> Precision:
+    try:
+        return Precision(precision)
+    except ValueError:
         raise AssetError(
             f"unknown model precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}"
-        )
+        ) from None
 
 
 def model_xml_path(root: Path, precision: str) -> Path:
-    """root/intel/face-detection-0204/<precision>/face-detection-0204.xml (the mirror layout)."""
-    _check_precision(precision)
-    return root / MODEL_FILES[precision][0].relpath
+    """root/intel/face-detection-0204/<precision>/face-detection-0204.xml (the mirror layout).
+
+    The tools' entry to `edge_facedet.inference.model.model_xml_path`: it takes the name as
+    the user typed it and raises AssetError for an unknown one.
+    """
+    return _model.model_xml_path(root, _check_precision(precision))
 
 
 def verify_model(*, root: Path, precision: str) -> Path:
@@ -197,13 +198,13 @@ def verify_model(*, root: Path, precision: str) -> Path:
     For a service start-up check: it raises AssetError saying which file is missing or wrong
     instead of letting OpenVINO fail on it later.
     """
-    _check_precision(precision)
-    for asset in MODEL_FILES[precision]:
+    checked = _check_precision(precision)
+    for asset in MODEL_FILES[checked]:
         path = root / asset.relpath
         if not path.is_file():
             raise AssetError(
                 f"model file {path} is missing; install it with "
-                f"`edge-facedet model fetch --precision {precision} --dest {root}`"
+                f"`edge-facedet model fetch --precision {checked.value} --dest {root}`"
             )
         try:
             size, sha384 = _measure(path)
@@ -229,9 +230,8 @@ def fetch_model(
     layout), else from the official Open Model Zoo URL. `timeout_s` bounds each network
     operation (connect, or a wait for more data), not the whole download.
     """
-    _check_precision(precision)
     _fetch_all(
-        assets=MODEL_FILES[precision],
+        assets=MODEL_FILES[_check_precision(precision)],
         dest=dest,
         mirror=mirror,
         mirror_url=mirror_url,

@@ -1,8 +1,9 @@
 """The `edge-facedet detect PATH...` command: faces in image files, folders and video files.
 
 Owns expanding the PATHs into media files, decoding and resizing them in worker threads
-pipelined with batched inference on an `OpenVinoDetector`, the JSON-lines output (one line
-per frame) and the annotated copies written with `--annotate`.
+pipelined with batched inference on an `OpenVinoDetector`, and the JSON-lines output (one
+line per frame). The annotated copies written with `--annotate` are
+`edge_facedet.tools.annotate`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from edge_facedet.inference.detector import OpenVinoDetector
 from edge_facedet.inference.postprocess import to_detections
+from edge_facedet.tools.annotate import Annotator, annotated_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,14 +37,7 @@ VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mkv", ".avi", ".gif", ".mov", ".webm", ".mpg", ".mpeg", ".ts"}
     | {".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mjpeg", ".mjpg", ".h264", ".hevc"}
 )
-# Annotated images keep their name when OpenCV writes that format losslessly or as the
-# input did; anything else (bmp, tiff, ...) becomes a PNG so the copy is easy to view.
-_KEPT_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-
 EXIT_OK, EXIT_FAILED, EXIT_NO_INPUT = 0, 1, 2
-
-_BOX_COLOUR = (0, 255, 0)  # BGR green
-_LABEL_COLOUR = (0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +87,6 @@ def _kind(path: Path) -> bool | None:
     return None
 
 
-def _annotated_name(relative: Path, *, is_video: bool) -> Path:
-    if is_video:
-        return relative.with_suffix(".mp4")
-    if relative.suffix.lower() in _KEPT_IMAGE_SUFFIXES:
-        return relative
-    return relative.with_suffix(".png")
-
-
 def expand_paths(*, paths: Sequence[Path], run: _Run) -> list[MediaFile]:
     """Files in argument order; a folder contributes its images and videos, recursively
     and sorted. Missing paths are reported on `run.err` and skipped."""
@@ -107,7 +94,7 @@ def expand_paths(*, paths: Sequence[Path], run: _Run) -> list[MediaFile]:
     used: set[Path] = set()
 
     def add(path: Path, relative: Path, *, is_video: bool) -> None:
-        name = _annotated_name(relative, is_video=is_video)
+        name = annotated_name(relative, is_video=is_video)
         # Two inputs with one name (e.g. a.jpg given twice, or a.png next to a.bmp) must
         # not overwrite each other's annotated copy.
         candidate, n = name, 1
@@ -269,69 +256,6 @@ async def _batch(
     await batches.put(None)  # as in _produce: only a normal end is signalled
 
 
-class _Annotator:
-    """Writes annotated copies; called from a worker thread, one frame at a time, in order."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self._out_dir = out_dir
-        self._writer: cv2.VideoWriter | None = None
-
-    def add(self, decoded: _Decoded, faces: Detections) -> str | None:
-        """Draw and write one frame; returns an error message, or None."""
-        image = draw_faces(image=decoded.image, faces=faces)
-        target = self._out_dir / decoded.media.annotated_name
-        if self._writer is None:  # a new file: its folder may not exist yet
-            target.parent.mkdir(parents=True, exist_ok=True)
-        if not decoded.media.is_video:
-            return None if cv2.imwrite(str(target), image) else f"cannot write {target}"
-        if self._writer is None:
-            height, width = image.shape[:2]
-            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-            self._writer = cv2.VideoWriter(str(target), fourcc, decoded.fps, (width, height))
-            if not self._writer.isOpened():
-                self._writer = None
-                return f"cannot write {target}"
-        self._writer.write(image)
-        if decoded.last:
-            self.close()
-        return None
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-        self._writer = None
-
-
-def draw_faces(*, image: NDArray[np.uint8], faces: Detections) -> NDArray[np.uint8]:
-    """A copy of `image` with each face's box and confidence drawn on it."""
-    canvas = image.copy()
-    # Line width and text scale follow the frame size so labels stay legible on 1080p.
-    thickness = max(1, round(max(image.shape[:2]) / 320))
-    scale = max(0.4, max(image.shape[:2]) / 1280)
-    corners = np.rint(faces.boxes_px).astype(np.int32)
-    # OpenCV draws one rectangle per call; this loop is per face on the annotation path
-    # only, not per candidate row on the inference path.
-    for (x0, y0, x1, y1), confidence in zip(
-        corners.tolist(), faces.confidences.tolist(), strict=True
-    ):
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), _BOX_COLOUR, thickness)
-        label = f"{confidence:.2f}"
-        (text_w, text_h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = max(y0 - text_h - base, 0)
-        cv2.rectangle(canvas, (x0, top), (x0 + text_w, top + text_h + base), _BOX_COLOUR, -1)
-        cv2.putText(
-            canvas,
-            label,
-            (x0, top + text_h),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            _LABEL_COLOUR,
-            1,
-            cv2.LINE_AA,
-        )
-    return canvas
-
-
 def frame_record(
     *, decoded: _Decoded, rows: NDArray[np.float32], threshold: float, min_face_px: int
 ) -> tuple[dict[str, object], Detections]:
@@ -366,7 +290,7 @@ async def _consume(
     batches: asyncio.Queue[tuple[list[_Decoded], asyncio.Task[BatchResult]] | None],
     threshold: float,
     min_face_px: int,
-    annotator: _Annotator | None,
+    annotator: Annotator | None,
     run: _Run,
 ) -> None:
     """Results in input order: JSON lines, then annotated copies (written in a thread)."""
@@ -412,7 +336,7 @@ async def _detect_files(
     frames: asyncio.Queue[_Decoded | None] = asyncio.Queue(maxsize=depth)
     batches: asyncio.Queue[tuple[list[_Decoded], asyncio.Task[BatchResult]] | None]
     batches = asyncio.Queue(maxsize=detector.max_inflight)
-    annotator = None if annotate_dir is None else _Annotator(annotate_dir)
+    annotator = None if annotate_dir is None else Annotator(annotate_dir)
     stages = [
         asyncio.create_task(
             _produce(

@@ -1,64 +1,51 @@
 """Accuracy evaluation of the detector on WIDER FACE: the `edge-facedet eval` command body.
 
-Owns the WIDER FACE ground-truth parser, the AP computation of the model card's protocol
-(see /work/shared/eval/wider-face-val-dev/README.md), and the evaluation loop that pushes the
-images through the service's own detector path (`Detector.detect` then
-`postprocess.to_detections` with no threshold), so the figure measures what the service runs.
-
-The protocol: plain resize to the network input (no letterbox); predictions are not filtered;
-ground-truth faces whose box height is outside [64, 1024] px are ignored (a detection whose
-best-IoU face is ignored is neither a true nor a false positive); a detection is a true
-positive at IoU >= 0.5 with greedy matching by descending confidence, each face matched at
-most once (Pascal VOC); AP is the area under the all-point interpolated precision/recall
-curve (VOC 2010+).
+Owns the WIDER FACE ground-truth parser and the evaluation loop that pushes the images through
+the service's own detector (`Detector.detect`: its pre-processing, batching and asynchronous
+requests), then scores the detections with the model card's AP protocol
+(`edge_facedet.tools.average_precision`). The loop follows that protocol's side too: a plain
+resize to the network input (no letterbox), every prediction kept (no threshold), and the
+normalised boxes scaled to the image without clipping, as the accuracy checker's
+`resize_prediction_boxes` does (the service's `to_detections` clips them to the frame). The
+dataset, and the protocol spelt out, are in `../shared/eval/wider-face-val-dev/` beside the
+checkout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import cv2
 import numpy as np
 
-from edge_facedet.inference.postprocess import to_detections
-
-if sys.version_info >= (3, 11):
-    from asyncio import TaskGroup
-else:  # pragma: no cover - exercised on Python 3.10 only
-    from exceptiongroup import BaseExceptionGroup
-    from taskgroup import TaskGroup
+from edge_facedet._compat import BaseExceptionGroup, TaskGroup
+from edge_facedet.tools.average_precision import (
+    MAX_FACE_HEIGHT,
+    MIN_FACE_HEIGHT,
+    compute_average_precision,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from numpy.typing import NDArray
 
-    from edge_facedet.inference.detector import Detector
+    from edge_facedet.inference.detector import Detector, DetectorInfo
 
 __all__ = [
-    "MAX_FACE_HEIGHT",
-    "MIN_FACE_HEIGHT",
-    "AveragePrecision",
     "EvalResult",
     "EvaluationError",
     "FaceAnnotations",
     "GroundTruthError",
-    "compute_average_precision",
     "evaluate",
-    "pairwise_iou",
     "read_ground_truth",
     "run_eval",
 ]
-
-MIN_FACE_HEIGHT = 64
-MAX_FACE_HEIGHT = 1024
-IOU_THRESHOLD = 0.5
 
 # x y w h blur expression illumination invalid occlusion pose
 _FIELDS_PER_FACE = 10
@@ -81,20 +68,6 @@ class FaceAnnotations:
     """Path relative to the images folder, as written in the ground-truth file."""
     boxes: NDArray[np.float64]
     """(N, 4) x_min, y_min, x_max, y_max in pixels of the original image."""
-
-
-@dataclass(frozen=True, slots=True)
-class AveragePrecision:
-    """The AP and the counts behind it."""
-
-    ap: float
-    """In [0, 1]; NaN when no ground-truth face counts (recall is undefined)."""
-    gt_faces_counted: int
-    gt_faces_ignored: int
-    true_positives: int
-    false_positives: int
-    detections_ignored: int
-    """Detections whose best-IoU face is an ignored one: neither true nor false positives."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,130 +163,6 @@ def read_ground_truth(*, gt_file: Path, images_dir: Path | None = None) -> list[
     return annotations
 
 
-# --- average precision --------------------------------------------------------------------
-
-
-def pairwise_iou(
-    boxes_a: NDArray[np.floating], boxes_b: NDArray[np.floating]
-) -> NDArray[np.float64]:
-    """(A, B) intersection over union of x_min, y_min, x_max, y_max boxes (continuous coords)."""
-    first = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
-    second = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
-    top_left = np.maximum(first[:, np.newaxis, :2], second[np.newaxis, :, :2])
-    bottom_right = np.minimum(first[:, np.newaxis, 2:], second[np.newaxis, :, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0.0, None), axis=2)
-    area_first = np.prod(np.clip(first[:, 2:] - first[:, :2], 0.0, None), axis=1)
-    area_second = np.prod(np.clip(second[:, 2:] - second[:, :2], 0.0, None), axis=1)
-    union = area_first[:, np.newaxis] + area_second[np.newaxis, :] - intersection
-    iou: NDArray[np.float64] = np.divide(
-        intersection, union, out=np.zeros_like(intersection), where=union > 0.0
-    )
-    return iou
-
-
-def _match_image(
-    *,
-    gt_boxes: NDArray[np.float64],
-    gt_ignored: NDArray[np.bool_],
-    pred_boxes: NDArray[np.floating],
-    pred_scores: NDArray[np.floating],
-    iou_threshold: float,
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """One image's scored detections that count, and whether each is a true positive."""
-    scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
-    if gt_boxes.shape[0] == 0 or scores.size == 0:
-        return scores, np.zeros(scores.shape, np.bool_)
-    order = np.argsort(-scores, kind="stable")
-    scores = scores[order]
-    iou = pairwise_iou(np.asarray(pred_boxes).reshape(-1, 4)[order], gt_boxes)
-    # The VOC rule: each detection looks only at its best-IoU face among all faces, ignored
-    # ones included; which faces are taken does not change that choice, so it vectorises.
-    best_gt = np.argmax(iou, axis=1)
-    best_iou = iou[np.arange(scores.size), best_gt]
-    overlaps = best_iou >= iou_threshold
-    dropped = overlaps & gt_ignored[best_gt]
-    candidates = np.flatnonzero(overlaps & ~dropped)
-    # Greedy by descending confidence: the first (highest-scored) detection on a face takes
-    # it; later detections whose best face it is are duplicates, hence false positives.
-    _, first_of_each_face = np.unique(best_gt[candidates], return_index=True)
-    is_true_positive = np.zeros(scores.size, np.bool_)
-    is_true_positive[candidates[first_of_each_face]] = True
-    return scores[~dropped], is_true_positive[~dropped]
-
-
-def compute_average_precision(
-    *,
-    gt_boxes: Sequence[NDArray[np.floating]],
-    pred_boxes: Sequence[NDArray[np.floating]],
-    pred_scores: Sequence[NDArray[np.floating]],
-    min_face_height: float = MIN_FACE_HEIGHT,
-    max_face_height: float = MAX_FACE_HEIGHT,
-    iou_threshold: float = IOU_THRESHOLD,
-) -> AveragePrecision:
-    """AP over a set of images; the three sequences are aligned per image.
-
-    `gt_boxes[i]` (G, 4) and `pred_boxes[i]` (D, 4) are x_min, y_min, x_max, y_max in the
-    same pixel space; `pred_scores[i]` (D,) the detection confidences.
-    """
-    if not len(gt_boxes) == len(pred_boxes) == len(pred_scores):
-        raise ValueError(
-            f"per-image sequences differ in length: {len(gt_boxes)} ground truths, "
-            f"{len(pred_boxes)} box arrays, {len(pred_scores)} score arrays"
-        )
-    all_scores: list[NDArray[np.float64]] = []
-    all_true_positive: list[NDArray[np.bool_]] = []
-    counted = ignored = detections_ignored = 0
-    for image_gt, image_boxes, image_scores in zip(gt_boxes, pred_boxes, pred_scores, strict=True):
-        faces = np.asarray(image_gt, dtype=np.float64).reshape(-1, 4)
-        heights = faces[:, 3] - faces[:, 1]
-        gt_ignored = (heights < min_face_height) | (heights > max_face_height)
-        scores, true_positive = _match_image(
-            gt_boxes=faces,
-            gt_ignored=gt_ignored,
-            pred_boxes=image_boxes,
-            pred_scores=image_scores,
-            iou_threshold=iou_threshold,
-        )
-        counted += int(np.count_nonzero(~gt_ignored))
-        ignored += int(np.count_nonzero(gt_ignored))
-        detections_ignored += int(np.asarray(image_scores).size) - scores.size
-        all_scores.append(scores)
-        all_true_positive.append(true_positive)
-    scores = np.concatenate(all_scores) if all_scores else np.zeros(0, np.float64)
-    true_positive = (
-        np.concatenate(all_true_positive) if all_true_positive else np.zeros(0, np.bool_)
-    )
-    true_positives = int(np.count_nonzero(true_positive))
-    false_positives = int(true_positive.size) - true_positives
-    return AveragePrecision(
-        ap=_all_point_ap(scores=scores, true_positive=true_positive, positives=counted),
-        gt_faces_counted=counted,
-        gt_faces_ignored=ignored,
-        true_positives=true_positives,
-        false_positives=false_positives,
-        detections_ignored=detections_ignored,
-    )
-
-
-def _all_point_ap(
-    *, scores: NDArray[np.float64], true_positive: NDArray[np.bool_], positives: int
-) -> float:
-    """Area under the precision/recall curve, precision made monotone (VOC 2010+)."""
-    if positives == 0:
-        return math.nan
-    order = np.argsort(-scores, kind="stable")
-    ranked = true_positive[order]
-    cumulative_tp = np.cumsum(ranked, dtype=np.float64)
-    cumulative_fp = np.cumsum(~ranked, dtype=np.float64)
-    recall = np.concatenate(([0.0], cumulative_tp / positives, [1.0]))
-    precision = np.concatenate(
-        ([0.0], cumulative_tp / np.maximum(cumulative_tp + cumulative_fp, 1.0), [0.0])
-    )
-    # Interpolated precision at recall r: the best precision at any recall >= r.
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum(np.diff(recall) * envelope[1:]))
-
-
 # --- the evaluation loop ------------------------------------------------------------------
 
 
@@ -342,6 +191,69 @@ def _load_batch(paths: Sequence[Path], *, input_size: tuple[int, int]) -> list[_
     return [_load_resized(path, input_size=input_size) for path in paths]
 
 
+def _scale_to_image(rows: NDArray[np.float32], *, width: int, height: int) -> NDArray[np.float32]:
+    """(M, 4) boxes of one image's rows (confidence + normalised box) in its pixels, unclipped.
+
+    In float32, as the accuracy checker's in-place `resize_prediction_boxes` computes them, so
+    the protocol's rounding to integers sees the same values.
+    """
+    scale = np.array([width, height, width, height], np.float32)
+    boxes: NDArray[np.float32] = np.asarray(rows[:, 1:5], dtype=np.float32) * scale
+    return boxes
+
+
+@dataclass(slots=True)
+class _DetectionRun:
+    """Pushes the annotated images through the detector; predictions land by image index."""
+
+    detector: Detector
+    images_dir: Path
+    annotations: list[FaceAnnotations]
+    progress: Callable[[int, int], None] | None
+    slots: asyncio.Semaphore
+    boxes: list[NDArray[np.float32]] = field(default_factory=list)
+    scores: list[NDArray[np.float32]] = field(default_factory=list)
+    done: int = 0
+
+    def batches(self) -> list[list[int]]:
+        total, size = len(self.annotations), self.detector.batch_size
+        return [list(range(start, min(start + size, total))) for start in range(0, total, size)]
+
+    async def worker(self, batches: Iterator[list[int]]) -> None:
+        # The shared iterator hands each batch to exactly one worker; results land by image
+        # index, so the completion order does not matter.
+        for batch in batches:
+            paths = [self.images_dir / self.annotations[i].image for i in batch]
+            loaded = await asyncio.to_thread(
+                _load_batch, paths, input_size=self.detector.input_size
+            )
+            async with self.slots:
+                result = await self.detector.detect([image.resized for image in loaded])
+            for index, image, rows in zip(batch, loaded, result.rows, strict=True):
+                self.boxes[index] = _scale_to_image(rows, width=image.width, height=image.height)
+                self.scores[index] = np.asarray(rows[:, 0], dtype=np.float32)
+            self.done += len(batch)
+            if self.progress is not None:
+                self.progress(self.done, len(self.annotations))
+
+    async def run(self, *, workers: int) -> None:
+        total = len(self.annotations)
+        self.boxes = [np.zeros((0, 4), np.float32)] * total
+        self.scores = [np.zeros(0, np.float32)] * total
+        batches = self.batches()
+        shared = iter(batches)
+        if self.progress is not None:
+            self.progress(0, total)
+        try:
+            async with TaskGroup() as group:
+                for _ in range(min(workers, len(batches))):
+                    group.create_task(self.worker(shared))
+        except BaseExceptionGroup as failure:
+            # The first failing batch (an unreadable image, say) cancels the others; callers
+            # get its own exception, not a group, so `except EvaluationError` works for them.
+            raise failure.exceptions[0] from None
+
+
 async def evaluate(
     *,
     detector: Detector,
@@ -362,67 +274,32 @@ async def evaluate(
     workers = concurrency if concurrency is not None else 2 * inflight
     if workers < 1:
         raise ValueError(f"concurrency must be >= 1, got {workers}")
-    detector_slots = asyncio.Semaphore(inflight)
     annotations = await asyncio.to_thread(read_ground_truth, gt_file=gt_file, images_dir=images_dir)
     if not annotations:
         raise EvaluationError(f"no image annotated in {gt_file} is present under {images_dir}")
-    total = len(annotations)
-    batch_size = detector.batch_size
-    batches = [
-        list(range(start, min(start + batch_size, total))) for start in range(0, total, batch_size)
-    ]
-    pred_boxes: list[NDArray[np.float32]] = [np.zeros((0, 4), np.float32)] * total
-    pred_scores: list[NDArray[np.float32]] = [np.zeros(0, np.float32)] * total
-    next_batch = iter(batches)
-    done = 0
-    if progress is not None:
-        progress(0, total)
-
-    async def worker() -> None:
-        nonlocal done
-        # The shared iterator hands each batch to exactly one worker; results land by image
-        # index, so the completion order does not matter.
-        for batch in next_batch:
-            paths = [images_dir / annotations[i].image for i in batch]
-            loaded = await asyncio.to_thread(_load_batch, paths, input_size=detector.input_size)
-            async with detector_slots:
-                result = await detector.detect([image.resized for image in loaded])
-            for image_index, image, rows in zip(batch, loaded, result.rows, strict=True):
-                detections = to_detections(
-                    rows,
-                    frame_width=image.width,
-                    frame_height=image.height,
-                    confidence_threshold=0.0,
-                )
-                pred_boxes[image_index] = detections.boxes_px
-                pred_scores[image_index] = detections.confidences
-            done += len(batch)
-            if progress is not None:
-                progress(done, total)
-
+    run = _DetectionRun(
+        detector=detector,
+        images_dir=images_dir,
+        annotations=annotations,
+        progress=progress,
+        slots=asyncio.Semaphore(inflight),
+    )
     started = time.perf_counter()
-    try:
-        async with TaskGroup() as group:
-            for _ in range(min(workers, len(batches))):
-                group.create_task(worker())
-    except BaseExceptionGroup as failure:
-        # The first failing batch (an unreadable image, say) cancels the others; callers get
-        # its own exception, not a group, so `except EvaluationError` works for them.
-        raise failure.exceptions[0] from None
+    await run.run(workers=workers)
     seconds = time.perf_counter() - started
     average_precision = compute_average_precision(
         gt_boxes=[annotation.boxes for annotation in annotations],
-        pred_boxes=pred_boxes,
-        pred_scores=pred_scores,
+        pred_boxes=run.boxes,
+        pred_scores=run.scores,
     )
     return EvalResult(
         ap=average_precision.ap,
-        images=total,
+        images=len(annotations),
         gt_faces_counted=average_precision.gt_faces_counted,
         gt_faces_ignored=average_precision.gt_faces_ignored,
-        detections=sum(int(scores.size) for scores in pred_scores),
+        detections=sum(int(scores.size) for scores in run.scores),
         seconds=seconds,
-        images_per_second=total / seconds if seconds > 0 else math.inf,
+        images_per_second=len(annotations) / seconds if seconds > 0 else math.inf,
     )
 
 
@@ -455,6 +332,31 @@ class _ProgressLine:
         self._stream.flush()
 
 
+def _missing_input(*, images_dir: Path, gt_file: Path, model_xml: Path) -> str | None:
+    for path, what, exists in (
+        (images_dir, "images folder", images_dir.is_dir()),
+        (gt_file, "ground-truth file", gt_file.is_file()),
+        (model_xml, "model file", model_xml.is_file()),
+    ):
+        if not exists:
+            return f"{what} {path} does not exist"
+    return None
+
+
+def _write_report(out: TextIO, *, result: EvalResult, info: DetectorInfo) -> None:
+    out.write(
+        f"WIDER FACE AP: {result.ap * 100:.2f}%\n"
+        f"images: {result.images}  faces counted: {result.gt_faces_counted}  "
+        f"faces ignored (height outside [{MIN_FACE_HEIGHT}, {MAX_FACE_HEIGHT}] px): "
+        f"{result.gt_faces_ignored}  detections: {result.detections}\n"
+        f"speed: {result.images_per_second:.1f} images/s ({result.seconds:.1f} s)\n"
+        f"model: {info.model_name} {info.precision}  device: {info.requested_device} "
+        f"({', '.join(info.execution_devices)})  batch: {info.batch_size}  "
+        f"infer requests: {info.infer_requests}\n"
+    )
+    out.flush()
+
+
 def run_eval(
     *,
     images_dir: Path,
@@ -462,29 +364,35 @@ def run_eval(
     model_xml: Path,
     device: str = "AUTO",
     batch_size: int = 1,
+    inference_precision: str | None = None,
     out: TextIO,
     err: TextIO,
     show_progress: bool = True,
 ) -> int:
     """`edge-facedet eval`: AP of the service's detector path; returns the exit status.
 
+    `inference_precision` ("f32", "bf16") overrides the CPU plugin's default, which is bf16
+    on a CPU with AVX512_BF16 or AMX and f32 elsewhere; the dataset README's reference
+    figures were taken with bf16 (docs/detector-benchmark.md, "Accuracy").
     0 on success; 2 when an input (images folder, ground truth, model, an image) is missing
     or unusable, with a message naming it on `err`.
     """
-    for path, what, exists in (
-        (images_dir, "images folder", images_dir.is_dir()),
-        (gt_file, "ground-truth file", gt_file.is_file()),
-        (model_xml, "model file", model_xml.is_file()),
-    ):
-        if not exists:
-            err.write(f"edge-facedet eval: {what} {path} does not exist\n")
-            return 2
-    from edge_facedet.inference.detector import OpenVinoDetector  # noqa: PLC0415 - OpenVINO loads slowly
+    problem = _missing_input(images_dir=images_dir, gt_file=gt_file, model_xml=model_xml)
+    if problem is not None:
+        err.write(f"edge-facedet eval: {problem}\n")
+        return 2
+    import openvino as ov  # noqa: PLC0415 - OpenVINO loads slowly
+
+    from edge_facedet.inference.detector import OpenVinoDetector  # noqa: PLC0415
+
+    core = ov.Core()
+    if inference_precision is not None:
+        core.set_property("CPU", {"INFERENCE_PRECISION_HINT": inference_precision})
 
     async def compile_and_evaluate() -> tuple[OpenVinoDetector, EvalResult]:
         # Compilation blocks for seconds; keep it off the loop like the service does.
         detector = await asyncio.to_thread(
-            OpenVinoDetector, model_xml=model_xml, device=device, batch_size=batch_size
+            OpenVinoDetector, model_xml=model_xml, device=device, batch_size=batch_size, core=core
         )
         result = await evaluate(
             detector=detector,
@@ -499,16 +407,5 @@ def run_eval(
     except EvaluationError as exc:
         err.write(f"edge-facedet eval: {exc}\n")
         return 2
-    info = detector.info
-    out.write(
-        f"WIDER FACE AP: {result.ap * 100:.2f}%\n"
-        f"images: {result.images}  faces counted: {result.gt_faces_counted}  "
-        f"faces ignored (height outside [{MIN_FACE_HEIGHT}, {MAX_FACE_HEIGHT}] px): "
-        f"{result.gt_faces_ignored}  detections: {result.detections}\n"
-        f"speed: {result.images_per_second:.1f} images/s ({result.seconds:.1f} s)\n"
-        f"model: {info.model_name} {info.precision}  device: {info.requested_device} "
-        f"({', '.join(info.execution_devices)})  batch: {info.batch_size}  "
-        f"infer requests: {info.infer_requests}\n"
-    )
-    out.flush()
+    _write_report(out, result=result, info=detector.info)
     return 0

@@ -33,18 +33,14 @@ import pytest
 import trustme
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.net import free_port
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 SYSTEM_HOST = "127.0.0.1"
 SYSTEM_PORT = 1883
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -199,7 +195,7 @@ def private_broker(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
     def make(*, start: bool = True, port: int | None = None, **options: Any) -> MosquittoBroker:
         directory = tmp_path / f"broker-{len(brokers)}"
         broker = MosquittoBroker(
-            directory=directory, port=port if port is not None else _free_port(), **options
+            directory=directory, port=port if port is not None else free_port(), **options
         )
         brokers.append(broker)
         if start:
@@ -288,7 +284,7 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerAddr
         yield address
         delete_test_retained(address)
         return
-    broker = MosquittoBroker(directory=tmp_path_factory.mktemp("mqtt-broker"), port=_free_port())
+    broker = MosquittoBroker(directory=tmp_path_factory.mktemp("mqtt-broker"), port=free_port())
     broker.start()
     try:
         yield BrokerAddress(broker.host, broker.port)
@@ -388,7 +384,7 @@ class TcpGate:
 
     def __init__(self, *, target_host: str, target_port: int) -> None:
         self.host = "127.0.0.1"
-        self.port = _free_port()
+        self.port = free_port()
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()

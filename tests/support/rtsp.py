@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.support.media import ClipMaker
+from tests.support.net import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -118,12 +118,6 @@ def _read_line_within(*, process: subprocess.Popen[str], timeout_s: float) -> st
     return lines[0].strip() if lines else ""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def h264_clip(tmp_path_factory: pytest.TempPathFactory) -> ClipMaker:
     """Session-wide clip factory; see `tests.support.media.ClipMaker`."""
@@ -136,7 +130,7 @@ def rtsp_server() -> Iterator[Callable[..., RtspServer]]:
     servers: list[RtspServer] = []
 
     def start(*, mounts: dict[str, Path], port: int | None = None) -> RtspServer:
-        server = RtspServer(mounts=mounts, port=port if port is not None else _free_port())
+        server = RtspServer(mounts=mounts, port=port if port is not None else free_port())
         servers.append(server)
         return server
 

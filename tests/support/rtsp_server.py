@@ -33,7 +33,10 @@ _DEMUXERS = {".mp4": "qtdemux", ".mov": "qtdemux", ".mkv": "matroskademux", ".ts
 
 
 def launch_line(*, clip: Path) -> str:
-    """The media pipeline for one clip (DESIGN.md: measured to serve 20 mounts cheaply)."""
+    """The media pipeline for one clip: no decoding, only demux, parse and payload.
+
+    The server's CPU share beside the service is measured in docs/benchmarks.md.
+    """
     demuxer = _DEMUXERS.get(clip.suffix.lower())
     if demuxer is None:
         raise SystemExit(f"unsupported clip container: {clip}")

@@ -28,18 +28,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.net import free_port
 from tests.support.paths import REPO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from tests.support.broker import Received
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def edge_facedet_command() -> list[str]:

@@ -1,1 +1,1 @@
-"""The MQTT output: connection, outbox, topics, Home Assistant discovery."""
+"""The MQTT output: connection, outbox, topics, error texts, Home Assistant discovery."""

@@ -1,7 +1,8 @@
 """Home Assistant MQTT discovery: the retained config messages that make cameras HA entities.
 
-Owns the discovery wire format, built here with no I/O (the publisher sends the result,
-retained, on every connect before `online`). Per camera, two entities on one device per node:
+Owns the discovery wire format, built here with no I/O (the MQTT output sends the result,
+retained, on every connect before `online`; topics.py names every topic used). Per camera,
+two entities on one device per node:
 
 * `homeassistant/sensor/<node>_<camera>_faces/config`: the number of faces in the latest
   faces message (`state_class: measurement`, unit `faces`);
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_facedet import __version__
 from edge_facedet.config import PublishPolicy
+from edge_facedet.outputs.mqtt.topics import DISCOVERY_PREFIX, Topics, discovery_topic
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,7 +43,6 @@ __all__ = [
     "sensor_config",
 ]
 
-DISCOVERY_PREFIX = "homeassistant"
 # Jinja templates evaluated by Home Assistant against each faces message (faces.schema.json).
 FACE_COUNT_TEMPLATE = "{{ value_json.faces | length }}"
 FACE_PRESENT_TEMPLATE = "{{ 'ON' if value_json.faces | length > 0 else 'OFF' }}"
@@ -92,15 +93,16 @@ def _common(
     title: str,
 ) -> dict[str, Any]:
     label = camera.name or camera.id
+    topics = Topics(topic_prefix)
     unique = f"edge-facedet_{node_id}_{camera.id}_{suffix}"
     body: dict[str, Any] = {
         "name": f"{label} {title}",
         "unique_id": unique,
         "default_entity_id": f"{component}.{_entity_slug(node_id, camera.id, suffix)}",
-        "state_topic": f"{topic_prefix}/cameras/{camera.id}/faces",
+        "state_topic": topics.camera_faces(camera.id),
         "availability": [
             {
-                "topic": f"{topic_prefix}/status",
+                "topic": topics.status,
                 "value_template": AVAILABILITY_TEMPLATE,
                 "payload_available": "online",
                 "payload_not_available": "offline",
@@ -187,7 +189,11 @@ def discovery_messages(
             ("binary_sensor", "face_present", binary_sensor_config),
         ):
             config = body(node_id=node_id, topic_prefix=topic_prefix, camera=camera)
-            topic = f"{discovery_prefix}/{component}/{node_id}_{camera.id}_{suffix}/config"
+            topic = discovery_topic(
+                component=component,
+                object_id=f"{node_id}_{camera.id}_{suffix}",
+                discovery_prefix=discovery_prefix,
+            )
             payload = json.dumps(config, separators=_SEPARATORS, sort_keys=True).encode()
             messages.append(DiscoveryMessage(topic=topic, payload=payload))
     return messages

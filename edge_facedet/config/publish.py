@@ -1,0 +1,30 @@
+"""When a camera's faces messages are published (`publish:`, per camera or in `defaults`)."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field
+
+from edge_facedet.config.base import StrictModel
+
+
+class PublishPolicy(enum.Enum):
+    """Which of a camera's processed frames produce a faces message."""
+
+    EVERY_FRAME = "every_frame"
+    ON_FACES = "on_faces"
+    ON_CHANGE = "on_change"
+
+
+class PublishConfig(StrictModel):
+    """When a camera's faces messages are published."""
+
+    policy: PublishPolicy = Field(
+        default=PublishPolicy.ON_CHANGE,
+        description="every_frame: every processed frame; on_faces: frames with faces; "
+        "on_change: when the face count changes, plus a heartbeat.",
+    )
+    heartbeat_s: float = Field(
+        default=10.0, gt=0, le=3600, description="on_change: publish at least this often."
+    )

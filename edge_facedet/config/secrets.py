@@ -1,0 +1,157 @@
+"""Secrets in the config: `SecretSource` (file, environment, systemd credential or inline).
+
+A secret is resolved only when it is needed (`reveal`), and its errors name where it comes
+from, never what it is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from edge_facedet.config.base import StrictModel, resolve_path
+from edge_facedet.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# Secrets are short; a bigger "password file" is a misconfiguration (or /dev/zero).
+MAX_SECRET_BYTES: Final = 64 * 1024
+
+
+class SecretSource(StrictModel):
+    """Where a secret comes from. Exactly one of the fields is set."""
+
+    # A password may legitimately begin or end with spaces: keep inline values verbatim.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    file: Path | None = Field(
+        default=None,
+        description="Read the secret from this file (one trailing newline removed); "
+        "relative to the config file's directory.",
+    )
+    env: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Read the secret from this environment variable.",
+    )
+    credential: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.@-]+$",
+        description="Read the secret from $CREDENTIALS_DIRECTORY/<name> (systemd LoadCredential=).",
+    )
+    value: SecretStr | None = Field(
+        default=None,
+        description="The secret itself. Prefer file, env or credential: configs get copied.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping_only(cls, data: Any) -> Any:
+        # `password: hunter2` is the likely mistake; say what to write without echoing it.
+        if isinstance(data, str | int | float | bool):
+            raise PydanticCustomError(
+                "secret_shape",
+                "a secret is a mapping with one of file:, env:, credential: or value:, "
+                "not a plain value",
+            )
+        return data
+
+    @field_validator("file")
+    @classmethod
+    def _file_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(value, info)
+
+    @field_validator("credential")
+    @classmethod
+    def _credential_name(cls, value: str | None) -> str | None:
+        # The pattern admits "." and ".."; either would escape $CREDENTIALS_DIRECTORY.
+        if value is not None and set(value) == {"."}:
+            raise ValueError("credential name cannot be '.' or '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretSource:
+        given = [
+            name
+            for name in ("file", "env", "credential", "value")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of file, env, credential, value"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    def describe(self) -> str:
+        """Where the secret comes from, for messages; never the secret itself."""
+        if self.file is not None:
+            return f"file {self.file}"
+        if self.env is not None:
+            return f"env {self.env}"
+        if self.credential is not None:
+            return f"credential {self.credential}"
+        return "inline value"
+
+    def reveal(
+        self,
+        *,
+        environ: Mapping[str, str] | None = None,
+        credentials_dir: Path | None = None,
+    ) -> str:
+        """The secret. Raises `ConfigError` naming the source (never the content).
+
+        `environ` defaults to the process environment; `credentials_dir` defaults to
+        `$CREDENTIALS_DIRECTORY` from `environ` (systemd sets it for LoadCredential=).
+        """
+        env = os.environ if environ is None else environ
+        if self.value is not None:
+            secret = self.value.get_secret_value()
+        elif self.env is not None:
+            if self.env not in env:
+                raise ConfigError(f"environment variable {self.env} is not set")
+            secret = env[self.env]
+        elif self.credential is not None:
+            if credentials_dir is None:
+                directory = env.get("CREDENTIALS_DIRECTORY")
+                if not directory:
+                    raise ConfigError(
+                        f"credential {self.credential}: $CREDENTIALS_DIRECTORY is not set "
+                        f"(run under systemd with LoadCredential={self.credential}:...)"
+                    )
+                credentials_dir = Path(directory)
+            secret = _read_secret_file(credentials_dir / self.credential, "credential")
+        else:
+            assert self.file is not None  # noqa: S101 - guaranteed by _exactly_one
+            secret = _read_secret_file(self.file, "password file")
+        if secret == "":
+            raise ConfigError(f"{self.describe()}: the secret is empty")
+        return secret
+
+
+def _read_secret_file(path: Path, what: str) -> str:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SECRET_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{what} {path} cannot be read: {reason}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_SECRET_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 (byte offset {exc.start})") from None
+    # Editors and `echo` add one newline; anything else is part of the secret.
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
+    return text

@@ -1,0 +1,137 @@
+"""MQTT connection failures: one-line explanations, and which of them to log again.
+
+Pure: no I/O, no logging, time passed in. The connection logs what `describe_failure` returns
+when `RepeatFilter` says so: one warning per failure kind, the same kind again only after a
+few minutes, so a broker that stays down does not fill the journal. aiomqtt turns socket
+errors into `MqttError(str(error))`, so for network trouble the text is all there is to
+classify; a negative CONNACK carries a reason code. Texts name the config field to check
+and never hold a password (the caller redacts).
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = ["BrokerIdentity", "Failure", "RepeatFilter", "describe_failure", "describe_refusal"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerIdentity:
+    """Where the connection goes and who it says it is: what a failure text names."""
+
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A connection failure: its kind (for de-duplicating the log) and its one-line text."""
+
+    kind: str
+    text: str
+
+
+def describe_failure(
+    exc: BaseException,
+    *,
+    broker: BrokerIdentity,
+    was_connected: bool,
+    socket_error: str | None = None,
+) -> Failure:
+    """Why one connection attempt (or connection) ended, naming the cause.
+
+    `socket_error` is what paho logged at ERROR during the attempt (e.g. the server's TLS
+    alert); it replaces a bare "timed out", which only says that no CONNACK came.
+    """
+    where = f"MQTT broker {broker.where}"
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, MqttConnectError):
+        return describe_refusal(exc, broker=broker)
+    if was_connected:
+        return Failure("lost", f"lost the connection to {where}: {detail}")
+    if not isinstance(exc, aiomqtt.MqttError | ssl.SSLError):
+        # Raised before any network traffic: the password source or a TLS file.
+        return Failure(
+            f"local:{type(exc).__name__}",
+            f"cannot prepare the connection to {where}: {type(exc).__name__}: {detail} "
+            "(check mqtt.password and the mqtt.tls files)",
+        )
+    if socket_error is not None and "timed out" in detail.lower():
+        # No CONNACK because the connection died first: the socket error is the cause.
+        detail = socket_error
+    low = detail.lower()
+    if isinstance(exc, ssl.SSLError) or any(w in low for w in ("certificate", "ssl", "tls")):
+        return Failure(
+            "tls",
+            f"TLS handshake with {where} failed: {detail} (check mqtt.tls.ca_file, "
+            "the server certificate's host names and the client certificate)",
+        )
+    hints = (
+        ("connection refused", "down", f"{where} refused the TCP connection; is it running?"),
+        ("name or service", "dns", f"cannot resolve MQTT host {broker.host!r}"),
+        ("name resolution", "dns", f"cannot resolve MQTT host {broker.host!r}"),
+        ("timed out", "timeout", f"{where} did not answer in time"),
+        ("unreachable", "unreachable", f"{where} is unreachable"),
+    )
+    for needle, kind, text in hints:
+        if needle in low:
+            return Failure(kind, f"{text} ({detail})")
+    return Failure("network", f"cannot connect to {where}: {detail}")
+
+
+def describe_refusal(exc: MqttConnectError, *, broker: BrokerIdentity) -> Failure:
+    """A negative CONNACK: the broker is up but does not want us."""
+    where = f"MQTT broker {broker.where}"
+    reason = str(exc.rc) if isinstance(exc.rc, ReasonCode) else str(exc)
+    lowered = reason.lower()
+    if any(w in lowered for w in ("password", "not authori", "bad user")):
+        who = f"as user {broker.username!r}" if broker.username else "anonymously"
+        return Failure(
+            "auth",
+            f"{where} refused the connection: {reason} "
+            f"(check mqtt.username/password; connecting {who})",
+        )
+    if "identifier" in lowered:
+        return Failure("client-id", f"{where} refused client id {broker.client_id!r}: {reason}")
+    return Failure("refused", f"{where} refused the connection: {reason}")
+
+
+class RepeatFilter:
+    """Which failures deserve a warning: a new kind at once, the same kind every `repeat_s`."""
+
+    def __init__(self, *, repeat_s: float) -> None:
+        self._repeat_s = repeat_s
+        self._last_kind: str | None = None
+        self._last_warned = 0.0
+        self._since_success = 0
+
+    def failed(self, failure: Failure, *, now: float) -> str | None:
+        """The warning text for `failure` at `now` (monotonic s), or None: too soon again."""
+        self._since_success += 1
+        if failure.kind != self._last_kind:
+            text = failure.text
+        elif now - self._last_warned < self._repeat_s:
+            return None
+        else:
+            text = f"{failure.text} ({self._since_success} attempts so far)"
+        self._last_kind = failure.kind
+        self._last_warned = now
+        return text
+
+    def succeeded(self) -> int | None:
+        """A connection: the failed attempts before it, or None when none was reported."""
+        failed = self._since_success if self._last_kind is not None else None
+        self._last_kind = None
+        self._since_success = 0
+        return failed

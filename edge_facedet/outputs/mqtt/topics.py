@@ -1,0 +1,76 @@
+"""Every MQTT topic the service publishes to, named in one place.
+
+A node's topics live under one prefix (`mqtt.topic_prefix`, by default
+`edge-facedet/<node_id>`):
+
+* `<prefix>/status` (retained): `online`, `offline` (the Last Will) or `stopped`;
+* `<prefix>/cameras/<id>/state` (retained): the camera's latest state;
+* `<prefix>/cameras/<id>/faces`: one message per published frame.
+
+Home Assistant discovery configs go to `homeassistant/<component>/<object id>/config`
+(homeassistant.py builds their bodies). The connection, the output and the discovery all
+ask this module, so a topic is spelled once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DISCOVERY_PREFIX",
+    "Topics",
+    "check_topic",
+    "default_prefix",
+    "discovery_topic",
+]
+
+DISCOVERY_PREFIX = "homeassistant"
+# Characters a topic level built from our names may not hold: level separator, wildcards, NUL.
+_LEVEL_FORBIDDEN = "/#+\0"
+
+
+def default_prefix(node_id: str) -> str:
+    """The topic prefix when `mqtt.topic_prefix` is not set."""
+    return f"edge-facedet/{node_id}"
+
+
+def check_topic(topic: str) -> str:
+    """`topic` if it can be published to: no wildcard, no NUL, not a `$` system topic."""
+    if not topic or any(ch in topic for ch in "#+\0") or topic.startswith("$"):
+        raise ValueError(f"invalid topic {topic!r}")
+    return topic
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topics under one node's prefix."""
+
+    prefix: str
+
+    @classmethod
+    def for_node(cls, *, node_id: str, prefix: str | None = None) -> Topics:
+        return cls(prefix or default_prefix(node_id))
+
+    def under(self, *parts: str) -> str:
+        """`<prefix>/<part>/<part>...`; parts must not contain wildcards or slashes."""
+        for part in parts:
+            if not part or any(ch in part for ch in _LEVEL_FORBIDDEN):
+                raise ValueError(f"invalid topic level {part!r}")
+        return "/".join((self.prefix, *parts))
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    def camera_state(self, camera_id: str) -> str:
+        return self.under("cameras", camera_id, "state")
+
+    def camera_faces(self, camera_id: str) -> str:
+        return self.under("cameras", camera_id, "faces")
+
+
+def discovery_topic(
+    *, component: str, object_id: str, discovery_prefix: str = DISCOVERY_PREFIX
+) -> str:
+    """Where Home Assistant reads one entity's discovery config."""
+    return f"{discovery_prefix}/{component}/{object_id}/config"

@@ -1,0 +1,81 @@
+"""The `opencv` decoder: OpenCV's FFmpeg backend for streams and files, V4L2 for devices."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import cv2
+
+from edge_facedet.sources.source import SourceError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+
+class OpenCvSource:
+    """A `VideoSource` read through `cv2.VideoCapture`."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        is_device: bool,
+        threads: int,
+        open_timeout_s: float,
+        read_timeout_s: float,
+    ) -> None:
+        if is_device:
+            # The V4L2 backend rejects the FFmpeg-only parameters (unused parameters make
+            # OpenCV refuse the open), so a device gets none; see the reader's docstring.
+            device: int | str = int(url) if url.isdigit() else url
+            capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        else:
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                round(open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                round(read_timeout_s * 1000),
+                # Each FFmpeg capture would otherwise start one decoder thread per core;
+                # with many cameras those threads thrash the cores (see docs/benchmarks.md).
+                cv2.CAP_PROP_N_THREADS,
+                threads,
+            ]
+            capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError("OpenCV could not open it")
+        self._capture = capture
+
+    def grab(self) -> bool:
+        return bool(self._capture.grab())
+
+    def retrieve(self, *, size: tuple[int, int]) -> tuple[NDArray[np.uint8], int, int]:
+        retrieved, image = self._capture.retrieve()
+        if not retrieved or image is None or image.ndim != 3 or image.size == 0:
+            raise SourceError("could not decode a frame")
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        return cast("NDArray[np.uint8]", resized), int(image.shape[1]), int(image.shape[0])
+
+    def stream_time_s(self) -> float:
+        return float(self._capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+
+    def fps(self) -> float:
+        return float(self._capture.get(cv2.CAP_PROP_FPS))
+
+    def rewind(self) -> bool:
+        return bool(self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0))
+
+    def release(self) -> None:
+        self._capture.release()
+
+
+def keep_opencv_in_reader_threads() -> None:
+    """Make OpenCV's resize run in the calling reader thread, without its worker pool.
+
+    Each reader already runs in its own thread, and with many cameras every core is busy;
+    OpenCV's pool (one worker per core, spinning before it sleeps) only adds threads that
+    compete with the readers and the detector (measured: see docs/benchmarks.md, "OpenCV's
+    worker pool off"). Process-wide, so the service calls it once.
+    """
+    cv2.setNumThreads(1)
