@@ -1,283 +1,159 @@
-"""The benchmark's output: the markdown tables, the PNG chart, and docs/benchmarks.md.
+"""The benchmark's output: results.md, the PNG chart, and docs/benchmarks.md.
 
 Owns presentation only: everything here reads the `results` dictionary that benchmarks/run.py
-accumulated (and saved as results.json), so a report can be redrawn from a saved run.
+accumulated (and saved as results.json), so a report can be redrawn from a saved run. The
+tables are benchmarks/report_sections.py's; this module adds the run's header (date, host),
+the chart and the docs page.
+
+docs/benchmarks.md has three parts: a hand-written preamble, the generated part (the method
+and the latest run's tables, between GENERATED_MARKER and NOTES_MARKER), and hand-written
+notes. `--docs` rewrites the generated part only.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-TARGET_THROUGHPUT = 0.90
-TARGET_CAPACITY = 0.90
-TARGET_P99_MS = 50.0
-TARGET_PEAK_MB = 400.0
-TARGET_GROWTH_PCT = 5.0
+from benchmarks.report_sections import (
+    SECTIONS,
+    TARGET_P99_MS,
+    TARGET_PEAK_MB,
+    fmt,
+)
+
+GENERATED_MARKER = "<!-- generated: `edge-facedet bench --docs` rewrites from here to the notes -->"
 NOTES_MARKER = "<!-- notes: kept when the results above are regenerated -->"
+DEFAULT_PREAMBLE = "# Benchmarks\n"
+# /proc/cpuinfo flags that set OpenVINO's CPU kernels (INT8 dot products, bf16, matrix units).
+ISA_FLAGS = (
+    ("avx512_vnni", "AVX-512 VNNI"),
+    ("avx_vnni", "AVX-VNNI"),
+    ("avx512_bf16", "AVX-512 bf16"),
+    ("amx_tile", "AMX"),
+)
 
 
-def _thread_split(cores: dict[str, float] | None) -> str:
-    if not cores:
-        return "-"
-    return " / ".join(_f(cores.get(role), 2) for role in ("readers", "event_loop", "other"))
+def cpu_model(cpuinfo: str) -> str:
+    """The CPU's model name in /proc/cpuinfo's text ("" when it has none)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return ""
 
 
-def _f(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
+def cpu_isa(cpuinfo: str) -> str:
+    """The instruction sets that set OpenVINO's CPU speed, e.g. "AVX-512 VNNI, no bf16"."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags = set(value.split())
+            break
+    present = [label for flag, label in ISA_FLAGS if flag in flags]
+    if "avx512f" in flags and "avx512_bf16" not in flags:
+        # Where a CPU has bf16, OpenVINO infers in it by default, which moves speed and accuracy.
+        present.append("no bf16")
+    return ", ".join(present)
+
+
+def run_date(results: dict[str, Any]) -> str:
+    """When the run started, "2026-11-26 07:08 UTC", from results['started'] (20261126T070852Z)."""
+    started = str(results.get("started", ""))
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(number):
-        return "-"
-    return f"{number:.{digits}f}"
+        when = datetime.strptime(started, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return started or "an unrecorded date"
+    return f"{when:%Y-%m-%d %H:%M} UTC"
 
 
-def _verdict(*, ok: bool) -> str:
-    return "met" if ok else "**not met**"
-
-
-def write_markdown(*, results: dict[str, Any], out: Path) -> str:  # noqa: PLR0912, PLR0915 - one section after another
-    lines: list[str] = []
-    m = results["machine"]
-    lines += [
-        f"# edge-facedet benchmark {results['started']}",
-        "",
-        (
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; OpenVINO "
-            f"{m['openvino']}, OpenCV {m['opencv']}, Python {m['python']}, kernel {m['kernel']}."
-        ),
-        "",
-        "Load average (1/5/15 min) before each scenario: "
-        + "; ".join(f"{k} {'/'.join(_f(x, 2) for x in v)}" for k, v in results["load"].items()),
-        "",
-    ]
+def host_line(results: dict[str, Any]) -> str:
+    """The host in one line: CPU, cores, ISA, RAM, and the two speeds every figure depends on."""
+    m = results.get("machine", {})
+    parts = [m.get("cpu") or "unrecorded CPU", f"{m.get('cores', '?')} vCPUs"]
+    parts += [m["isa"]] if m.get("isa") else []
+    parts += [f"{m['ram_gb']} GB RAM"] if m.get("ram_gb") is not None else []
+    speeds = []
     ceil = results.get("ceilings")
     if ceil:
-        inf = ceil["inference_fps"]
-        lines += [
-            "## Ceilings",
-            "",
-            (
-                f"Inference (benchmark_app, FP16-INT8, CPU, THROUGHPUT): best {_f(inf['best'])} "
-                f"/ median {_f(inf['median'])} inferences/s "
-                f"({_f(ceil['infer_ms_per_frame'], 2)} core-ms per inference)."
-            ),
-            "",
-            (
-                "| clip | grab ms | BGR ms | resize ms | decode ceiling fps | combined ceiling fps "
-                "| predicted capacity (cams @25, detect 5) |"
-            ),
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, costs in ceil["decode_ms"].items():
-            c = ceil[name]
-            lines.append(
-                f"| {name} | {_f(costs['grab']['best'], 2)} (med {_f(costs['grab']['median'], 2)})"
-                f" | {_f(costs['bgr']['best'], 2)} | {_f(costs['resize']['best'], 2)} "
-                f"| {_f(c['decode_fps'])} | {_f(c['combined_fps'])} "
-                f"| {_f(c['predicted_capacity'])} |"
-            )
+        speeds.append(
+            f"benchmark_app {fmt(ceil['inference_fps']['best'])} inferences/s "
+            f"({fmt(ceil['infer_ms_per_frame'], 2)} core-ms each)"
+        )
+        grab = f"720p grab {fmt(ceil['decode_ms']['720p']['grab']['best'], 2)} ms read flat out"
         live = ceil.get("live_720p")
         if live:
-            lines += [
-                "",
-                (
-                    f"Live: {live['streams']} 720p RTSP streams read in real time, one thread "
-                    f"each: grab {_f(live['grab_ms'], 2)} ms per frame (clip read flat out: "
-                    f"{_f(ceil['decode_ms']['720p']['grab']['best'], 2)}), slowest stream "
-                    f"{_f(live['fps'])} frames/s; predicted capacity with the live grab cost "
-                    f"{_f(live['predicted_capacity'])}."
-                ),
-            ]
-        lines.append("")
-    tp = results.get("throughput")
-    naive = results.get("naive", {})
-    if tp or naive:
-        combined = ceil["720p"]["combined_fps"] if ceil else None
-        lines += [
-            "## Throughput, 720p, every frame inferred (frames/s)",
-            "",
-            f"Combined ceiling 1/(1/decode + 1/inference): {_f(combined)} fps.",
-            "",
-            (
-                "| cameras | service best | service median | ratio to ceiling | "
-                "naive best | naive median | service / naive | service CPU cores "
-                "| frames per CPU-s, service / naive |"
-            ),
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        counts = sorted({*(tp or {}), *naive}, key=int)
-        for count in counts:
-            s = (tp or {}).get(count, {})
-            n = naive.get(count, {})
-            ratio = s.get("best", 0) / combined if combined and s else None
-            vs = s.get("best", 0) / n["best"] if s and n else None
-            lines.append(
-                f"| {count} | {_f(s.get('best'))} "
-                f"| {_f(s.get('median'))} | {_f(ratio, 2)} | {_f(n.get('best'))} "
-                f"| {_f(n.get('median'))} | {_f(vs, 2)} | {_f(s.get('cpu_cores_used'), 2)} "
-                f"| {_f(s.get('fps_per_core'))} / {_f(n.get('fps_per_core'))} |"
-            )
-        if tp and "8" in tp and combined:
-            ok = tp["8"]["best"] / combined >= TARGET_THROUGHPUT
-            lines += ["", f"Target: 8 cameras >= {TARGET_THROUGHPUT} x ceiling: {_verdict(ok=ok)}."]
-        lines.append("")
-    cap = results.get("capacity")
-    if cap:
-        lines += ["## Capacity: 720p@25 RTSP cameras at detect_fps 5, every camera >= 4.5/s", ""]
-        predicted = ceil["720p"]["predicted_capacity"] if ceil else None
-        naive_cap = results.get("naive_capacity", {}).get("capacity")
-        sub = results.get("substream_capacity", {}).get("capacity")
-        sub_pred = ceil["360p"]["predicted_capacity"] if ceil else None
-        lines += [
-            "| what | cameras | predicted | ratio |",
-            "|---|---:|---:|---:|",
-            (
-                f"| service, 720p main stream | {cap.get('capacity', '-')} | {_f(predicted)} "
-                f"| {_f(cap.get('capacity', 0) / predicted if predicted else None, 2)} |"
-            ),
-            f"| naive baseline, 720p | {naive_cap if naive_cap is not None else '-'} | | |",
-        ]
-        live_pred = ceil.get("live_720p", {}).get("predicted_capacity") if ceil else None
-        if live_pred and "capacity" in cap:
-            lines.append(
-                f"| service, 720p, against the live grab cost | {cap['capacity']} "
-                f"| {_f(live_pred)} | {_f(cap['capacity'] / live_pred, 2)} |"
-            )
-        if sub is not None:
-            lines.append(
-                f"| service, `detect_url` 640x360 substream | {sub} | {_f(sub_pred)} "
-                f"| {_f(sub / sub_pred if sub_pred else None, 2)} |"
-            )
-        dec = results.get("decoder_capacity", {}).get("capacity")
-        if dec is not None:
-            lines.append(
-                f"| service, 720p, `decoder: pyav` + `skip_loop_filter` | {dec} | {_f(predicted)} "
-                f"| {_f(dec / predicted if predicted else None, 2)} |"
-            )
-        if predicted and "capacity" in cap:
-            ok = cap["capacity"] / predicted >= TARGET_CAPACITY
-            lines += ["", f"Target: >= {TARGET_CAPACITY} x predicted: {_verdict(ok=ok)}."]
-            if dec is not None:
-                ok = dec / predicted >= TARGET_CAPACITY
-                lines.append(f"With `decoder: pyav` + `skip_loop_filter`: {_verdict(ok=ok)}.")
-        lines += ["", "Search steps:", ""]
-        lines += [
-            (
-                "| run | cameras | passed | total fps | slowest camera fps | CPU cores "
-                "| readers / event loop / inference + other cores "
-                "| RTSP server + broker + subscriber cores | frames read per camera/s "
-                "| stale (not detected)/s | p99 ms |"
-            )
-        ]
-        lines += ["|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|"]
-        for name in ("capacity", "naive_capacity", "substream_capacity", "decoder_capacity"):
-            for step in results.get(name, {}).get("steps", []):
-                lines.append(
-                    f"| {name} | {step['cameras']} | {step['passed']} | {_f(step['total_fps'])} "
-                    f"| {_f(step['min_camera_fps'], 2)} | {_f(step.get('cpu_cores_used'), 2)} "
-                    f"| {_thread_split(step.get('thread_cores'))} "
-                    f"| {_f(sum(step.get('neighbour_cores', {}).values()) or None, 2)} "
-                    f"| {_f(step.get('grabbed_per_camera_s'))} | {_f(step.get('stale_per_s'))} "
-                    f"| {_f(step.get('p99_ms'))} |"
-                )
-        lines.append("")
-    lines += _decoders_section(results.get("decoders"))
-    lat = results.get("latency")
-    if lat:
-        lines += [
-            f"## Latency, capture -> MQTT receipt (capacity used: {lat['capacity']} cameras)",
-            "",
-            (
-                "| load | cameras | messages | p50 ms | p95 ms | p99 ms | in-service p99 ms "
-                "| stale (not detected)/s | slowest camera fps |"
-            ),
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for share, row in lat["rows"].items():
-            lines.append(
-                f"| {share} | {row['cameras']} | {row['messages']} | {_f(row['p50_ms'])} "
-                f"| {_f(row['p95_ms'])} | {_f(row['p99_ms'])} | {_f(row['internal_p99_ms'])} "
-                f"| {_f(row.get('stale_per_s'))} | {_f(row['min_camera_fps'], 2)} |"
-            )
-        if "80%" in lat["rows"]:
-            ok = lat["rows"]["80%"]["p99_ms"] <= TARGET_P99_MS
-            lines += ["", f"Target: p99 <= {TARGET_P99_MS:g} ms at 80%: {_verdict(ok=ok)}."]
-        lines.append("")
-    mem = results.get("memory")
-    if mem:
-        ok_peak = mem["peak_rss_mb"] <= TARGET_PEAK_MB
-        ok_growth = mem["growth_pct"] < TARGET_GROWTH_PCT
-        lines += [
-            f"## Memory: {mem['cameras']} RTSP cameras, {mem['seconds'] / 60:.0f} min",
-            "",
-            (
-                "| peak RSS MB | RSS after warm-up MB | RSS at end MB | growth % "
-                "| slowest camera fps |"
-            ),
-            "|---:|---:|---:|---:|---:|",
-            (
-                f"| {_f(mem['peak_rss_mb'])} | {_f(mem['rss_start_mb'])} | {_f(mem['rss_end_mb'])} "
-                f"| {_f(mem['growth_pct'], 2)} | {_f(mem['min_camera_fps'], 2)} |"
-            ),
-            "",
-            (
-                f"Targets: peak <= {TARGET_PEAK_MB:g} MB: {_verdict(ok=ok_peak)}; growth < "
-                f"{TARGET_GROWTH_PCT:g}%: {_verdict(ok=ok_growth)}."
-            ),
-            "",
-        ]
+            grab += f", {fmt(live['grab_ms'], 2)} ms live ({live['streams']} streams)"
+        speeds.append(grab)
+    return "Host: " + "; ".join([", ".join(parts), *speeds]) + "."
+
+
+def read_cpuinfo() -> str:
+    """This host's /proc/cpuinfo ("" where there is none): run.py records its model and ISA."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def write_markdown(*, results: dict[str, Any], out: Path) -> str:
+    """results.md: the run's header, then one section per scenario the run has."""
+    lines = [f"# edge-facedet benchmark {run_date(results)}", "", *_header(results)]
+    for section in SECTIONS:
+        lines += section(results)
     text = "\n".join(lines)
     (out / "results.md").write_text(text)
     return text
 
 
-def _decoders_section(decoders: dict[str, Any] | None) -> list[str]:
-    if not decoders:
-        return []
-    lines = [
-        "## Decoders: the same 720p@25 RTSP cameras read by each decoder setting",
-        "",
-        (
-            "| decoder | cameras | detect_fps | frames decoded per camera/s "
-            "| reader CPU ms per camera-second | slowest camera detections/s | CPU cores "
-            "| stale/s | p99 ms |"
-        ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def _header(results: dict[str, Any]) -> list[str]:
+    m = results.get("machine", {})
+    settings = results.get("settings", {})
+    run = f"Run: started {run_date(results)}"
+    if settings.get("scenarios"):
+        run += "; scenarios " + ", ".join(settings["scenarios"])
+    run += "; `--quick`" if settings.get("quick") else ""
+    run += "; `--long`" if settings.get("long") else ""
+    lines = [f"{run}.", "", host_line(results), ""]
+    if results.get("reused_from"):
+        lines += [f"Scenarios not run then were taken from `{results['reused_from']}`.", ""]
     lines += [
-        f"| {row['setting']} | {row['cameras']} | {_f(row['detect_fps'])} "
-        f"| {_f(row.get('grabbed_per_camera_s'))} | {_f(row.get('reader_ms_per_camera_s'))} "
-        f"| {_f(row['min_camera_fps'], 2)} | {_f(row.get('cpu_cores_used'), 2)} "
-        f"| {_f(row.get('stale_per_s'))} | {_f(row.get('p99_ms'))} |"
-        for row in decoders["rows"]
-    ]
-    lines += [
-        "",
         (
-            "keyframes_only: the clips carry a keyframe every 2 s, so it detects 0.5 frames/s "
-            "per camera, compared with OpenCV at detect_fps 0.5 (which decodes every frame)."
+            f"Software: OpenVINO {m.get('openvino', '?')}, OpenCV {m.get('opencv', '?')}, "
+            f"Python {m.get('python', '?')}, kernel {m.get('kernel', '?')}."
         ),
+        "",
+        "Load average (1/5/15 min) before each scenario: "
+        + "; ".join(f"{k} {'/'.join(fmt(x, 2) for x in v)}" for k, v in results["load"].items()),
         "",
     ]
     return lines
 
 
 def write_chart(*, results: dict[str, Any], out: Path) -> Path:
+    """chart.png: throughput, capacity, latency and memory, one panel each."""
     import matplotlib as mpl  # noqa: PLC0415 - the bench extra; only needed here
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    ax = axes[0][0]
+    _plot_throughput(axes[0][0], results)
+    _plot_capacity(axes[0][1], results)
+    _plot_latency(axes[1][0], results)
+    _plot_memory(axes[1][1], results)
+    fig.tight_layout()
+    path = out / "chart.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_throughput(ax: Any, results: dict[str, Any]) -> None:
     tp = results.get("throughput", {})
     naive = results.get("naive", {})
     ceil = results.get("ceilings")
@@ -293,8 +169,10 @@ def write_chart(*, results: dict[str, Any], out: Path) -> Path:
     ax.set(title="Throughput, 720p, every frame inferred", xlabel="cameras", ylabel="frames/s")
     ax.legend()
 
-    ax = axes[0][1]
+
+def _plot_capacity(ax: Any, results: dict[str, Any]) -> None:
     labels, values = [], []
+    ceil = results.get("ceilings")
     if ceil:
         labels.append("predicted\n720p")
         values.append(ceil["720p"]["predicted_capacity"])
@@ -310,7 +188,8 @@ def write_chart(*, results: dict[str, Any], out: Path) -> Path:
     ax.bar(labels, values, color=["gray", "C0", "C1", "C2", "C3"][: len(values)])
     ax.set(title="Capacity: cameras @25 fps, detect 5/s", ylabel="cameras")
 
-    ax = axes[1][0]
+
+def _plot_latency(ax: Any, results: dict[str, Any]) -> None:
     lat = results.get("latency", {}).get("rows", {})
     if lat:
         shares = list(lat)
@@ -323,53 +202,56 @@ def write_chart(*, results: dict[str, Any], out: Path) -> Path:
         ax.legend()
     ax.set(title="Latency capture -> MQTT receipt", ylabel="ms")
 
-    ax = axes[1][1]
+
+def _plot_memory(ax: Any, results: dict[str, Any]) -> None:
     mem = results.get("memory")
     if mem:
         ax.plot([t for t, _ in mem["samples"]], [rss for _, rss in mem["samples"]])
         ax.axhline(TARGET_PEAK_MB, color="red", ls="--", label="peak target")
         ax.legend()
-    ax.set(title="Service RSS, 16 cameras", xlabel="s", ylabel="MB")
-    fig.tight_layout()
-    path = out / "chart.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    cameras = mem["cameras"] if mem else "-"
+    ax.set(title=f"Service RSS, {cameras} cameras", xlabel="s", ylabel="MB")
 
 
 def write_docs(*, results: dict[str, Any], markdown: str, out: Path, repo: Path) -> Path:
-    """docs/benchmarks.md: method, then this run's tables; notes below the marker are kept."""
+    """docs/benchmarks.md: the preamble and the notes kept, the method and this run between."""
     docs = repo / "docs" / "benchmarks.md"
-    notes = ""
-    if docs.exists():
-        text = docs.read_text()
-        if NOTES_MARKER in text:
-            notes = text.split(NOTES_MARKER, 1)[1]
-    chart = out / "chart.png"
+    preamble, notes = kept_parts(docs.read_text() if docs.exists() else "")
+    results_json = out / "results.json"
+    shown = results_json.relative_to(repo) if results_json.is_relative_to(repo) else results_json
     body = "\n".join(
         [
-            "# Benchmarks",
+            preamble.rstrip("\n"),
             "",
-            (
-                "Generated by `python -m benchmarks.run --docs` (or `edge-facedet bench --docs`) "
-                f"on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; raw figures and the chart "
-                "are in "
-                f"`{chart.relative_to(repo) if chart.is_relative_to(repo) else chart}` "
-                "(results/ is not committed). The chart needs the bench extra: "
-                "`.venv/bin/pip install -e '.[bench]'`; `--render results.json` redraws a run."
-            ),
+            GENERATED_MARKER,
             "",
             METHOD,
             "",
             "# Latest full run",
             "",
-            markdown.split("\n", 2)[2],
+            (
+                f"Generated by `edge-facedet bench --docs` from `{shown}` (results/ is not "
+                "committed). The chart needs the bench extra: "
+                "`.venv/bin/pip install -e '.[bench]'`; `--render results.json` redraws a run."
+            ),
+            "",
+            markdown.split("\n", 2)[2].rstrip("\n"),
             "",
             NOTES_MARKER,
         ]
     )
     docs.write_text(body + (notes or "\n"))
     return docs
+
+
+def kept_parts(text: str) -> tuple[str, str]:
+    """The hand-written preamble (before GENERATED_MARKER) and notes (after NOTES_MARKER).
+
+    A page without the generated marker keeps only its notes, under the default title.
+    """
+    preamble = text.split(GENERATED_MARKER, 1)[0] if GENERATED_MARKER in text else ""
+    notes = text.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in text else ""
+    return preamble or DEFAULT_PREAMBLE, notes
 
 
 METHOD = """## Method

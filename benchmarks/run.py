@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the package and the test support code
     sys.path.insert(0, str(REPO))
 
-from benchmarks import ceilings  # noqa: E402
+from benchmarks import ceilings, slowclients  # noqa: E402
 from benchmarks.media import P360, P720, P1080, Clips, start_rtsp  # noqa: E402
 from benchmarks.service_run import Camera, ServiceResult, run_service  # noqa: E402
 from tests.support.paths import MODEL_ROOT  # noqa: E402
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 SCENARIOS = (
     "ceilings", "naive", "throughput", "capacity", "latency", "memory", "substream", "decoders",
+    "slowclients",
 )  # fmt: skip
 CAMERA_COUNTS = (1, 4, 8, 16)
 STREAM_FPS = 25
@@ -416,6 +417,15 @@ class Bench:
             measure=lambda n: self._service_capacity_step(n, substream=True),
         )
 
+    def slowclients(self) -> None:
+        """1,000 slow and 39 large-header HTTP clients against the service (slowclients.py)."""
+        self.results["slowclients"] = slowclients.run(
+            workdir=self.work / "slowclients",
+            cache_dir=self.cache / "openvino",
+            phase_s=10.0 if self.quick else 15.0,
+        )
+        self.save()
+
     def decoders(self) -> None:
         """Each decoder setting on the same live cameras, then capacity with the cheapest."""
         capacity = int(self.results.get("capacity", {}).get("capacity") or 0)
@@ -474,15 +484,19 @@ def machine() -> dict[str, Any]:
     import cv2  # noqa: PLC0415 - heavy imports only where measured
     import openvino as ov  # noqa: PLC0415
 
+    from benchmarks.report import cpu_isa, cpu_model, read_cpuinfo  # noqa: PLC0415
+
+    cpuinfo = read_cpuinfo()
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     model = next(
         (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line),
-        platform.processor(),
+        cpu_model(cpuinfo) or platform.processor(),
     )
     with Path("/proc/meminfo").open(encoding="ascii") as meminfo:
         mem_kb = int(meminfo.readline().split()[1])
     return {
         "cpu": model,
+        "isa": cpu_isa(cpuinfo),
         "cores": ceilings.cores(),
         "ram_gb": round(mem_kb / 1024 / 1024, 1),
         "openvino": ov.get_version(),

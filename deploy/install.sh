@@ -6,15 +6,15 @@
 #                               [--no-systemd] [--start] [--uninstall]
 #
 # Installs: a venv at <prefix>/venv with the package and the exact dependency versions of
-# requirements.lock (hash-checked), the model at <prefix>/models, a starter <etc>/config.yaml
-# (only if there is none: an existing config is never touched), the full reference
-# <etc>/config.example.yaml, <etc>/credentials/ (0700, one file per secret, loaded by
-# LoadCredential=) and the unit /etc/systemd/system/edge-facedet.service (enabled, not
-# started unless --start). Idempotent: a second run changes nothing on disk.
+# requirements.lock (hash-checked), the model at <prefix>/models, <prefix>/README.md, a
+# starter <etc>/config.yaml (only if there is none: an existing config is never touched),
+# the full reference <etc>/config.example.yaml, <etc>/credentials/ (0700, one file per
+# secret, loaded by LoadCredential=) and the unit /etc/systemd/system/edge-facedet.service
+# (enabled, not started unless --start). Idempotent: a second run changes nothing on disk.
 # --root DIR installs below DIR (like DESTDIR, for tests and packaging; systemctl is then
-# never called). --uninstall removes the venv, the models and the unit; config and
-# credentials stay. Model source: --model-mirror, else ../shared/models beside the checkout
-# if present, else the Open Model Zoo download.
+# never called). --uninstall removes the venv, the models, the README and the unit; config
+# and credentials stay. Model source: --model-mirror, else ../shared/models beside the
+# checkout if present, else the Open Model Zoo download.
 set -euo pipefail
 
 usage() {
@@ -90,7 +90,7 @@ if ((uninstall)); then
         systemctl clean --what=cache edge-facedet.service 2>/dev/null || true
     fi
     removed=0
-    for path in "$unit" "$venv" "$models" "$dest_etc/config.example.yaml"; do
+    for path in "$unit" "$venv" "$models" "$dest_prefix/README.md" "$dest_etc/config.example.yaml"; do
         if [[ -e $path || -L $path ]]; then
             say "removing $path"
             rm -rf -- "$path"
@@ -180,6 +180,8 @@ else
     printf '%s\n' "$want_stamp" >"$stamp"
 fi
 cli=$venv/bin/edge-facedet
+# The unit's Documentation= (`systemctl help edge-facedet`) points at this copy.
+install_file 0644 "$repo/README.md" "$dest_prefix/README.md" || true
 
 # --- model ----------------------------------------------------------------------------------
 # FP16-INT8 is the default precision (CPU); FP16 is what GPU/NPU users switch to.

@@ -14,11 +14,24 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from edge_facedet import __version__
+from edge_facedet.home import exit_on_missing_home
 from edge_facedet.inference.model import Precision, precision_names
-from edge_facedet.redact import RedactingFormatter
+from edge_facedet.preflight import start_problem, warn_debug_variables
+from edge_facedet.redact import RedactingFormatter, url_secrets
+from edge_facedet.telemetry import disable_openvino_telemetry
+from edge_facedet.tools.arguments import (
+    MAX_BATCH_SIZE,
+    MAX_EVERY_NTH,
+    MAX_FACE_PX,
+    UsageParser,
+    add_pixel_cap,
+    device_name,
+    float_in,
+    int_in,
+    pixel_cap,
+)
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
@@ -27,7 +40,7 @@ if TYPE_CHECKING:
 
     from edge_facedet.config import ServiceConfig
 
-    _Subparsers = _SubParsersAction[argparse.ArgumentParser]
+    _Subparsers = _SubParsersAction[UsageParser]
 
 log = logging.getLogger("edge_facedet")
 
@@ -51,37 +64,17 @@ def _setup_logging(level: str, *, secrets: Sequence[str] = ()) -> None:
 
 
 def _secret_values(config: ServiceConfig) -> list[str]:
-    """Every secret the configuration resolves to, so logs can scrub them."""
+    """Every secret the configuration resolves to, so logs can scrub them.
+
+    Short ones are redacted only in URLs (see `edge_facedet.redact`), long ones everywhere.
+    """
     sources = [config.mqtt.password] + [camera.password for camera in config.cameras]
     values = [source.reveal() for source in sources if source is not None]
     for camera in config.cameras:
         for url in (camera.url, camera.detect_url):
-            try:
-                password = urlsplit(url).password if url else None
-            except ValueError:
-                password = None
-            if password:
-                values.append(password)
+            if url:
+                values.extend(url_secrets(url))
     return values
-
-
-def _model_problem(config: ServiceConfig) -> str | None:
-    """Why the configured model cannot be loaded (naming the field), or None if it can."""
-    from edge_facedet.tools.assets import AssetError, default_model_root, verify_model
-
-    model = config.model
-    if model.path is not None:
-        # An explicit IR may be any model: only its files' presence can be checked.
-        missing = [p for p in (model.path, model.path.with_suffix(".bin")) if not p.is_file()]
-        if missing:
-            return f"model.path: model file {missing[0]} does not exist"
-        return None
-    field = "model.dir" if model.dir is not None else "model.dir (default models root)"
-    try:
-        verify_model(root=model.dir or default_model_root(), precision=model.precision)
-    except AssetError as exc:
-        return f"{field}: {exc}"
-    return None
 
 
 def _model_xml(args: argparse.Namespace) -> Path:
@@ -106,8 +99,15 @@ def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True
     parser.add_argument("--model", help="explicit model .xml (overrides --precision)")
     parser.add_argument("--models-dir", help="models root (default: $EDGE_FACEDET_MODELS)")
     if device:
-        parser.add_argument("--device", default="AUTO", help="OpenVINO device (default AUTO)")
-        parser.add_argument("--batch-size", type=int, default=1)
+        parser.add_argument(
+            "--device", type=device_name, default="AUTO", help="OpenVINO device (default AUTO)"
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int_in(1, MAX_BATCH_SIZE),
+            default=1,
+            help=f"images per inference request, 1..{MAX_BATCH_SIZE} (default 1)",
+        )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -120,14 +120,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"edge-facedet: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # A missing model is a configuration problem (wrong model.path/dir, or `model fetch`
-    # not run): say so with the field and exit 2 before the service starts, instead of
-    # failing later in OpenVINO with exit 1 and no hint which setting points where.
-    problem = _model_problem(config)
+    _setup_logging(args.log_level, secrets=secrets)
+    warn_debug_variables(os.environ)
+    problem = start_problem(config)  # a setting that validates but cannot work here: exit 2
     if problem is not None:
         print(f"edge-facedet: invalid configuration: {args.config}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args.log_level, secrets=secrets)
     try:
         code = asyncio.run(Service(config=config).run())
     except ModelLoadError as exc:
@@ -238,7 +236,13 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     info = describe_model(xml)
     info["devices"] = describe_devices()
-    detector = OpenVinoDetector(model_xml=xml, device=args.device, batch_size=args.batch_size)
+    try:
+        detector = OpenVinoDetector(model_xml=xml, device=args.device, batch_size=args.batch_size)
+    except (RuntimeError, ValueError, OSError) as exc:
+        # A device OpenVINO does not have here (GPU on a host without one): usage, one line.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"edge-facedet: --device {args.device}: cannot load {xml}: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     info["compiled"] = {
         "requested_device": detector.info.requested_device,
         "execution_devices": list(detector.info.execution_devices),
@@ -251,6 +255,7 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    max_pixels = pixel_cap(args.max_megapixels)
     from edge_facedet.tools.detect import run_detect
 
     xml = _installed_model_xml(args)
@@ -265,12 +270,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         min_face_px=args.min_face_px,
         annotate_dir=Path(args.annotate) if args.annotate else None,
         every_nth=args.every_nth,
+        max_pixels=max_pixels,
         out=sys.stdout,
         err=sys.stderr,
     )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    max_pixels = pixel_cap(args.max_megapixels)
     from edge_facedet.tools.evaluation import run_eval
 
     xml = _installed_model_xml(args)
@@ -283,6 +290,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         inference_precision=args.inference_precision,
+        max_pixels=max_pixels,
         out=sys.stdout,
         err=sys.stderr,
         show_progress=not args.no_progress,
@@ -343,13 +351,34 @@ def _add_media_parser(commands: _Subparsers) -> None:
 
 
 def _add_detect_parser(commands: _Subparsers) -> None:
-    detect = commands.add_parser("detect", help="detect faces in images, folders and videos")
+    detect = commands.add_parser(
+        "detect",
+        help="detect faces in images, folders and videos",
+        description="Faces in images, folders and videos, one JSON line per frame. Exit status: "
+        "0 every file processed; 1 some file failed (each named on stderr, the others still "
+        "processed); 2 usage (bad argument, no media found, an --annotate folder that cannot "
+        "be created or would overwrite an input, a device that cannot load the model).",
+    )
     detect.add_argument("paths", nargs="+", metavar="PATH")
     _add_model_selection(detect)
-    detect.add_argument("--threshold", type=float, default=0.5, help="confidence threshold")
-    detect.add_argument("--min-face-px", type=int, default=0, help="smallest face height")
-    detect.add_argument("--annotate", metavar="OUT", help="write annotated copies here")
-    detect.add_argument("--every-nth", type=int, default=1, help="videos: every Nth frame")
+    detect.add_argument(
+        "--threshold", type=float_in(0.0, 1.0), default=0.5, help="confidence threshold, 0..1"
+    )
+    detect.add_argument(
+        "--min-face-px", type=int_in(0, MAX_FACE_PX), default=0, help="smallest face height"
+    )
+    detect.add_argument(
+        "--annotate",
+        metavar="OUT",
+        help="write annotated copies to this folder (refused if a copy would overwrite an input)",
+    )
+    detect.add_argument(
+        "--every-nth",
+        type=int_in(1, MAX_EVERY_NTH),
+        default=1,
+        help="videos: every Nth frame (default 1)",
+    )
+    add_pixel_cap(detect)
     detect.set_defaults(handler=_cmd_detect)
 
 
@@ -364,11 +393,12 @@ def _add_eval_parser(commands: _Subparsers) -> None:
         help="CPU inference precision (default: the plugin's, bf16 where the CPU has it)",
     )
     _add_model_selection(evaluate)
+    add_pixel_cap(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="edge-facedet",
         description="Face detection on many camera streams, published to MQTT.",
     )
@@ -387,13 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First, before anything imports OpenVINO: no usage statistics sent (telemetry.py).
+    disable_openvino_telemetry()
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["bench"]:
         return _cmd_bench(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command != "run":
         _setup_logging(os.environ.get("EDGE_FACEDET_LOG_LEVEL", "WARNING"))
-    code: int = args.handler(args)
+    with exit_on_missing_home(code=EXIT_USAGE):
+        code: int = args.handler(args)
     return code
 
 

@@ -160,7 +160,7 @@ class Service:
         finally:
             _remove_signal_handlers(asyncio.get_running_loop())
             if self.metrics_server is not None:
-                # shutdown() waits for the server's poll interval: not on the loop.
+                # stop() joins the server's thread: not on the loop.
                 await asyncio.to_thread(self.metrics_server.stop)
             self.notifier.close()
 
@@ -171,6 +171,7 @@ class Service:
             port=settings.port,
             registry=self.metrics.registry,
             health=self._health,
+            events=self.metrics.http,
         )
         server.start()
         log.info("metrics on http://%s:%d/metrics", settings.host, server.port)

@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from edge_facedet.telemetry import disable_openvino_telemetry
 from tests.support.paths import MODEL_MIRROR, MODEL_ROOT
+
+# Test modules import OpenVINO directly: without this its telemetry counts and reports every
+# test run from the developer's or CI's home directory (edge_facedet/telemetry.py).
+disable_openvino_telemetry()
 
 if TYPE_CHECKING:
     from pathlib import Path

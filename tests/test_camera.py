@@ -34,6 +34,7 @@ from edge_facedet.sources.reader import (
     ReconnectPolicy,
     StreamTimeouts,
 )
+from tests.support.media import run_ffmpeg
 from tests.support.paths import HIKERS_VIDEO
 
 if TYPE_CHECKING:
@@ -472,6 +473,134 @@ def test_resolution_change_inside_a_stream_keeps_the_stream_going(
     assert all(f.image.shape == (*INPUT_SIZE[::-1], 3) for f in recorder.frames)
     assert reader.status.state is CameraState.STOPPED
     assert reader.status.reconnects == 0
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    """A named pipe nobody writes to: `open()` for reading blocks until a writer comes (a file
+    camera on a hung mount blocks the same way). Torn down before the readers are joined:
+    a reader still blocked in its open is released (a writer comes and goes, EOF) and the
+    path removed so no retry blocks again."""
+    path = tmp_path / "camera.mp4"
+    os.mkfifo(path)
+    yield path
+    try:
+        writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # only succeeds with a reader
+    except OSError:
+        writer = None
+    path.unlink()
+    if writer is not None:
+        os.close(writer)
+
+
+@BOTH_DECODERS
+def test_fifo_camera_fails_within_its_open_timeout_and_never_holds_up_a_healthy_camera(
+    h264_clip: ClipMaker,
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    fifo: Path,
+    metrics: Metrics,
+) -> None:
+    """Before: the FIFO camera's open blocked for good (no error, no retry, open_timeout_s
+    ignored) and, with OpenCV, held the lock every capture opens under, so the healthy camera
+    never started."""
+    clip = h264_clip.clip(seconds=2)
+    open_s = 1.0
+    started = time.monotonic()
+    blocked, blocked_recorder = make_reader(
+        camera_id="fifo", url=str(fifo), loop=True,
+        timeouts=dataclasses.replace(TIMEOUTS, open_s=open_s),
+    )  # fmt: skip
+    time.sleep(0.3)  # the FIFO camera is first in line to open
+    _, healthy_recorder = make_reader(camera_id="healthy", url=str(clip), loop=True)
+
+    healthy_recorder.wait_for_frames(3, timeout=10.0)
+    blocked_recorder.wait_for(
+        lambda: blocked.status.last_error is not None, what="the FIFO camera's error",
+        timeout=max(0.1, open_s + 2.0 - (time.monotonic() - started)),
+    )  # fmt: skip
+    error = blocked.status.last_error or ""
+    assert error == f"cannot open {fifo}: not a regular file (a FIFO)", error
+    blocked_recorder.wait_for(lambda: blocked.status.reconnects >= 2, what="two retries")
+    assert blocked.status.state is CameraState.RECONNECTING
+    assert blocked_recorder.frames == []
+    assert counter(metrics, "camera_reconnects", "healthy") == 0
+
+
+_TURN_FILTERS = {90: "transpose=clock", 180: "hflip,vflip", 270: "transpose=cclock"}
+"""The filter that stores an upright clip turned so that a display rotation of the key's
+degrees shows it upright again (ffmpeg 5.1 writes `rotate=90` as a display matrix turning
+the frame 90 degrees counterclockwise: checked against ffmpeg's own autorotation)."""
+
+
+@pytest.fixture(scope="module")
+def rotated_clip(
+    h264_clip: ClipMaker, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[int], tuple[Path, Path]]:
+    """`rotated_clip(degrees)`: an upright 640x480 clip and a copy stored turned, tagged to be
+    shown upright (made once per module for both decoders)."""
+    directory = tmp_path_factory.mktemp("rotated")
+    made: dict[int, tuple[Path, Path]] = {}
+
+    def make(degrees: int) -> tuple[Path, Path]:
+        if degrees in made:
+            return made[degrees]
+        upright = h264_clip.clip(seconds=1, width=640, height=480)
+        stored = directory / f"stored-{degrees}.mp4"
+        run_ffmpeg(
+            "-i", str(upright), "-vf", _TURN_FILTERS[degrees], "-c:v", "libx264", "-preset",
+            "veryfast", "-pix_fmt", "yuv420p", "-b:v", "3M", output=stored,
+        )  # fmt: skip
+        tagged = directory / f"tagged-{degrees}.mp4"
+        # Debian 12's ffmpeg 5.1 writes the `rotate` tag as the display matrix
+        # (-display_rotation needs ffmpeg 7).
+        run_ffmpeg(
+            "-i", str(stored), "-c", "copy", "-metadata:s:v", f"rotate={degrees}", output=tagged
+        )  # fmt: skip
+        made[degrees] = (upright, tagged)
+        return made[degrees]
+
+    return make
+
+
+def _mean_abs_difference(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
+
+
+@BOTH_DECODERS
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_file_stored_rotated_is_handed_on_upright_at_its_display_size(
+    rotated_clip: Callable[[int], tuple[Path, Path]],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    degrees: int,
+) -> None:
+    """Before: the pyav decoder ignored the display matrix and handed on phone clips sideways
+    (480x640), while OpenCV turned them upright."""
+    upright, tagged = rotated_clip(degrees)
+    with av.open(str(tagged)) as container:  # the clip is stored turned and tagged
+        frame = next(container.decode(video=0))
+        stored_size = (frame.width, frame.height)
+        assert frame.rotation != 0
+    assert stored_size == ((640, 480) if degrees == 180 else (480, 640))
+    capture = cv2.VideoCapture(str(upright), cv2.CAP_FFMPEG)
+    grabbed, image = capture.read()
+    capture.release()
+    assert grabbed
+    reference = cv2.resize(image, INPUT_SIZE, interpolation=cv2.INTER_LINEAR)
+
+    reader, recorder = make_reader(camera_id="phone", url=str(tagged), realtime=False)
+    assert reader.join(timeout=WAIT_S)
+
+    first = recorder.frames[0]
+    assert (first.width, first.height) == (640, 480)
+    assert first.image.shape == (*INPUT_SIZE[::-1], 3)
+    upright_difference = _mean_abs_difference(first.image, reference)
+    # Any other orientation of the same frame is far off: the comparison can tell them apart.
+    turned = [
+        cv2.resize(np.ascontiguousarray(np.rot90(first.image, k)), INPUT_SIZE) for k in (1, 2, 3)
+    ]
+    wrong_difference = min(_mean_abs_difference(image, reference) for image in turned)
+    assert upright_difference < 6.0, (upright_difference, wrong_difference)
+    assert wrong_difference > 3 * upright_difference, (upright_difference, wrong_difference)
 
 
 def _full_decode(clip: Path) -> tuple[list[NDArray[np.uint8]], list[bool]]:

@@ -15,9 +15,11 @@ import pytest
 from benchmarks.detector_throughput import ResizeInModelDetector
 from edge_facedet.inference.detector import OpenVinoDetector
 from edge_facedet.inference.postprocess import to_detections
-from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MODEL_MIRROR
+from edge_facedet.tools.assets import model_xml_path
+from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from numpy.typing import NDArray
@@ -27,12 +29,18 @@ TOLERANCE = 1e-3
 MIN_CONFIDENCE = 0.3
 
 
-def mirror_xml(precision: str) -> Path:
-    # The shared mirror has the Open Model Zoo layout; read it in place (read-only use).
-    xml = MODEL_MIRROR / "intel" / "face-detection-0204" / precision / "face-detection-0204.xml"
-    if not xml.is_file():
-        pytest.skip(f"model not in the shared mirror: {xml}")
-    return xml
+@pytest.fixture(scope="module")
+def xml(model_root: Path) -> Callable[[str], Path]:
+    """The installed model's .xml by precision. `model_root` installs the model (checksums
+    verified) when it is missing, so a missing file here is a failure, never a skip."""
+
+    def path(precision: str) -> Path:
+        found = model_xml_path(model_root, precision)
+        if not found.is_file():
+            pytest.fail(f"face-detection-0204 {precision} is not installed: {found}")
+        return found
+
+    return path
 
 
 def read_frames(video: Path, indices: list[int]) -> list[NDArray[np.uint8]]:
@@ -65,7 +73,9 @@ def frames(full_frames: list[NDArray[np.uint8]]) -> list[NDArray[np.uint8]]:
 
 
 @pytest.fixture(scope="module")
-def reference_rows(frames: list[NDArray[np.uint8]]) -> dict[str, list[NDArray[np.float32]]]:
+def reference_rows(
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
+) -> dict[str, list[NDArray[np.float32]]]:
     """Per precision and frame, (M, 5) rows above MIN_CONFIDENCE from a plain synchronous model.
 
     Independent of the detector: no PrePostProcessor, no batching, no infer queue; the float
@@ -76,7 +86,7 @@ def reference_rows(frames: list[NDArray[np.uint8]]) -> dict[str, list[NDArray[np
     """
     out = {}
     for precision in PRECISIONS:
-        compiled = ov.Core().compile_model(mirror_xml(precision), "CPU")
+        compiled = ov.Core().compile_model(xml(precision), "CPU")
         rows = []
         for image in frames:
             x = image.transpose(2, 0, 1)[None].astype(np.float32)
@@ -119,9 +129,10 @@ async def test_async_batches_match_plain_reference(
     groups: list[list[int]],
     frames: list[NDArray[np.uint8]],
     reference_rows: dict[str, list[NDArray[np.float32]]],
+    xml: Callable[[str], Path],
 ) -> None:
     detector = await asyncio.to_thread(
-        OpenVinoDetector, model_xml=mirror_xml(precision), device="CPU", batch_size=batch_size
+        OpenVinoDetector, model_xml=xml(precision), device="CPU", batch_size=batch_size
     )
     # Every call is in flight at once: more calls than infer requests, so some wait.
     results = await asyncio.gather(*(detector.detect([frames[i] for i in g]) for g in groups))
@@ -134,10 +145,10 @@ async def test_async_batches_match_plain_reference(
     assert detector.inflight == 0
 
 
-async def test_finds_faces_on_event_frame(frames: list[NDArray[np.uint8]]) -> None:
-    detector = await asyncio.to_thread(
-        OpenVinoDetector, model_xml=mirror_xml("FP16-INT8"), device="CPU"
-    )
+async def test_finds_faces_on_event_frame(
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
+) -> None:
+    detector = await asyncio.to_thread(OpenVinoDetector, model_xml=xml("FP16-INT8"), device="CPU")
     result = await detector.detect([frames[0]])
     faces = to_detections(
         result.rows[0], frame_width=640, frame_height=480, confidence_threshold=0.5
@@ -177,14 +188,14 @@ async def max_tick_gap(
     return max(gaps), min(r.inference_seconds for r in results)
 
 
-def batch8_detector() -> OpenVinoDetector:
+def batch8_detector(model_xml: Path) -> OpenVinoDetector:
     # Batch 8 in FP16 makes one inference long (~0.3 s on one thread here), so a start_async
     # that waited for a busy request would stall the loop far longer than scheduling noise.
     # One inference thread leaves the other core to the loop: with both cores running pinned
     # inference threads (and other suites on this shared machine), the loop thread was seen
     # starved inside epoll for a whole inference, which is the OS, not the detector.
     return OpenVinoDetector(
-        model_xml=mirror_xml("FP16"),
+        model_xml=model_xml,
         device="CPU",
         batch_size=8,
         infer_requests=2,
@@ -192,8 +203,10 @@ def batch8_detector() -> OpenVinoDetector:
     )
 
 
-async def test_detect_never_blocks_the_loop(frames: list[NDArray[np.uint8]]) -> None:
-    detector = await asyncio.to_thread(batch8_detector)
+async def test_detect_never_blocks_the_loop(
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
+) -> None:
+    detector = await asyncio.to_thread(batch8_detector, xml("FP16"))
     # Warm every request up: a request's first inference does one-off set-up.
     await asyncio.gather(*(detector.detect(frames) for _ in range(detector.max_inflight)))
     # Three floods, judged by the calmest: a blocking start_async stalls the loop in every
@@ -220,12 +233,16 @@ class _BlockingQueue:
         return getattr(self._queue, name)
 
 
-async def test_tick_gap_bound_catches_a_blocking_start(frames: list[NDArray[np.uint8]]) -> None:
+async def test_tick_gap_bound_catches_a_blocking_start(
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
+) -> None:
     # Without the semaphore and the readiness wait, start_async blocks the loop: the bound in
     # test_detect_never_blocks_the_loop must then fail, or that test proves nothing.
-    detector = await asyncio.to_thread(batch8_detector)
+    detector = await asyncio.to_thread(batch8_detector, xml("FP16"))
     # Warm every request up: a request's first inference does one-off set-up.
     await asyncio.gather(*(detector.detect(frames) for _ in range(detector.max_inflight)))
+    # Private attributes on purpose: the control needs the detector broken in exactly this
+    # way, and a public seam (a queue factory argument) would exist only for this test.
     detector._queue = _BlockingQueue(detector._queue)
     detector._free_requests = asyncio.Semaphore(1000)
     try:
@@ -250,9 +267,11 @@ async def wait_for_inflight(detector: OpenVinoDetector, count: int, timeout: flo
         await asyncio.sleep(0.001)
 
 
-async def test_cancel_in_flight_and_queued_calls(frames: list[NDArray[np.uint8]]) -> None:
+async def test_cancel_in_flight_and_queued_calls(
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
+) -> None:
     detector = await asyncio.to_thread(
-        OpenVinoDetector, model_xml=mirror_xml("FP16-INT8"), device="CPU", infer_requests=2
+        OpenVinoDetector, model_xml=xml("FP16-INT8"), device="CPU", infer_requests=2
     )
     tasks = [asyncio.create_task(detector.detect([frames[0]])) for _ in range(6)]
     await wait_for_inflight(detector, 2)
@@ -294,11 +313,12 @@ class _SlowToIdleQueue:
 
 
 async def test_cancel_while_waiting_for_an_idle_request_returns_the_permit(
-    frames: list[NDArray[np.uint8]],
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
 ) -> None:
     detector = await asyncio.to_thread(
-        OpenVinoDetector, model_xml=mirror_xml("FP16-INT8"), device="CPU", infer_requests=1
+        OpenVinoDetector, model_xml=xml("FP16-INT8"), device="CPU", infer_requests=1
     )
+    # Private, as in the control above: no public seam only for tests.
     slow = _SlowToIdleQueue(detector._queue, not_ready_polls=10**9)
     detector._queue = slow
     task = asyncio.create_task(detector.detect([frames[0]]))
@@ -318,9 +338,9 @@ async def test_cancel_while_waiting_for_an_idle_request_returns_the_permit(
 
 
 @pytest.fixture
-def batch2_detector() -> OpenVinoDetector:
+def batch2_detector(xml: Callable[[str], Path]) -> OpenVinoDetector:
     # Per test: detect() binds a detector to the event loop of its first call.
-    return OpenVinoDetector(model_xml=mirror_xml("FP16-INT8"), device="CPU", batch_size=2)
+    return OpenVinoDetector(model_xml=xml("FP16-INT8"), device="CPU", batch_size=2)
 
 
 @pytest.mark.parametrize(
@@ -358,14 +378,13 @@ async def test_wrong_image_count(
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 async def test_resize_in_model_matches_cv2_resize(
-    precision: str, full_frames: list[NDArray[np.uint8]], frames: list[NDArray[np.uint8]]
+    precision: str,
+    full_frames: list[NDArray[np.uint8]],
+    frames: list[NDArray[np.uint8]],
+    xml: Callable[[str], Path],
 ) -> None:
-    static = await asyncio.to_thread(
-        OpenVinoDetector, model_xml=mirror_xml(precision), device="CPU"
-    )
-    dynamic = await asyncio.to_thread(
-        ResizeInModelDetector, model_xml=mirror_xml(precision), device="CPU"
-    )
+    static = await asyncio.to_thread(OpenVinoDetector, model_xml=xml(precision), device="CPU")
+    dynamic = await asyncio.to_thread(ResizeInModelDetector, model_xml=xml(precision), device="CPU")
     for full, resized in zip(full_frames[:4], frames[:4], strict=True):
         expected = to_detections(
             (await static.detect([resized])).rows[0],
@@ -404,13 +423,13 @@ def _iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
 
 
 async def test_a_request_without_result_times_out_and_returns_its_permit(
-    frames: list[NDArray[np.uint8]],
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
 ) -> None:
     # A request failing on the device never calls back (AsyncInferQueue calls back only on
     # success); a timeout far below one inference stands in for that silence here.
     detector = await asyncio.to_thread(
         OpenVinoDetector,
-        model_xml=mirror_xml("FP16-INT8"),
+        model_xml=xml("FP16-INT8"),
         device="CPU",
         infer_requests=1,
         request_timeout_s=1e-6,

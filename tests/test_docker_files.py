@@ -180,6 +180,39 @@ def test_dockerfile_installs_the_locked_versions_then_the_package_alone() -> Non
     assert (REPO / "deploy" / "requirements.lock").is_file()
 
 
+def _unit_value(key: str) -> str:
+    (value,) = [
+        line.partition("=")[2]
+        for line in (REPO / "systemd" / "edge-facedet.service").read_text().splitlines()
+        if line.startswith(f"{key}=")
+    ]
+    return value
+
+
+def test_compose_bounds_descriptors_pids_and_memory_like_the_unit() -> None:
+    # Issue 20, defect 1: the container's equivalents of LimitNOFILE, TasksMax, MemoryMax.
+    service = services()["edge-facedet"]
+    nofile = int(_unit_value("LimitNOFILE"))
+    assert service["ulimits"] == {"nofile": {"soft": nofile, "hard": nofile}}
+    assert service["pids_limit"] == int(_unit_value("TasksMax"))
+    assert str(service["mem_limit"]).upper() == _unit_value("MemoryMax")
+    docs = (REPO / "docs" / "containers.md").read_text()
+    assert f"--ulimit nofile={nofile}:{nofile}" in docs
+    assert f"--pids-limit {service['pids_limit']}" in docs
+    assert f"--memory {service['mem_limit']}" in docs
+
+
+def test_image_home_is_the_writable_cache_volume() -> None:
+    # The image's user has no home directory (/nonexistent), a runtime's arbitrary uid none
+    # at all: HOME is the cache volume, as the unit's is its cache directory.
+    steps = instructions()
+    final = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM") :]
+    envs = " ".join(a for k, a in final if k == "ENV").split()
+    assert "HOME=/var/cache/edge-facedet" in envs
+    assert "CACHE_DIRECTORY=/var/cache/edge-facedet" in envs
+    assert ("VOLUME", '["/var/cache/edge-facedet"]') in final
+
+
 def test_dockerfile_documents_gpu_and_npu_devices() -> None:
     text = DOCKERFILE.read_text()
     assert "--device /dev/dri" in text
@@ -246,3 +279,15 @@ def test_healthcheck_command_passes_on_200_and_fails_on_503(status: int, healthy
         server.shutdown()
         server.server_close()
     assert (result.returncode == 0) is healthy, result.stderr
+
+
+def test_compose_runs_the_service_read_only_without_capabilities() -> None:
+    # docs/containers.md promises these; a compose file that drops one must fail here.
+    service = services()["edge-facedet"]
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+    assert "cap_add" not in service
+    assert "no-new-privileges:true" in service["security_opt"]  # type: ignore[operator]
+    assert "privileged" not in service or service["privileged"] is False
+    # The read-only root needs its one writable scratch place, and no more.
+    assert service["tmpfs"] == ["/tmp"]

@@ -11,6 +11,7 @@ import io
 import math
 import os
 import re
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -348,6 +349,12 @@ def test_parser_keeps_only_images_present_in_the_folder(tmp_path: Path) -> None:
         # Without its zero line, the count-0 entry swallows the next name as a face line.
         (GT_TEXT.replace("0\n0 0 0 0 0 0 0 0 0 0\n", "0\n"), 7, "expected 10 integers"),
         (GT_TEXT + "2--Demonstration/d.jpg\n3\n1 1 1 1 0 0 0 0 0 0\n", 13, "file ends inside"),
+        # Numbers that int() takes but float64 (or any image) cannot: bounded, one line.
+        (GT_TEXT.replace("100 50 64 70", "9" * 400 + " 50 64 70"), 10, "at most 7 digits"),
+        (GT_TEXT.replace("\n1\n", "\n" + "9" * 400 + "\n"), 9, "face count"),
+        (GT_TEXT.replace("\n1\n", "\n-1\n"), 9, "face count"),
+        (GT_TEXT.replace("\n1\n", "\n\u0661\n"), 9, "face count"),  # an Arabic-Indic 1
+        (GT_TEXT.replace("100 50 64 70", "+100 50 64 70"), 10, "at most 7 digits"),
     ],
 )
 def test_malformed_ground_truth_names_file_and_line(
@@ -358,6 +365,7 @@ def test_malformed_ground_truth_names_file_and_line(
     with pytest.raises(GroundTruthError, match=re.escape(f"{gt_file}:{line}: ")) as caught:
         read_ground_truth(gt_file=gt_file)
     assert message in str(caught.value)
+    assert len(str(caught.value)) < len(str(gt_file)) + 200  # the bad text is cut short
 
 
 # --- the evaluation loop, with a fake detector --------------------------------------------
@@ -463,6 +471,22 @@ async def test_evaluate_names_an_unreadable_image(tmp_path: Path) -> None:
     broken = images_dir / "0--Synthetic" / "3.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(EvaluationError, match=re.escape(str(broken))):
+        await evaluate(
+            detector=BrightBoxDetector(batch_size=1, max_inflight=2),
+            images_dir=images_dir,
+            gt_file=gt_file,
+        )
+
+
+async def test_evaluate_refuses_an_image_declaring_a_huge_size_unread(tmp_path: Path) -> None:
+    images_dir, gt_file, _ = write_synthetic_dataset(tmp_path)
+    bomb = images_dir / "0--Synthetic" / "2.png"
+    # A PNG signature and header declaring 30000x30000 pixels: never handed to a decoder.
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + bytes(4))
+    with pytest.raises(
+        EvaluationError, match=re.escape(f"{bomb}: PNG header declares 30000x30000")
+    ):
         await evaluate(
             detector=BrightBoxDetector(batch_size=1, max_inflight=2),
             images_dir=images_dir,
@@ -601,6 +625,37 @@ def test_eval_command_prints_the_ap(tmp_path: Path, request: pytest.FixtureReque
     assert re.search(r"^WIDER FACE AP: \d{1,3}\.\d{2}%$", completed.stdout, re.MULTILINE)
     assert "images: 10 " in completed.stdout
     assert "10/10 images" in completed.stderr  # the progress's last line
+
+
+@pytest.mark.parametrize(
+    ("entry", "line", "message"),
+    [
+        # The crash the hardening issue found: int() takes 400 digits, float64 does not.
+        ("1\n" + "9" * 400 + " 20 30 80 0 0 0 0 0 0\n", 3, "at most 7 digits"),
+        ("9" * 400 + "\n", 2, "face count"),
+        ("-3\n10 20 30 80 0 0 0 0 0 0\n", 2, "face count"),
+        ("3\n10 20 30 80 0 0 0 0 0 0\n", 3, "file ends inside"),  # truncated
+    ],
+)
+def test_eval_command_names_a_malformed_ground_truth_line(
+    tmp_path: Path, model_root: Path, entry: str, line: int, message: str
+) -> None:
+    images_dir = tmp_path / "images"
+    (images_dir / "0--Parade").mkdir(parents=True)
+    # The image is present, so its entry is not skipped as belonging to another subset.
+    cv2.imwrite(str(images_dir / "0--Parade" / "a.jpg"), np.zeros((64, 64, 3), np.uint8))
+    gt_file = tmp_path / "gt.txt"
+    gt_file.write_text("0--Parade/a.jpg\n" + entry)
+    completed = run_cli(
+        "eval", "--images", images_dir, "--gt", gt_file, "--models-dir", model_root,
+        "--device", "CPU", "--no-progress",
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    (error,) = completed.stderr.splitlines()
+    assert f"{gt_file}:{line}: " in error
+    assert message in error
+    assert len(error) < len(str(gt_file)) + 200
 
 
 def test_eval_command_names_a_missing_ground_truth_file(tmp_path: Path, model_root: Path) -> None:

@@ -1,12 +1,16 @@
 """`run_detect` (the `edge-facedet detect` command) on real frames written to temporary
-images and videos: JSON lines, folders, every-Nth, annotated copies and failure handling."""
+images and videos: JSON lines, folders, every-Nth, annotated copies and failure handling;
+the image-header reader that caps pixels before decoding. The command's usage errors through
+the real CLI are in tests/test_cli.py."""
 
 from __future__ import annotations
 
 import io
 import json
 import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path, PurePath
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -17,8 +21,10 @@ import pytest
 
 from edge_facedet.frames import Detections
 from edge_facedet.tools.annotate import Annotator, annotated_name, draw_faces
-from edge_facedet.tools.detect import EXIT_FAILED, EXIT_NO_INPUT, EXIT_OK, MediaFile, run_detect
-from tests.support.paths import FACE_VIDEO, MODEL_MIRROR
+from edge_facedet.tools.detect import EXIT_FAILED, EXIT_NO_INPUT, EXIT_OK, run_detect
+from edge_facedet.tools.imageheader import ImageSize, pixel_cap_problem, read_image_size
+from edge_facedet.tools.inputs import MediaFile
+from tests.support.paths import FACE_VIDEO
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -27,11 +33,8 @@ CLIP_FRAMES = 5
 
 
 @pytest.fixture(scope="module")
-def model() -> Path:
-    xml = MODEL_MIRROR / "intel" / "face-detection-0204" / "FP16-INT8" / "face-detection-0204.xml"
-    if not xml.is_file():
-        pytest.skip(f"model not in the shared mirror: {xml}")
-    return xml
+def model(model_xml: Path) -> Path:
+    return model_xml  # FP16-INT8, installed from the shared mirror by tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +280,101 @@ def test_annotator_writes_copies_and_reports_those_it_cannot_write(tmp_path: Pat
     assert problem == f"cannot write {tmp_path / 'taken.png'}"
     problem = annotator.add(frame("taken.mp4", is_video=True), faces)
     assert problem == f"cannot write {tmp_path / 'taken.mp4'}"
+
+
+# --- image headers: the pixel cap before decoding, without a model -------------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR declaring `width` x `height` (1-bit grey), nothing else."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "params", "grey", "expected_format"),
+    [
+        (".png", [], False, "PNG"),
+        (".png", [], True, "PNG"),
+        (".jpg", [], False, "JPEG"),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], False, "JPEG"),  # SOF2, not SOF0
+        (".bmp", [], False, "BMP"),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80], False, "WebP"),  # lossy: VP8
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101], False, "WebP"),  # lossless: VP8L
+        (".tiff", [], False, "TIFF"),
+        (".ppm", [], False, "PNM"),
+        (".pgm", [], True, "PNM"),
+    ],
+)
+def test_header_size_is_what_opencv_encoded(
+    tmp_path: Path, suffix: str, params: list[int], grey: bool, expected_format: str
+) -> None:
+    # Odd, unequal sizes, so a swapped or off-by-one field shows.
+    image = np.zeros((37, 53) if grey else (37, 53, 3), np.uint8)
+    ok, encoded = cv2.imencode(suffix, image, params)
+    assert ok
+    path = tmp_path / f"image{suffix}"
+    path.write_bytes(encoded.tobytes())
+    assert read_image_size(path) == ImageSize(expected_format, 53, 37)
+
+
+def test_jpeg_frame_header_is_found_after_large_metadata_segments(tmp_path: Path) -> None:
+    ok, encoded = cv2.imencode(".jpg", np.zeros((37, 53, 3), np.uint8))
+    assert ok
+    data = encoded.tobytes()
+    # Two 60 KB APP1 segments (where EXIF and XMP live) between SOI and the frame header.
+    app1 = b"\xff\xe1" + struct.pack(">H", 60_002) + bytes(60_000)
+    path = tmp_path / "exif.jpg"
+    path.write_bytes(data[:2] + app1 + app1 + data[2:])
+    assert read_image_size(path) == ImageSize("JPEG", 53, 37)
+    assert cv2.imread(str(path)).shape == (37, 53, 3)  # still a JPEG OpenCV reads
+
+
+def test_headers_of_other_formats_and_odd_layouts(tmp_path: Path) -> None:
+    gif = tmp_path / "anim.gif"
+    gif.write_bytes(b"GIF89a" + struct.pack("<HH", 65535, 65535) + bytes(10))
+    assert read_image_size(gif) == ImageSize("GIF", 65535, 65535)
+    top_down = tmp_path / "top_down.bmp"  # a negative height is a top-down bitmap
+    top_down.write_bytes(b"BM" + bytes(12) + struct.pack("<Iii", 40, 53, -37) + bytes(30))
+    assert read_image_size(top_down) == ImageSize("BMP", 53, 37)
+    pnm = tmp_path / "comment.pgm"
+    pnm.write_bytes(b"P5\n# a comment 9 9\n53 37\n255\n" + bytes(53 * 37))
+    assert read_image_size(pnm) == ImageSize("PNM", 53, 37)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n",  # the signature, no IHDR
+        b"\xff\xd8",  # SOI only
+        b"\xff\xd8\xff\xe0\x00\x00",  # a segment length of 0
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",  # a segment running past the end
+        b"\xff\xd8" + b"\xff\xe0\x00\x02" * 5000,  # thousands of empty segments
+        b"II*\x00\xff\xff\xff\x00",  # TIFF directory offset past the end
+        b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+        b"P6\n53",
+        b"\x00\x00\x00\x18ftypmp42",  # a video: not an image format
+    ],
+)
+def test_truncated_or_unknown_headers_give_no_size(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "odd.bin"
+    path.write_bytes(data)
+    assert read_image_size(path) is None
+    assert pixel_cap_problem(path, max_pixels=1) is None  # left to the decoder to report
+
+
+def test_pixel_cap_refuses_what_a_header_declares(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header_only(30000, 30000))
+    problem = pixel_cap_problem(path, max_pixels=50_000_000)
+    assert problem is not None
+    assert "PNG header declares 30000x30000 pixels (900.0 MP)" in problem
+    assert "over the 50 MP cap (--max-megapixels)" in problem
+    assert pixel_cap_problem(path, max_pixels=900_000_000) is None  # at the cap: allowed
+    digits = tmp_path / "digits.ppm"  # far too many digits to be a size
+    digits.write_bytes(b"P6\n" + b"9" * 400 + b" 1\n255\n")
+    assert pixel_cap_problem(digits, max_pixels=50_000_000) is not None

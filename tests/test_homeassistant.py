@@ -2,10 +2,14 @@
 
 The allowed keys are copied from the HA docs (integrations/sensor.mqtt and
 binary_sensor.mqtt, "Configuration Variables", and the MQTT discovery page for `device` and
-`availability`), as of HA 2026.x. jinja2 is not a project dependency, so the templates are
-checked literally and evaluated by a tiny interpreter for exactly the template shapes used.
-The end-to-end test runs the real publisher against the real broker, then checks what a
-fresh subscriber gets as retained messages, and that `online` comes after the configs.
+`availability`), as of HA 2026.x. The templates are rendered as HA renders them: Jinja2 in a
+sandbox, with `value` (the payload text) and `value_json` (the payload parsed, when it is
+JSON), against real faces messages from `payloads.faces_payload` and the node's real status
+strings; undefined names are errors here, so a template reading a missing key fails. Control
+tests show that a subtly wrong template is caught. The end-to-end test runs the real
+publisher against the real broker, then checks what a fresh subscriber gets as retained
+messages, that `online` comes after the configs, and how the entities read `online` and
+`stopped` as the node published them.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ import contextlib
 import json
 import re
 import uuid
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
 
 from edge_facedet.config import CameraConfig, MqttConfig, PublishConfig, PublishPolicy
+from edge_facedet.frames import Detections
 from edge_facedet.outputs.build import OutputContext, build_mqtt_output
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.mqtt.homeassistant import (
@@ -31,6 +40,7 @@ from edge_facedet.outputs.mqtt.homeassistant import (
     expire_after_s,
     sensor_config,
 )
+from edge_facedet.outputs.payloads import faces_payload
 from tests.support.broker import BrokerAddress, mqtt_subscriber
 from tests.support.paths import FACE_VIDEO
 from tests.support.service import ServiceProcess, service_config
@@ -68,20 +78,87 @@ def camera(**overrides: Any) -> CameraConfig:
     return CameraConfig.model_validate(fields)
 
 
+# HA renders MQTT templates in a sandboxed Jinja2 environment (homeassistant.helpers.template).
+# StrictUndefined is stricter than HA, which renders an undefined name as empty: a misspelt
+# key then fails here with its name instead of quietly becoming "0" or "OFF".
+_JINJA = SandboxedEnvironment(undefined=StrictUndefined)
+FACE_COUNTS = (0, 1, 2, 5)
+# What the node publishes on <prefix>/status (mqtt/connection.py: birth, Last Will, clean stop).
+NODE_STATUSES = {"online": True, "offline": False, "stopped": False}
+
+
 def render(template: str, payload: str) -> str:
-    """Evaluate the three template shapes homeassistant.py uses, as HA's Jinja would."""
-    if template == FACE_COUNT_TEMPLATE:
-        return str(len(json.loads(payload)["faces"]))
-    if template == FACE_PRESENT_TEMPLATE:
-        return "ON" if len(json.loads(payload)["faces"]) > 0 else "OFF"
-    if template == AVAILABILITY_TEMPLATE:
-        return "online" if payload == "online" else "offline"
-    raise AssertionError(f"template not understood by the test: {template!r}")
+    """The template's result as HA computes it: `value`, plus `value_json` if it parses."""
+    variables: dict[str, Any] = {"value": payload}
+    with contextlib.suppress(ValueError):
+        variables["value_json"] = json.loads(payload)
+    return _JINJA.from_string(template).render(variables).strip()
 
 
 def faces_message(count: int) -> str:
-    face = {"box": [1.0, 2.0, 30.0, 40.0], "box_norm": [0.0, 0.0, 0.1, 0.1], "confidence": 0.9}
-    return json.dumps({"camera": "front-door", "seq": 1, "faces": [face] * count})
+    """A real faces message with `count` faces, built by the service's own payload builder."""
+    boxes = np.array(
+        [[10.0 + 40 * i, 20.0, 40.0 + 40 * i, 60.0] for i in range(count)], np.float32
+    ).reshape(-1, 4)
+    detections = Detections(
+        boxes_px=boxes,
+        boxes_norm=boxes / np.array([640, 480, 640, 480], np.float32),
+        confidences=np.linspace(0.9, 0.6, count, dtype=np.float32),
+    )
+    payload = faces_payload(
+        node_id="n",
+        run_id="r",
+        camera_id="front-door",
+        seq=count,
+        capture_time=datetime.now(timezone.utc),
+        latency_ms=12.0,
+        frame_width=640,
+        frame_height=480,
+        model="face-detection-0204",
+        device="CPU",
+        detections=detections,
+    )
+    return payload.decode()
+
+
+def count_errors(template: str) -> list[str]:
+    """Where `template` does not give the number of faces, per real faces message."""
+    errors = []
+    for count in FACE_COUNTS:
+        try:
+            got = render(template, faces_message(count))
+        except TemplateError as error:
+            got = f"error: {error}"
+        if got != str(count):
+            errors.append(f"{count} faces -> {got!r}")
+    return errors
+
+
+def presence_errors(template: str, *, on: str, off: str) -> list[str]:
+    """Where `template` does not give `on` exactly when a real faces message has faces."""
+    errors = []
+    for count in FACE_COUNTS:
+        try:
+            got = render(template, faces_message(count))
+        except TemplateError as error:
+            got = f"error: {error}"
+        if got != (on if count else off):
+            errors.append(f"{count} faces -> {got!r}")
+    return errors
+
+
+def availability_errors(entry: dict[str, Any], statuses: dict[str, bool]) -> list[str]:
+    """Where the availability entry does not map a node status to available / not available."""
+    errors = []
+    for status, available in statuses.items():
+        try:
+            got = render(entry["value_template"], status)
+        except TemplateError as error:
+            got = f"error: {error}"
+        expected = entry["payload_available"] if available else entry["payload_not_available"]
+        if got != expected:
+            errors.append(f"{status} -> {got!r}")
+    return errors
 
 
 def test_sensor_payload_uses_only_documented_keys() -> None:
@@ -121,30 +198,71 @@ def test_key_sets_would_catch_an_undocumented_key() -> None:
     assert "state_class" not in BINARY_SENSOR_KEYS  # binary sensors have no state class
 
 
-@pytest.mark.parametrize("count", [0, 1, 3])
-def test_templates_render_face_count_and_presence(count: int) -> None:
+def test_templates_render_face_count_and_presence_from_real_messages() -> None:
     sensor = sensor_config(node_id="n", topic_prefix="p", camera=camera())
     binary = binary_sensor_config(node_id="n", topic_prefix="p", camera=camera())
-    assert sensor["value_template"] == "{{ value_json.faces | length }}"
-    assert render(sensor["value_template"], faces_message(count)) == str(count)
-    produced = render(binary["value_template"], faces_message(count))
-    assert produced == (binary["payload_on"] if count else binary["payload_off"])
+    assert count_errors(sensor["value_template"]) == []
+    on, off = binary["payload_on"], binary["payload_off"]
+    assert presence_errors(binary["value_template"], on=on, off=off) == []
+
+
+def test_availability_maps_every_node_status() -> None:
+    (entry,) = sensor_config(node_id="n", topic_prefix="site/n", camera=camera())["availability"]
+    assert entry["topic"] == "site/n/status"
+    assert {entry["payload_available"], entry["payload_not_available"]} == {"online", "offline"}
+    assert availability_errors(entry, NODE_STATUSES) == []
+    (binary_entry,) = binary_sensor_config(node_id="n", topic_prefix="site/n", camera=camera())[
+        "availability"
+    ]
+    assert binary_entry == entry
 
 
 @pytest.mark.parametrize(
-    ("status", "available"), [("online", True), ("offline", False), ("stopped", False)]
+    "wrong",
+    [
+        "{{ value_json.faces | length - 1 }}",
+        "{{ value_json.face | length }}",  # misspelt key
+        "{{ value_json.faces | length if value_json.faces | length < 2 else 1 }}",
+        "{{ value | length }}",  # the payload text's length
+    ],
 )
-def test_availability_maps_every_node_status(status: str, available: bool) -> None:
-    (entry,) = sensor_config(node_id="n", topic_prefix="site/n", camera=camera())["availability"]
-    assert entry["topic"] == "site/n/status"
-    value = render(entry["value_template"], status)
-    expected = entry["payload_available"] if available else entry["payload_not_available"]
-    assert value == expected
-    assert {entry["payload_available"], entry["payload_not_available"]} == {"online", "offline"}
+def test_a_wrong_count_template_is_caught(wrong: str) -> None:
+    assert count_errors(wrong)
 
 
-def test_templates_are_well_formed_jinja_expressions() -> None:
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        "{{ 'ON' if value_json.faces | length > 1 else 'OFF' }}",  # misses a single face
+        "{{ 'ON' if value_json.faces else 'on' }}",
+        "{{ 'ON' if value_json.face | length > 0 else 'OFF' }}",  # misspelt key
+        "{{ 'ON' if value else 'OFF' }}",  # any message at all
+    ],
+)
+def test_a_wrong_presence_template_is_caught(wrong: str) -> None:
+    assert presence_errors(wrong, on="ON", off="OFF")
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        "{{ value }}",  # `stopped` is neither payload: HA would keep the entity available
+        "{{ 'offline' if value == 'offline' else 'online' }}",  # `stopped` counts as online
+        "{{ 'online' if value_json == 'online' else 'offline' }}",  # status is not JSON
+    ],
+)
+def test_a_wrong_availability_template_is_caught(wrong: str) -> None:
+    entry = {
+        "value_template": wrong,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    assert availability_errors(entry, NODE_STATUSES)
+
+
+def test_templates_parse_as_jinja_expressions() -> None:
     for template in (FACE_COUNT_TEMPLATE, FACE_PRESENT_TEMPLATE, AVAILABILITY_TEMPLATE):
+        _JINJA.parse(template)  # a syntax error raises
         assert re.fullmatch(r"\{\{ [^{}]+ \}\}", template), template
 
 
@@ -260,6 +378,15 @@ async def test_publisher_sends_retained_discovery_before_online(
                 assert body["availability"][0]["topic"] == f"{prefix}/status"
                 assert body["state_topic"].startswith(f"{prefix}/cameras/")
             await publisher.close()
+            # The statuses as the node sent them (`online`, then `stopped` at a clean close),
+            # read through the availability entry HA got.
+            await live.wait_for(
+                lambda messages: any(m.payload == b"stopped" for m in messages), timeout=10
+            )
+            sent = [m.payload.decode() for m in live.messages if m.topic == f"{prefix}/status"]
+            assert sent == ["online", "stopped"]
+            entry = json.loads(retained[0].payload)["availability"][0]
+            assert availability_errors(entry, {"online": True, "stopped": False}) == []
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -367,7 +494,9 @@ async def test_running_service_announces_its_cameras(
             sensor["state_topic"], host=mqtt_broker.host, port=mqtt_broker.port
         ) as live:
             await live.wait_for(lambda messages: len(messages) >= 2, timeout=20)
-            assert render(sensor["value_template"], live.messages[-1].payload.decode()).isdigit()
+            payload = live.messages[-1].payload.decode()
+            faces = len(json.loads(payload)["faces"])
+            assert render(sensor["value_template"], payload) == str(faces)
         code, _ = service.terminate()
         assert code == 0
     finally:

@@ -19,6 +19,7 @@ from edge_facedet.outputs.mqtt.errors import (
     BrokerIdentity,
     Failure,
     RepeatFilter,
+    WireEvents,
     describe_failure,
     describe_refusal,
 )
@@ -123,3 +124,71 @@ def test_repeat_filter_warns_once_per_kind_then_every_few_minutes() -> None:
     assert repeats.succeeded() == 5
     assert repeats.succeeded() is None
     assert repeats.failed(down, now=303.0) == "broker down"  # after a success: news again
+
+
+WILL = BrokerIdentity(
+    host="broker.lan", port=8883, client_id="edge-facedet-n1", will_topic="edge-facedet/n1/status"
+)
+CLOSED = aiomqtt.MqttError("the broker closed the connection before its CONNACK")
+
+
+def test_a_connect_refused_by_closing_is_not_a_timeout() -> None:
+    failure = describe_failure(
+        CLOSED,
+        broker=WILL,
+        was_connected=False,
+        wire=WireEvents(closed_before_connack="Unspecified error"),
+    )
+    assert failure == Failure(
+        "closed",
+        f"{WHERE} closed the connection during CONNECT: it refused the client's CONNECT "
+        "(client id 'edge-facedet-n1', protocol MQTT 5, will topic 'edge-facedet/n1/status'; "
+        "its log says why)",
+    )
+
+
+def test_bytes_that_are_not_mqtt_are_named_as_such() -> None:
+    failure = describe_failure(
+        CLOSED,
+        broker=WILL,
+        was_connected=False,
+        socket_error="Error: Unrecognised command 240",
+        wire=WireEvents(closed_before_connack="Protocol error"),
+    )
+    assert failure.kind == "protocol"
+    assert failure.text.startswith(f"{WHERE} answered the CONNECT with bytes that are not MQTT")
+    assert "Unrecognised command 240" in failure.text
+
+
+def test_a_tls_alert_before_the_connack_stays_a_tls_failure() -> None:
+    alert = "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert"
+    failure = describe_failure(
+        CLOSED,
+        broker=WILL,
+        was_connected=False,
+        socket_error=alert,
+        wire=WireEvents(closed_before_connack="Unspecified error"),
+    )
+    assert failure.kind == "tls"
+    assert alert in failure.text
+
+
+def test_an_oversized_packet_names_its_size_and_the_limit() -> None:
+    for was_connected in (False, True):
+        failure = describe_failure(
+            aiomqtt.MqttError("connection lost"),
+            broker=WILL,
+            was_connected=was_connected,
+            wire=WireEvents(oversize=209_715_200, limit=65_536),
+        )
+        assert failure == Failure(
+            "oversize",
+            f"{WHERE} sent a packet of 209715200 bytes, over the 65536-byte limit "
+            "(the service subscribes to nothing); dropped the connection",
+        )
+
+
+def test_a_refused_will_topic_points_at_the_topic_prefix() -> None:
+    failure = describe_refusal(refusal("Topic name invalid"), broker=WILL)
+    assert failure.kind == "refused"
+    assert "'edge-facedet/n1/status'; check mqtt.topic_prefix" in failure.text

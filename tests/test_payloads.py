@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from edge_facedet.config import PublishConfig, PublishPolicy
 from edge_facedet.frames import Detections
@@ -237,7 +239,13 @@ def test_gate_on_change_compares_with_last_published_count() -> None:
     assert g.should_publish(face_count=1, now_monotonic=3.0)
 
 
-finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+# Unclipped values, as a broken model, device or post-processor could hand over: NaN, +-inf,
+# huge, negative and in-range numbers mixed, so the payload's own sanitising is what is fuzzed.
+SPECIAL = st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0])
+ANY_FLOAT32 = st.floats(width=32)  # NaN and +-inf included
+values = st.one_of(
+    SPECIAL, ANY_FLOAT32, st.floats(-2.0, 2.0, width=32), st.floats(-10, 9000, width=32)
+)
 
 
 @st.composite
@@ -245,20 +253,22 @@ def random_detections(draw: st.DrawFn) -> tuple[Detections, int, int]:
     width = draw(st.integers(1, 8192))
     height = draw(st.integers(1, 8192))
     n = draw(st.integers(0, 200))
-    raw = np.array(draw(st.lists(finite, min_size=n * 4, max_size=n * 4)), np.float64)
-    conf = np.array(draw(st.lists(finite, min_size=n, max_size=n)), np.float64)
-    # As the post-processor emits them: clipped to the frame, confidences in [0, 1].
-    scale = np.array([width, height, width, height], np.float64)
-    boxes = np.clip(raw.reshape(n, 4), 0.0, scale).astype(np.float32)
     return (
         Detections(
-            boxes_px=boxes,
-            boxes_norm=np.clip(boxes / scale, 0.0, 1.0).astype(np.float32),
-            confidences=np.clip(conf, 0.0, 1.0).astype(np.float32),
+            boxes_px=draw(hnp.arrays(np.float32, (n, 4), elements=values)),
+            boxes_norm=draw(hnp.arrays(np.float32, (n, 4), elements=values)),
+            confidences=draw(hnp.arrays(np.float32, (n,), elements=values)),
         ),
         width,
         height,
     )
+
+
+def sanitised(value: float, upper: float, digits: int) -> float:
+    """The documented rule, value by value: non-finite -> 0, clipped to [0, upper], rounded."""
+    if not math.isfinite(value):
+        return 0.0
+    return round(min(max(float(value), 0.0), upper), digits)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -273,7 +283,20 @@ def test_fuzz_faces_payload_is_schema_valid(
     det, width, height = case
     body = build(det, width=width, height=height, latency_ms=latency, seq=seq)
     assert len(body["faces"]) == len(det)
-    for face in body["faces"]:
+    assert math.isfinite(body["latency_ms"]) and body["latency_ms"] >= 0
+    uppers = (width, height, width, height)
+    for index, face in enumerate(body["faces"]):
+        numbers = [*face["box"], *face["box_norm"], face["confidence"]]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in numbers), face
         x0, y0, x1, y1 = face["box"]
         assert 0 <= x0 <= width and 0 <= x1 <= width
         assert 0 <= y0 <= height and 0 <= y1 <= height
+        assert all(0 <= v <= 1 for v in face["box_norm"])
+        assert 0 <= face["confidence"] <= 1
+        # And the values are the inputs, sanitised by the rule, not merely some valid numbers
+        # (within one unit of the last kept decimal: the code rounds in binary).
+        inputs = [*det.boxes_px[index], *det.boxes_norm[index], det.confidences[index]]
+        limits = [*uppers, 1, 1, 1, 1, 1]
+        digits = [1, 1, 1, 1, 4, 4, 4, 4, 3]
+        for got, value, upper, kept in zip(numbers, inputs, limits, digits, strict=True):
+            assert abs(got - sanitised(float(value), upper, kept)) <= 1.01 * 10**-kept, face

@@ -7,12 +7,14 @@ Every secret is a fresh marker (`...S3cret-<uuid>`), so a hit can only come from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
 import subprocess
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +35,7 @@ from tests.support.service import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from tests.support.broker import MosquittoBroker
     from tests.support.media import ClipMaker
@@ -196,7 +198,8 @@ async def test_no_secret_in_logs_metrics_health_mqtt_or_check_config(
     rtsp_secret = f"RtspS3cret-{marker}"
     camera_secret = f"CamS3cret-{marker}"
     mqtt_secret = f"MqttS3cret-{marker}"
-    secrets = (rtsp_secret, camera_secret, mqtt_secret)
+    query_secret = f"QueryS3cret-{marker}"
+    secrets = (rtsp_secret, camera_secret, mqtt_secret, query_secret)
     viewer_password = f"Viewer-{marker}"
     # At first the broker knows another password for `svc`: the service is refused.
     broker = private_broker(users={"svc": f"Other-{marker}", "viewer": viewer_password})
@@ -221,6 +224,12 @@ async def test_no_secret_in_logs_metrics_health_mqtt_or_check_config(
                 "url": f"rtsp://127.0.0.1:{free_port()}/door",
                 "username": "cam",
                 "password": {"file": str(tmp_path / "camera.pass")},
+            },
+            # An MJPEG/CGI camera with its credentials in the query string.
+            {
+                "id": "cgi",
+                "url": f"http://127.0.0.1:{blackhole}/videostream.cgi"
+                f"?user=admin&pwd={query_secret}&rate=0",
             },
             {"id": "event", "url": str(FACE_VIDEO), "loop": True},
         ],
@@ -278,7 +287,7 @@ async def test_no_secret_in_logs_metrics_health_mqtt_or_check_config(
         await late.wait_for(
             lambda m: (
                 {x.topic for x in m if x.retain}
-                >= {f"{prefix}/cameras/{c}/state" for c in ("lobby", "dark", "door")}
+                >= {f"{prefix}/cameras/{c}/state" for c in ("lobby", "dark", "door", "cgi")}
             ),
             timeout=10,
         )
@@ -317,6 +326,9 @@ async def test_no_secret_in_logs_metrics_health_mqtt_or_check_config(
     }
     assert "***" in states["dark"]["last_error"]
     assert "cannot open" in states["door"]["last_error"]
+    assert "videostream.cgi?user=***&pwd=***&rate=0" in states["cgi"]["last_error"]
+    assert "videostream.cgi?user=***&pwd=***&rate=0" in log
+    assert "videostream.cgi?user=***&pwd=***&rate=0" in check.stdout
     assert metrics_status == 200 and health_status in (200, 503)
     assert "rtsp://user:pass@127.0.0.1" not in check.stdout
     assert "***:***@" in check.stdout
@@ -384,3 +396,171 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
     assert "forced failure" in stderr and "Traceback" in stderr
     assert secret not in stderr
     assert "rtsp://***:***@127.0.0.1" in stderr
+
+
+@contextlib.contextmanager
+def _cli_logging(secrets: list[str]) -> Iterator[None]:
+    """The CLI's log set-up for the duration; pytest's own handlers come back after."""
+    from edge_facedet.cli import _setup_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("aiomqtt").level)
+    try:
+        _setup_logging("INFO", secrets=secrets)
+        yield
+    finally:
+        root.handlers[:], level, aiomqtt_level = saved
+        root.setLevel(level)
+        logging.getLogger("aiomqtt").setLevel(aiomqtt_level)
+
+
+def test_short_secrets_leave_log_lines_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: every "e" of every line became "***", which garbled the log and showed the
+    # password as the pattern of what went missing. Short secrets are redacted where the
+    # structure shows them (URLs), long ones everywhere.
+    long_secret = f"LongS3cret-{uuid.uuid4().hex}"
+    lines = [
+        "camera door: reconnected after 5 seconds; every frame decoded",
+        (
+            "camera camera: cannot open http://admin:e@192.0.2.1/video.cgi"
+            "?user=admin&pwd=camera (Connection refused)"
+        ),
+        f"an exception text quoting the password {long_secret} outside any URL",
+    ]
+    with _cli_logging(["e", "camera", long_secret]):
+        for line in lines:
+            logging.getLogger("edge_facedet.test").warning("%s", line)
+    stderr = capsys.readouterr().err
+    assert "camera door: reconnected after 5 seconds; every frame decoded" in stderr
+    assert (
+        "camera camera: cannot open http://***:***@192.0.2.1/video.cgi?user=***&pwd=*** "
+        "(Connection refused)"
+    ) in stderr
+    assert "an exception text quoting the password *** outside any URL" in stderr
+    assert long_secret not in stderr
+
+
+def test_query_string_credentials_are_redacted_in_camera_errors_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An MJPEG/CGI camera with its credentials in the query, refusing connections: the error
+    # that names the URL goes to the log and to the retained state's last_error.
+    from edge_facedet.outputs.metrics import Metrics
+    from edge_facedet.outputs.payloads import camera_state_payload
+    from edge_facedet.sources.reader import CameraReader, ReaderSettings
+    from edge_facedet.sources.settings import ReconnectPolicy, StreamTimeouts
+    from tests.test_camera import CallbackSink
+
+    secret = f"QueryS3cret-{uuid.uuid4().hex}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/videostream.cgi?user=admin&pwd={secret}&rate=0"
+    statuses: list[Any] = []
+    caplog.set_level(logging.INFO, logger="edge_facedet")
+    reader = CameraReader(
+        settings=ReaderSettings(
+            camera_id="cgi",
+            url=url,
+            detect_fps=5,
+            input_size=(448, 448),
+            timeouts=StreamTimeouts(open_s=1, read_s=1, stall_s=1),
+            reconnect=ReconnectPolicy(initial_s=0.1, max_s=0.2),
+        ),
+        sink=CallbackSink(put=lambda _frame: None),
+        on_status=statuses.append,
+        metrics=Metrics(),
+    )
+    reader.start()
+    deadline = time.monotonic() + 20
+    while not any(s.last_error for s in statuses) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.stop()
+    assert reader.join(5)
+    errors = [s.last_error for s in statuses if s.last_error]
+    assert errors, "the reader reported no error"
+    shown = f"127.0.0.1:{port}/videostream.cgi?user=***&pwd=***&rate=0"
+    assert shown in errors[0]
+    assert shown in caplog.text
+    payload = camera_state_payload(
+        camera_id="cgi",
+        state="reconnecting",
+        fps_in=0.0,
+        fps_out=0.0,
+        last_error=errors[-1],
+        reconnects=1,
+        frame_width=None,
+        frame_height=None,
+        now=datetime.now(timezone.utc),
+    ).decode()
+    assert shown in payload
+    for text in (*errors, caplog.text, payload):
+        assert secret not in text
+
+
+_DEBUG_OFF = {
+    "OPENCV_VIDEOIO_DEBUG": "0",
+    "OPENCV_VIDEOCAPTURE_DEBUG": "FALSE",
+    "OPENCV_FFMPEG_DEBUG": "false",
+    "OPENCV_FFMPEG_LOGLEVEL": "16",
+    "OPENCV_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"OPENCV_VIDEOIO_DEBUG": "1"}, "OPENCV_VIDEOIO_DEBUG=1"),
+        (
+            {"OPENCV_FFMPEG_DEBUG": "true", "OPENCV_LOG_LEVEL": "VERBOSE"},
+            "OPENCV_FFMPEG_DEBUG=true",
+        ),
+        ({"OPENCV_FFMPEG_LOGLEVEL": "48"}, "OPENCV_FFMPEG_LOGLEVEL=48"),
+        ({}, None),
+    ],
+)
+def test_debug_variables_that_print_urls_are_warned_about_at_start(
+    tmp_path: Path, variables: dict[str, str], named: str | None
+) -> None:
+    # OpenCV's and FFmpeg's debug output goes to stderr past the redacting formatter, with
+    # full URLs. A missing model makes `run` stop right after the warning (exit 2).
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"model: {{path: {tmp_path / 'missing.xml'}}}\n"
+        "metrics: {enabled: false}\n"
+        "cameras: [{id: a, url: 'rtsp://192.0.2.1/x'}]\n"
+    )
+    result = run_cli("run", "--config", path, timeout=60, env={**_DEBUG_OFF, **variables})
+    assert result.returncode == 2, result.stderr
+    assert "model.path" in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "debug output" in line]
+    if named is None:
+        assert warnings == []
+        return
+    assert len(warnings) == 1, result.stderr
+    assert "WARNING" in warnings[0]
+    assert named in warnings[0]
+    assert "passwords" in warnings[0]
+    if "OPENCV_LOG_LEVEL" in variables:
+        assert "OPENCV_LOG_LEVEL=VERBOSE" in warnings[0]
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "192.0.2.1"])
+def test_unusable_metrics_host_exits_2_naming_the_field(
+    model_root: Path, model_cache: Path, tmp_path: Path, host: str
+) -> None:
+    # Before: an OS error from the bind, exit 1 (and systemd restarts a config that cannot
+    # work). An address of another host fails the same way as a name that does not resolve.
+    node, _ = new_node()
+    config = service_config(
+        node_id=node,
+        model_root=model_root,
+        model_cache=model_cache,
+        mqtt_port=free_port(),
+        cameras=[{"id": "event", "url": str(FACE_VIDEO), "loop": True}],
+    )
+    config["metrics"] = {"host": host, "port": free_port()}
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    result = run_cli("run", "--config", path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: metrics.host: cannot listen on {host!r}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,14 +10,17 @@ This package owns everything between the operator's YAML file and a validated, i
   directory (`base` holds what they share);
 - `secrets`: `SecretSource`, a secret read from a file, the environment or a systemd
   credential;
+- `files`: reading the files a config names (the config, password files, credentials):
+  regular files only, so a FIFO or device is refused instead of waited on, and bounded;
 - `errors` and `messages`: the operator-facing `ConfigError` and the wording of its lines;
 - `camera_urls`: the URLs handed to the decoders (`detect_open_url`) or shown in logs
   (`display_url`, `display_detect_url`).
 
-Every field has a description and bounds; unknown keys are errors (`extra="forbid"`), so a
-typo is reported instead of silently ignored. Secrets are `SecretStr` and are resolved from a
-file, an environment variable or a systemd credential; they are never part of an error message:
-messages are built from pydantic's `loc` and `msg` only, never from its `input`.
+Every field has a description and bounds (numbers finite); unknown keys are errors
+(`extra="forbid"`), so a typo is reported instead of silently ignored. Secrets are
+`SecretStr` and are resolved from a file, an environment variable or a systemd credential;
+they are never part of an error message: messages are built from pydantic's `loc` and `msg`
+only, never from its `input`.
 `edge-facedet check-config` (in `edge_facedet.cli`) prints a summary of a loaded config.
 """
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict
 
@@ -16,13 +16,29 @@ if TYPE_CHECKING:
     from pydantic import ValidationInfo
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Lower bounds of the float settings: a value that passes must work, not only be > 0
+# (1e-320 frames per second is a period of infinity; 1e-9 s reconnect delays spin a core).
+MIN_RATE_HZ: Final = 0.01
+MIN_TIMEOUT_S: Final = 0.1
+MIN_DELAY_S: Final = 0.01
+# C0, DEL and C1 (U+0080..U+009F): the MQTT spec forbids them in strings and Mosquitto drops a
+# CONNECT whose will topic holds one; in a path, URL or name they only ever hide something.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What else an MQTT broker refuses in a UTF-8 string (MQTT 3.1.1 section 1.5.3, Mosquitto's
+# check): surrogates (not encodable) and the Unicode non-characters.
+_NOT_MQTT_TEXT = re.compile(r"[\ud800-\udfff\ufdd0-\ufdef]")
 
 
 class StrictModel(BaseModel):
-    """A settings model: unknown keys refused, frozen, surrounding whitespace stripped."""
+    """A settings model: unknown keys refused, frozen, surrounding whitespace stripped.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    Numbers must be finite: NaN passes every comparison check (`gt`, `le`) and infinity
+    turns into an overflow wherever a rate becomes a period or a count.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False
+    )
 
 
 def resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -44,3 +60,12 @@ def check_host(host: str, *, what: str) -> str:
     if re.search(r"\s", host) or CONTROL_CHARS.search(host):
         raise ValueError(f"{what} cannot contain whitespace or control characters")
     return host
+
+
+def mqtt_text_problem(value: str) -> str | None:
+    """Why `value` cannot be sent as an MQTT string (topic, user name), or None."""
+    if CONTROL_CHARS.search(value):
+        return "control characters"
+    if _NOT_MQTT_TEXT.search(value) or any(ord(c) & 0xFFFE == 0xFFFE for c in value):
+        return "surrogates or Unicode non-characters"
+    return None

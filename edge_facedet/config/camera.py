@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edge_facedet.config.base import CONTROL_CHARS, ID_PATTERN, StrictModel
+from edge_facedet.config.base import (
+    CONTROL_CHARS,
+    ID_PATTERN,
+    MIN_DELAY_S,
+    MIN_RATE_HZ,
+    MIN_TIMEOUT_S,
+    StrictModel,
+)
 from edge_facedet.config.errors import field_error
 from edge_facedet.config.publish import PublishConfig
 from edge_facedet.config.secrets import SecretSource
@@ -44,7 +51,10 @@ class CameraSettings(StrictModel):
 
     enabled: bool = Field(default=True, description="Read this camera.")
     detect_fps: float = Field(
-        default=5.0, gt=0, le=120, description="Frames per second sent to the detector."
+        default=5.0,
+        ge=MIN_RATE_HZ,
+        le=120,
+        description="Frames per second sent to the detector (0.01: one frame per 100 s).",
     )
     confidence_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Faces below this confidence are dropped."
@@ -64,16 +74,29 @@ class CameraSettings(StrictModel):
         "(frames the detector cannot take in time are dropped); false reads it as fast as the "
         "detector takes frames and drops none, to analyse a recording.",
     )
-    open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Stream open timeout.")
-    read_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Frame read timeout.")
+    open_timeout_s: float = Field(
+        default=10.0, ge=MIN_TIMEOUT_S, le=300, description="Stream open timeout (0.1..300 s)."
+    )
+    read_timeout_s: float = Field(
+        default=10.0, ge=MIN_TIMEOUT_S, le=300, description="Frame read timeout (0.1..300 s)."
+    )
     stall_timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="No frame for this long means reconnect."
+        default=10.0,
+        ge=MIN_TIMEOUT_S,
+        le=300,
+        description="No frame for this long means reconnect (0.1..300 s).",
     )
     reconnect_initial_s: float = Field(
-        default=1.0, gt=0, le=300, description="First reconnect delay cap (full jitter)."
+        default=1.0,
+        ge=MIN_DELAY_S,
+        le=300,
+        description="First reconnect delay cap (full jitter; 0.01..300 s).",
     )
     reconnect_max_s: float = Field(
-        default=30.0, gt=0, le=3600, description="Largest reconnect delay (full jitter)."
+        default=30.0,
+        ge=MIN_DELAY_S,
+        le=3600,
+        description="Largest reconnect delay (full jitter; 0.01..3600 s).",
     )
     decoder_threads: int = Field(
         default=1, ge=0, le=16, description="FFmpeg decoder threads per camera (0: FFmpeg's)."
@@ -107,7 +130,7 @@ class CameraSettings(StrictModel):
     )
     max_lag_s: float = Field(
         default=0.5,
-        gt=0,
+        ge=MIN_DELAY_S,
         le=3600,
         description="RTSP, RTMP, UDP and TCP streams: due frames read more than this many "
         "seconds behind the stream (by its timestamps) are decoded but not detected, so a host "
@@ -158,6 +181,14 @@ class CameraConfig(CameraSettings):
     password: SecretSource | None = Field(
         default=None, description="Stream password source, inserted into the URL at open time."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        # Shown in logs and Home Assistant; a control character there only ever hides text.
+        if name is not None and CONTROL_CHARS.search(name):
+            raise ValueError("name cannot contain control characters")
+        return name
 
     @field_validator("url", "detect_url", mode="before")
     @classmethod

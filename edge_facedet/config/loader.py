@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from edge_facedet.config.errors import ConfigError, short
+from edge_facedet.config.files import TextFileError, check_regular_file, read_text_file
 from edge_facedet.config.messages import format_validation_error
 from edge_facedet.config.service import ServiceConfig
 
@@ -86,16 +87,9 @@ def _where(mark: yaml.Mark | None) -> str:
 
 def _parse_yaml(path: Path) -> Any:
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+        text = read_text_file(path, limit=MAX_CONFIG_BYTES)
+    except TextFileError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not text.strip():
         raise ConfigError(f"{path}: the file is empty")
     try:
@@ -152,10 +146,9 @@ def _unreadable(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        return f"{path} cannot be read: {exc.strerror or type(exc).__name__}"
+        check_regular_file(path)
+    except TextFileError as exc:
+        return f"{path} {exc}"
     return None
 
 

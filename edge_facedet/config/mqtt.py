@@ -8,7 +8,13 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edge_facedet.config.base import CONTROL_CHARS, StrictModel, check_host, resolve_path
+from edge_facedet.config.base import (
+    MIN_DELAY_S,
+    StrictModel,
+    check_host,
+    mqtt_text_problem,
+    resolve_path,
+)
 from edge_facedet.config.errors import field_error
 from edge_facedet.config.secrets import SecretSource
 
@@ -19,8 +25,10 @@ def _check_topic_prefix(prefix: str) -> str:
     # a typo here ("a//b", "/a", "a/").
     if "#" in prefix or "+" in prefix:
         raise ValueError("topic_prefix cannot contain the MQTT wildcards # or +")
-    if CONTROL_CHARS.search(prefix) or re.search(r"\s", prefix):
-        raise ValueError("topic_prefix cannot contain whitespace or control characters")
+    if (problem := mqtt_text_problem(prefix)) is not None:
+        raise ValueError(f"topic_prefix cannot contain {problem}")
+    if re.search(r"\s", prefix):
+        raise ValueError("topic_prefix cannot contain whitespace")
     if prefix.startswith("$"):
         raise ValueError("topic_prefix cannot start with $ (reserved for the broker)")
     if any(level == "" for level in prefix.split("/")):
@@ -111,10 +119,16 @@ class MqttConfig(StrictModel):
         description="Messages kept while disconnected; the oldest are dropped (and counted).",
     )
     reconnect_initial_s: float = Field(
-        default=1.0, gt=0, le=60, description="First reconnect delay cap (full jitter)."
+        default=1.0,
+        ge=MIN_DELAY_S,
+        le=60,
+        description="First reconnect delay cap (full jitter; 0.01..60 s).",
     )
     reconnect_max_s: float = Field(
-        default=30.0, gt=0, le=600, description="Largest reconnect delay (full jitter)."
+        default=30.0,
+        ge=MIN_DELAY_S,
+        le=600,
+        description="Largest reconnect delay (full jitter; 0.01..600 s).",
     )
     home_assistant_discovery: bool = Field(
         default=False, description="Publish Home Assistant MQTT discovery for each camera."
@@ -139,8 +153,8 @@ class MqttConfig(StrictModel):
     @field_validator("username")
     @classmethod
     def _username(cls, value: str | None) -> str | None:
-        if value is not None and CONTROL_CHARS.search(value):
-            raise ValueError("username cannot contain control characters")
+        if value is not None and (problem := mqtt_text_problem(value)) is not None:
+            raise ValueError(f"username cannot contain {problem}")
         return value
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ import enum
 
 from pydantic import Field
 
-from edge_facedet.config.base import StrictModel
+from edge_facedet.config.base import MIN_TIMEOUT_S, StrictModel
 
 
 class PublishPolicy(enum.Enum):
@@ -26,5 +26,8 @@ class PublishConfig(StrictModel):
         "on_change: when the face count changes, plus a heartbeat.",
     )
     heartbeat_s: float = Field(
-        default=10.0, gt=0, le=3600, description="on_change: publish at least this often."
+        default=10.0,
+        ge=MIN_TIMEOUT_S,
+        le=3600,
+        description="on_change: publish at least this often (0.1..3600 s).",
     )

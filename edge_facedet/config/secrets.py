@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from edge_facedet.config.base import StrictModel, resolve_path
 from edge_facedet.config.errors import ConfigError
+from edge_facedet.config.files import TextFileError, read_text_file
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,7 +28,9 @@ class SecretSource(StrictModel):
     """Where a secret comes from. Exactly one of the fields is set."""
 
     # A password may legitimately begin or end with spaces: keep inline values verbatim.
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, allow_inf_nan=False
+    )
 
     file: Path | None = Field(
         default=None,
@@ -138,17 +141,9 @@ class SecretSource(StrictModel):
 
 def _read_secret_file(path: Path, what: str) -> str:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_SECRET_BYTES + 1)
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ConfigError(f"{what} {path} cannot be read: {reason}") from None
-    if len(data) > MAX_SECRET_BYTES:
-        raise ConfigError(f"{what} {path} is larger than {MAX_SECRET_BYTES} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path} is not UTF-8 (byte offset {exc.start})") from None
+        text = read_text_file(path, limit=MAX_SECRET_BYTES)
+    except TextFileError as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from None
     # Editors and `echo` add one newline; anything else is part of the secret.
     if text.endswith("\r\n"):
         return text[:-2]

@@ -1,41 +1,35 @@
 """The HTTP endpoint: Prometheus `/metrics` and `/healthz`, served from a thread of its own.
 
 A thread keeps scrapes off the event loop (rendering hundreds of series is CPU work) and
-keeps metrics answering even if the loop were wedged, which is when they matter most.
+keeps metrics answering even if the loop were wedged, which is when they matter most. The
+server itself (httpserver.py) bounds connections, request sizes and time; this module is
+only the routes.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
-import threading
-from socketserver import ThreadingMixIn
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from urllib.parse import parse_qs
 
-from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+from edge_facedet.outputs.httpmessages import Request, Response
+from edge_facedet.outputs.httpserver import HttpEvents, HttpLimits, HttpServer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-    from wsgiref.types import StartResponse, WSGIEnvironment
+    from collections.abc import Callable
 
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    # An idle or half-open client (a scanner, a broken proxy) would otherwise hold its
-    # thread forever.
-    timeout = 10
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        # One line per scrape would flood the journal; errors still reach log_error.
-        return
+METRICS_PATHS = ("/", "/metrics")
+HEALTH_PATHS = ("/healthz", "/health")
+NOT_FOUND = Response(status=HTTPStatus.NOT_FOUND, body=b"not found: try /metrics or /healthz\n")
 
 
 class MetricsServer:
@@ -48,40 +42,56 @@ class MetricsServer:
         port: int,
         registry: CollectorRegistry,
         health: Callable[[], tuple[bool, dict[str, Any]]],
+        limits: HttpLimits | None = None,
+        events: HttpEvents | None = None,
     ) -> None:
-        self._metrics_app = make_wsgi_app(registry)
+        self._registry = registry
         self._health = health
-        self._server = make_server(
-            host, port, self._app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
+        routes = {
+            **dict.fromkeys(METRICS_PATHS, self._metrics),
+            **dict.fromkeys(HEALTH_PATHS, self._healthz),
+        }
+        self._server = HttpServer(
+            host=host,
+            port=port,
+            routes=routes,
+            not_found=NOT_FOUND,
+            limits=limits,
+            events=events,
+            thread_name="metrics-http",
         )
 
     @property
     def port(self) -> int:
-        return int(self._server.server_port)
+        return self._server.port
+
+    @property
+    def open_connections(self) -> int:
+        return self._server.open_connections
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=2)
+        self._server.stop()
 
-    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path in ("/healthz", "/health"):
-            healthy, detail = self._health()
-            body = json.dumps({"healthy": healthy, **detail}, separators=(",", ":")).encode()
-            status = "200 OK" if healthy else "503 Service Unavailable"
-            start_response(
-                status,
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-        if path in ("/", "/metrics"):
-            return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics or /healthz\n"]
+    def _metrics(self, request: Request) -> Response:
+        # What prometheus_client's own WSGI app does: the format the scraper accepts
+        # (text 0.0.4 or OpenMetrics), `name[]` to select series, gzip when asked for.
+        encoder, content_type = choose_encoder(request.header("accept"))
+        registry: Any = self._registry
+        names = parse_qs(request.query).get("name[]")
+        if names:
+            registry = registry.restricted_registry(names)
+        body = encoder(registry)
+        headers: tuple[tuple[str, str], ...] = ()
+        if gzip_accepted(request.header("accept-encoding")):
+            body = gzip.compress(body)
+            headers = (("Content-Encoding", "gzip"),)
+        return Response(status=HTTPStatus.OK, body=body, content_type=content_type, headers=headers)
+
+    def _healthz(self, request: Request) -> Response:
+        healthy, detail = self._health()
+        body = json.dumps({"healthy": healthy, **detail}, separators=(",", ":")).encode()
+        status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
+        return Response(status=status, body=body, content_type="application/json")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from edge_facedet.outputs.httpserver import DROP_REASONS
+
 # Inference and pipeline latencies are milliseconds-scale on an edge box; the default
 # Prometheus buckets (5 ms .. 10 s) would put nearly everything in the first two.
 INFERENCE_BUCKETS = (
@@ -67,7 +69,8 @@ class Metrics:
         )
         self.frames_dropped = Counter(
             "edge_facedet_frames_dropped",
-            "Decoded frames replaced in the latest-frame slot before inference took them.",
+            "Due frames not inferred because the camera's previous frame still waited for a free "
+            "infer request (dropped before BGR conversion and resize).",
             ["camera"],
             registry=r,
         )
@@ -118,7 +121,7 @@ class Metrics:
         )
         self.pipeline_latency_seconds = Histogram(
             "edge_facedet_pipeline_latency_seconds",
-            "Capture to publish, per frame.",
+            "Capture to the frame's results handled (before the publish policy and the outbox).",
             ["camera"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -150,6 +153,7 @@ class Metrics:
             "Inference device: as requested and as selected by OpenVINO.",
             registry=r,
         )
+        self.http = HttpMetrics(registry=r)
 
     def register_camera(self, camera_id: str) -> None:
         """Create every per-camera series at zero, so dashboards see cameras before frames."""
@@ -166,3 +170,31 @@ class Metrics:
         self.pipeline_latency_seconds.labels(camera=camera_id)
         self.camera_up.labels(camera=camera_id).set(0)
         self.camera_lag_seconds.labels(camera=camera_id).set(0)
+
+
+class HttpMetrics:
+    """The HTTP endpoint's connections (outputs/httpserver.py reports them: `HttpEvents`)."""
+
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self.dropped_total = Counter(
+            "edge_facedet_http_connections_dropped",
+            "HTTP connections closed without a normal answer: over the connection cap "
+            "(over_cap), replaced by a newer one after waiting longest for a request "
+            "(evicted), past a read or write deadline (timeout), over a request limit or "
+            "malformed (bad_request).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in DROP_REASONS:
+            self.dropped_total.labels(reason=reason)
+        self.open = Gauge(
+            "edge_facedet_http_connections",
+            "Open connections to the HTTP endpoint (capped).",
+            registry=registry,
+        )
+
+    def dropped(self, reason: str) -> None:
+        self.dropped_total.labels(reason=reason).inc()
+
+    def connections(self, count: int) -> None:
+        self.open.set(count)

@@ -19,7 +19,7 @@ from edge_facedet.outputs.payloads import PublishGate, camera_state_payload, fac
 from edge_facedet.sources.status import CameraState, CameraStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from prometheus_client import Counter, Histogram
 
@@ -63,7 +63,10 @@ class ResultPipeline:
         metrics: Metrics,
         model_name: str,
         device: str,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # `clock` is the monotonic clock frames are stamped with; tests pass their own.
+        self._clock = clock
         self._node_id = node_id
         self._run_id = run_id
         self._outputs = tuple(outputs)
@@ -90,7 +93,7 @@ class ResultPipeline:
         metrics = self._metrics
         metrics.inference_seconds.observe(result.inference_seconds)
         metrics.batch_size.observe(len(frames))
-        now = time.monotonic()
+        now = self._clock()
         self.last_inference_monotonic = now
         self.frames_inferred += len(frames)
         for frame, rows in zip(frames, result.rows, strict=True):
@@ -108,7 +111,7 @@ class ResultPipeline:
             output.inferred.inc()
             if faces:
                 output.faces.inc(faces)
-            latency_s = time.monotonic() - frame.capture_monotonic
+            latency_s = self._clock() - frame.capture_monotonic
             output.latency.observe(latency_s)
             if not output.gate.should_publish(face_count=faces, now_monotonic=now):
                 continue
@@ -145,7 +148,7 @@ class ResultPipeline:
                 status.state.value,
                 f" ({status.last_error})" if status.last_error else "",
             )
-        now = time.monotonic()
+        now = self._clock()
         changed = output.last_state_sent_name != status.state.value
         if changed or now - output.last_state_sent >= STATE_REFRESH_S:
             self.publish_state(status.camera_id)
@@ -155,7 +158,7 @@ class ResultPipeline:
         status = output.status
         if status is None:
             return
-        output.last_state_sent = time.monotonic()
+        output.last_state_sent = self._clock()
         output.last_state_sent_name = status.state.value
         payload = camera_state_payload(
             camera_id=camera_id,
@@ -183,7 +186,7 @@ class ResultPipeline:
     def frames_flowing(self, *, window_s: float) -> bool:
         """True when a frame went through the detector within the last `window_s`."""
         last = self.last_inference_monotonic
-        return last is not None and time.monotonic() - last <= window_s
+        return last is not None and self._clock() - last <= window_s
 
     def pipeline_alive(self, *, window_s: float) -> bool:
         """Whether the systemd watchdog should be fed.

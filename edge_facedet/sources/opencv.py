@@ -1,4 +1,7 @@
-"""The `opencv` decoder: OpenCV's FFmpeg backend for streams and files, V4L2 for devices."""
+"""The `opencv` decoder: OpenCV's FFmpeg backend for streams and files, V4L2 for devices.
+
+Frames come upright: the FFmpeg backend applies the stream's display matrix (quarter turns).
+"""
 
 from __future__ import annotations
 
@@ -45,6 +48,12 @@ class OpenCvSource:
         if not capture.isOpened():
             capture.release()
             raise SourceError("OpenCV could not open it")
+        if not is_device:
+            # Turn frames upright by the stream's display matrix (a phone clip stored
+            # sideways), as the pyav decoder does: OpenCV's default today, said explicitly
+            # so that a changed default cannot turn one decoder's frames sideways. Not an
+            # open parameter: OpenCV refuses the open with it.
+            capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         self._capture = capture
 
     def grab(self) -> bool:

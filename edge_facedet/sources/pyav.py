@@ -1,8 +1,9 @@
 """The `pyav` decoder: FFmpeg through PyAV, for streams and files.
 
 It can decode less than every frame (`DecodeOptions.keyframes_only`, `skip_loop_filter`),
-converts and resizes a due frame in one swscale pass, and bounds network reads by FFmpeg's
-socket timeouts (the reader's probe bounds the connect).
+converts and resizes a due frame in one swscale pass, turns frames whose display matrix says
+so (a phone clip stored sideways) upright, as OpenCV does, and bounds network reads by
+FFmpeg's socket timeouts (the reader's probe bounds the connect).
 """
 
 from __future__ import annotations
@@ -110,16 +111,24 @@ class PyAvSource:
         frame = self._frame
         if frame is None:
             raise SourceError("could not decode a frame")
+        quarter_turns = _quarter_turns(frame)
+        sideways = quarter_turns % 2 == 1
+        # Scaled to the stored orientation of the display size, then turned: the common,
+        # unrotated frame still takes one swscale pass and no copy.
+        width, height = (size[1], size[0]) if sideways else size
         try:
             # One swscale pass converts and resizes, never making a full-size BGR copy.
             converted = self._reformatter.reformat(
-                frame, width=size[0], height=size[1], format="bgr24",
+                frame, width=width, height=height, format="bgr24",
                 interpolation="BILINEAR", threads=1,
             )  # fmt: skip
             image = converted.to_ndarray()
         except (av.error.FFmpegError, ValueError) as exc:
             raise SourceError(f"could not convert a frame: {_reason(exc)}") from None
-        return np.ascontiguousarray(image, dtype=np.uint8), frame.width, frame.height
+        if quarter_turns:
+            image = np.rot90(image, k=quarter_turns)
+        display = (frame.height, frame.width) if sideways else (frame.width, frame.height)
+        return np.ascontiguousarray(image, dtype=np.uint8), *display
 
     def stream_time_s(self) -> float:
         frame = self._frame
@@ -146,6 +155,16 @@ class PyAvSource:
         self._frame = None
         self._decoded = []
         self._container.close()
+
+
+def _quarter_turns(frame: VideoFrame) -> int:
+    """Counterclockwise quarter turns that show `frame` upright (0-3), from its display
+    matrix (a phone clip stored sideways); angles between quarter turns are ignored, as
+    OpenCV and players ignore them."""
+    degrees = frame.rotation  # counterclockwise, [-180, 180]; 0 without a display matrix
+    if not degrees or degrees % 90:
+        return 0
+    return (degrees // 90) % 4
 
 
 def _video_stream(*, container: InputContainer, options: DecodeOptions) -> VideoStream:

@@ -22,10 +22,15 @@ Known limits of "a blocking read cannot hang the thread":
   colour conversion only, the smaller part of a frame's cost (see docs/benchmarks.md).
 - V4L2 devices ignore OpenCV's timeout properties; a stalled device blocks each read for
   `OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT` seconds (OpenCV's default: 10), read once per process.
-- Anything that blocks inside native code without a timeout (a driver bug, a hung NFS mount
-  under a file camera) blocks this thread; the thread is a daemon so it cannot block interpreter
-  exit, and `join()` reports it with False. Python cannot kill a thread, and releasing the
-  capture from another thread while it is in use would be a use-after-free.
+- A file camera's path is checked before the decoder opens it, in a helper thread waited
+  for at most the open timeout (edge_facedet.sources.filecheck): a FIFO is refused and a
+  mount that does not answer is reported instead of blocking the open, which under OpenCV
+  holds the lock every other camera's open waits for.
+- Anything else that blocks inside native code without a timeout (a driver bug, a mount that
+  hangs while its file is read) blocks this thread only (reads take no shared lock); the
+  thread is a daemon so it cannot block interpreter exit, and `join()` reports it with
+  False. Python cannot kill a thread, and releasing the capture from another thread while it
+  is in use would be a use-after-free.
 """
 
 from __future__ import annotations
@@ -35,10 +40,9 @@ import logging
 import os
 import threading
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from edge_facedet.logthrottle import every_power_of_two
-from edge_facedet.redact import redact_text, redact_url
+from edge_facedet.redact import redact_text, redact_url, url_secrets
 from edge_facedet.sources.dispatch import FrameSink
 from edge_facedet.sources.faults import CameraFaultError
 from edge_facedet.sources.sessions import ReaderContext, SessionEnd, session_for
@@ -84,7 +88,8 @@ class CameraReader:
         camera_id = settings.camera_id
         self._settings = settings
         self._camera_id = camera_id
-        self._secrets = _url_secrets(url=settings.url)
+        # The password and credential query values, as written and percent-decoded.
+        self._secrets = url_secrets(settings.url)
         self._sink = sink
         self._on_status = on_status
         self._callback_errors = 0
@@ -257,14 +262,3 @@ def _name_native_thread(name: str) -> None:
     path = f"/proc/self/task/{threading.get_native_id()}/comm"
     with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as comm:  # noqa: PTH123
         comm.write(name.encode("utf-8")[:15].decode("utf-8", "ignore"))
-
-
-def _url_secrets(*, url: str) -> tuple[str, ...]:
-    """The password as written and percent-decoded, since FFmpeg may echo either form."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return ()
-    if not password:
-        return ()
-    return tuple({password, unquote(password)})

@@ -8,9 +8,11 @@ the kinds differ in the rest:
 - `LiveSession` (network streams): probes the server before opening (see
   edge_facedet.sources.probe), runs on the arrival clock, measures its lag behind a stream
   that carries the sender's clock, and treats any failed read as a fault.
-- `FileSession`: runs on the file's media clock, paced in real time or read as fast as the
-  sink takes frames (edge_facedet.sources.pacer); skips damaged packets, and at the end of
-  the file stops the reader or, looping, rewinds (else reopens).
+- `FileSession`: checks the path before opening, bounded by the open timeout (see
+  edge_facedet.sources.filecheck: a FIFO or a hung mount must not block the decoder's open);
+  runs on the file's media clock, paced in real time or read as fast as the sink takes
+  frames (edge_facedet.sources.pacer); skips damaged packets, and at the end of the file
+  stops the reader or, looping, rewinds (else reopens).
 - `DeviceSession` (V4L2): opened through OpenCV's V4L2 backend, on the arrival clock.
 
 One session object serves its reader for the reader's whole lifetime (one `read` per
@@ -32,6 +34,7 @@ from edge_facedet.redact import redact_text
 from edge_facedet.sources.decoders import SourceError, open_source
 from edge_facedet.sources.dispatch import FrameDispatcher
 from edge_facedet.sources.faults import CameraFaultError
+from edge_facedet.sources.filecheck import FileCheck, FileCheckError, file_path
 from edge_facedet.sources.lag import StreamLag
 from edge_facedet.sources.pacer import FilePacer
 from edge_facedet.sources.probe import ProbeError, probe
@@ -273,7 +276,18 @@ class FileSession(Session):
         self._pacer = FilePacer(realtime=context.settings.realtime)
         self._read_failures = 0
         self._frames_since_rewind = 0
+        self._check = FileCheck(
+            path=file_path(context.settings.url),
+            name=f"cam-{context.settings.camera_id}-check",
+        )
         super().__init__(context=context)
+
+    def _before_open(self) -> None:
+        try:
+            self._check.run(timeout_s=self._settings.timeouts.open_s)
+        except FileCheckError as exc:
+            reason = redact_text(str(exc), *self._ctx.secrets)
+            raise CameraFaultError(f"cannot open {self._ctx.safe_url}: {reason}") from None
 
     def read(self, source: VideoSource) -> SessionEnd:
         try:

@@ -6,19 +6,28 @@ confidence on a frame, and writing the frames out: an image per image, one MP4 p
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from pathlib import Path
 
     from numpy.typing import NDArray
 
     from edge_facedet.frames import Detections
 
-__all__ = ["AnnotatedFrame", "Annotator", "annotated_name", "draw_faces"]
+__all__ = [
+    "AnnotatedFrame",
+    "Annotator",
+    "annotated_name",
+    "draw_faces",
+    "out_dir_problem",
+    "overwritten_input",
+]
 
 # Annotated images keep their name when OpenCV writes that format losslessly or as the
 # input did; anything else (bmp, tiff, ...) becomes a PNG so the copy is easy to view.
@@ -35,6 +44,54 @@ def annotated_name(relative: Path, *, is_video: bool) -> Path:
     if relative.suffix.lower() in _KEPT_IMAGE_SUFFIXES:
         return relative
     return relative.with_suffix(".png")
+
+
+def overwritten_input(*, inputs: Iterable[Path], copies: Iterable[Path]) -> Path | None:
+    """The first copy that would be written over one of the inputs, or None.
+
+    Compared by resolved path (a copy not written yet, symlinked folders) and by device and
+    inode (an existing copy that is a hard or symbolic link to an input). An annotated video
+    written over its own input truncates it while it is still being read.
+    """
+    originals = list(inputs)
+    resolved = {path.resolve() for path in originals}
+    identities: set[tuple[int, int]] = set()
+    for path in originals:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # reported as missing or unreadable by the caller
+        identities.add((stat.st_dev, stat.st_ino))
+    for copy in copies:
+        if copy.resolve() in resolved:
+            return copy
+        try:
+            stat = copy.stat()
+        except OSError:
+            continue  # does not exist yet (or cannot be written: found when writing)
+        if (stat.st_dev, stat.st_ino) in identities:
+            return copy
+    return None
+
+
+def out_dir_problem(out_dir: Path, *, inputs: Sequence[Path], copies: Iterable[Path]) -> str | None:
+    """Why the copies (relative to `out_dir`) cannot go there, or None after creating it.
+
+    Refused before anything is written: a copy that would overwrite one of the `inputs`,
+    and a folder that is a file, cannot be created or is not writable.
+    """
+    clobbered = overwritten_input(inputs=inputs, copies=[out_dir / copy for copy in copies])
+    if clobbered is not None:
+        return f"the copy {clobbered} would overwrite an input file; choose a folder apart"
+    if out_dir.exists() and not out_dir.is_dir():
+        return "exists and is not a folder"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the folder: {exc.strerror or type(exc).__name__}"
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        return "the folder is not writable"
+    return None
 
 
 class _AnnotatedMedia(Protocol):
@@ -75,13 +132,20 @@ class Annotator:
     def __init__(self, out_dir: Path) -> None:
         self._out_dir = out_dir
         self._writer: cv2.VideoWriter | None = None
+        self._writing: Path | None = None
 
     def add(self, decoded: AnnotatedFrame, faces: Detections) -> str | None:
         """Draw and write one frame; returns an error message, or None."""
         image = draw_faces(image=decoded.image, faces=faces)
         target = self._out_dir / decoded.media.annotated_name
-        if self._writer is None:  # a new file: its folder may not exist yet
-            target.parent.mkdir(parents=True, exist_ok=True)
+        if self._writing != target:
+            # A video that ended without its `last` frame (a decode error) is closed here,
+            # so the next file's frames never go into its copy.
+            self.close()
+            try:  # a new file: its folder may not exist yet
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot write {target}: {exc.strerror or type(exc).__name__}"
         if not decoded.media.is_video:
             return None if cv2.imwrite(str(target), image) else f"cannot write {target}"
         if self._writer is None:
@@ -91,6 +155,7 @@ class Annotator:
             if not self._writer.isOpened():
                 self._writer = None
                 return f"cannot write {target}"
+            self._writing = target
         self._writer.write(image)
         if decoded.last:
             self.close()
@@ -100,6 +165,7 @@ class Annotator:
         if self._writer is not None:
             self._writer.release()
         self._writer = None
+        self._writing = None
 
 
 def draw_faces(*, image: NDArray[np.uint8], faces: Detections) -> NDArray[np.uint8]:

@@ -1,9 +1,17 @@
 """The `edge-facedet detect PATH...` command: faces in image files, folders and video files.
 
-Owns expanding the PATHs into media files, decoding and resizing them in worker threads
-pipelined with batched inference on an `OpenVinoDetector`, and the JSON-lines output (one
-line per frame). The annotated copies written with `--annotate` are
-`edge_facedet.tools.annotate`'s.
+Owns decoding and resizing the media files (`edge_facedet.tools.inputs` expands the PATHs)
+in worker threads pipelined with batched inference on an `OpenVinoDetector`, and the
+JSON-lines output (one line per frame). The annotated copies written with `--annotate` are
+`edge_facedet.tools.annotate`'s. Every image's header is read before it is decoded, so an
+image declaring more pixels than the cap is reported and skipped without being allocated
+(`edge_facedet.tools.imageheader`).
+
+Exit status: 0 when every file was processed; 1 when any file could not be (missing,
+unreadable, over the pixel cap, its copy not written: each named in one line on stderr, the
+others still processed); 2 for usage (no media file found, an `--annotate` folder that cannot
+be created or whose copies would overwrite an input, a model or device that cannot be loaded),
+before any file is processed.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import numpy as np
 
 from edge_facedet.inference.detector import OpenVinoDetector
 from edge_facedet.inference.postprocess import to_detections
-from edge_facedet.tools.annotate import Annotator, annotated_name
+from edge_facedet.tools.annotate import Annotator, out_dir_problem
+from edge_facedet.tools.imageheader import DEFAULT_MAX_PIXELS, pixel_cap_problem
+from edge_facedet.tools.inputs import MediaFile, expand_paths, media_kind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,24 +39,12 @@ if TYPE_CHECKING:
     from edge_facedet.frames import Detections
     from edge_facedet.inference.detector import BatchResult
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2"}
-    | {".pbm", ".pgm", ".ppm", ".pnm", ".ras", ".sr", ".exr", ".hdr", ".pic", ".avif"}
-)
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mkv", ".avi", ".gif", ".mov", ".webm", ".mpg", ".mpeg", ".ts"}
-    | {".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mjpeg", ".mjpg", ".h264", ".hevc"}
-)
-EXIT_OK, EXIT_FAILED, EXIT_NO_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_NO_INPUT = EXIT_USAGE
 
 
-@dataclass(frozen=True, slots=True)
-class MediaFile:
-    """One input file, and where its annotated copy goes (relative to the output folder)."""
-
-    path: Path
-    is_video: bool
-    annotated_name: Path
+class DetectUsageError(Exception):
+    """The run cannot start: one line naming the argument or path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,48 +75,6 @@ class _Run:
         self.err.flush()
 
 
-def _kind(path: Path) -> bool | None:
-    """True for a video, False for an image, None when the suffix names neither."""
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return True
-    if suffix in IMAGE_SUFFIXES:
-        return False
-    return None
-
-
-def expand_paths(*, paths: Sequence[Path], run: _Run) -> list[MediaFile]:
-    """Files in argument order; a folder contributes its images and videos, recursively
-    and sorted. Missing paths are reported on `run.err` and skipped."""
-    media: list[MediaFile] = []
-    used: set[Path] = set()
-
-    def add(path: Path, relative: Path, *, is_video: bool) -> None:
-        name = annotated_name(relative, is_video=is_video)
-        # Two inputs with one name (e.g. a.jpg given twice, or a.png next to a.bmp) must
-        # not overwrite each other's annotated copy.
-        candidate, n = name, 1
-        while candidate in used:
-            candidate = name.with_name(f"{name.stem}-{n}{name.suffix}")
-            n += 1
-        used.add(candidate)
-        media.append(MediaFile(path=path, is_video=is_video, annotated_name=candidate))
-
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)
-            for file in found:
-                add(file, file.relative_to(path), is_video=bool(_kind(file)))
-        elif path.is_file():
-            # A file named explicitly is tried even with an unknown suffix: as a video when
-            # OpenCV cannot read it as an image.
-            kind = _kind(path)
-            add(path, Path(path.name), is_video=bool(kind))
-        else:
-            run.fail(path, "no such file or folder")
-    return media
-
-
 class _VideoReader:
     """Sequential decoding of one video, keeping every `every_nth` frame; runs in a thread."""
 
@@ -127,6 +83,8 @@ class _VideoReader:
         self._every_nth = every_nth
         self._index = -1
         self.fps = float(self._capture.get(cv2.CAP_PROP_FPS)) if self.opened else 0.0
+        self.width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)) if self.opened else 0
+        self.height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) if self.opened else 0
 
     @property
     def opened(self) -> bool:
@@ -156,12 +114,26 @@ def _resize(image: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8
     return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), np.uint8)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _read_image(
-    path: Path, size: tuple[int, int]
-) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | None:
-    """(image, resized) or None; one worker-thread call for both."""
-    # IMREAD_COLOR gives 3-channel BGR for grey, palette and alpha images alike.
-    decoded = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    path: Path, size: tuple[int, int], *, max_pixels: int
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | str | None:
+    """(image, resized); or why the file is skipped; or None when OpenCV cannot read it as
+    an image. One worker-thread call for all."""
+    problem = pixel_cap_problem(path, max_pixels=max_pixels)
+    if problem is not None:
+        return problem
+    try:
+        # IMREAD_COLOR gives 3-channel BGR for grey, palette and alpha images alike.
+        decoded = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE" in str(exc):  # a format whose header only OpenCV reads
+            return f"over the {max_pixels / 1e6:g} MP cap (--max-megapixels); not decoded"
+        return f"cannot decode the image: {_first_line(exc)}"  # e.g. out of memory
     if decoded is None:
         return None
     image = np.asarray(decoded, np.uint8)
@@ -173,6 +145,7 @@ async def _produce(
     media: Sequence[MediaFile],
     size: tuple[int, int],
     every_nth: int,
+    max_pixels: int,
     frames: asyncio.Queue[_Decoded | None],
     run: _Run,
 ) -> None:
@@ -180,11 +153,14 @@ async def _produce(
     detector's requests run on OpenVINO's threads."""
     for item in media:
         if not item.is_video:
-            read = await asyncio.to_thread(_read_image, item.path, size)
+            read = await asyncio.to_thread(_read_image, item.path, size, max_pixels=max_pixels)
+            if isinstance(read, str):
+                run.fail(item.path, read)
+                continue
             if read is not None:
                 await frames.put(_Decoded(item, 0, *read, last=True))
                 continue
-            if _kind(item.path) is not None:  # an image by name that OpenCV cannot read
+            if media_kind(item.path) is not None:  # an image by name that OpenCV cannot read
                 run.fail(item.path, "cannot read the image")
                 continue
             video = MediaFile(
@@ -194,7 +170,14 @@ async def _produce(
             )
         else:
             video = item
-        await _produce_video(item=video, size=size, every_nth=every_nth, frames=frames, run=run)
+        await _produce_video(
+            item=video,
+            size=size,
+            every_nth=every_nth,
+            max_pixels=max_pixels,
+            frames=frames,
+            run=run,
+        )
     # Only a normal end is signalled: on an error, _detect_files cancels every stage, and
     # a put() into a full queue here would then never return.
     await frames.put(None)
@@ -205,13 +188,26 @@ async def _produce_video(
     item: MediaFile,
     size: tuple[int, int],
     every_nth: int,
+    max_pixels: int,
     frames: asyncio.Queue[_Decoded | None],
     run: _Run,
 ) -> None:
+    # An animated GIF is a video here; its header declares its size like an image's.
+    problem = await asyncio.to_thread(pixel_cap_problem, item.path, max_pixels=max_pixels)
+    if problem is not None:
+        run.fail(item.path, problem)
+        return
     reader = await asyncio.to_thread(_VideoReader, item.path, every_nth=every_nth)
     try:
         if not reader.opened:
             run.fail(item.path, "cannot open it as an image or a video")
+            return
+        if reader.width * reader.height > max_pixels:
+            run.fail(
+                item.path,
+                f"frames of {reader.width}x{reader.height} pixels are over the "
+                f"{max_pixels / 1e6:g} MP cap (--max-megapixels)",
+            )
             return
 
         def next_frame() -> tuple[int, NDArray[np.uint8], NDArray[np.uint8]] | None:
@@ -315,34 +311,53 @@ async def _consume(
             await asyncio.to_thread(annotator.close)
 
 
-async def _detect_files(
-    *,
-    media: Sequence[MediaFile],
-    model_xml: Path,
-    device: str,
-    batch_size: int,
-    confidence_threshold: float,
-    min_face_px: int,
-    annotate_dir: Path | None,
-    every_nth: int,
-    run: _Run,
-) -> None:
-    detector = await asyncio.to_thread(
-        OpenVinoDetector, model_xml=model_xml, device=device, batch_size=batch_size
-    )
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """One `run_detect` call's options, as the pipeline stages need them."""
+
+    model_xml: Path
+    device: str
+    batch_size: int
+    confidence_threshold: float
+    min_face_px: int
+    annotate_dir: Path | None
+    every_nth: int
+    max_pixels: int
+
+
+async def _load_detector(settings: _Settings) -> OpenVinoDetector:
+    try:
+        return await asyncio.to_thread(
+            OpenVinoDetector,
+            model_xml=settings.model_xml,
+            device=settings.device,
+            batch_size=settings.batch_size,
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        # An absent device (GPU on a host without one) or a model of another shape: no
+        # file can be processed, so it is a usage error, not a per-file one.
+        raise DetectUsageError(
+            f"--device {settings.device}: cannot load {settings.model_xml}: {_first_line(exc)}"
+        ) from None
+
+
+async def _detect_files(*, media: Sequence[MediaFile], settings: _Settings, run: _Run) -> None:
+    detector = await _load_detector(settings)
     # A few decoded batches ahead of inference hide decoding jitter; more would only hold
     # full-size frames in memory.
     depth = detector.max_inflight * detector.batch_size * 2
     frames: asyncio.Queue[_Decoded | None] = asyncio.Queue(maxsize=depth)
     batches: asyncio.Queue[tuple[list[_Decoded], asyncio.Task[BatchResult]] | None]
     batches = asyncio.Queue(maxsize=detector.max_inflight)
+    annotate_dir = settings.annotate_dir
     annotator = None if annotate_dir is None else Annotator(annotate_dir)
     stages = [
         asyncio.create_task(
             _produce(
                 media=media,
                 size=detector.input_size,
-                every_nth=every_nth,
+                every_nth=settings.every_nth,
+                max_pixels=settings.max_pixels,
                 frames=frames,
                 run=run,
             )
@@ -351,8 +366,8 @@ async def _detect_files(
         asyncio.create_task(
             _consume(
                 batches=batches,
-                threshold=confidence_threshold,
-                min_face_px=min_face_px,
+                threshold=settings.confidence_threshold,
+                min_face_px=settings.min_face_px,
                 annotator=annotator,
                 run=run,
             )
@@ -368,6 +383,17 @@ async def _detect_files(
         await asyncio.to_thread(detector.wait_idle)
 
 
+def _prepare_annotate_dir(annotate_dir: Path, media: Sequence[MediaFile]) -> None:
+    copies = []
+    for item in media:
+        copies.append(item.annotated_name)
+        if not item.is_video:  # an image OpenCV cannot read is tried as a video: an .mp4 copy
+            copies.append(item.annotated_name.with_suffix(".mp4"))
+    problem = out_dir_problem(annotate_dir, inputs=[item.path for item in media], copies=copies)
+    if problem is not None:
+        raise DetectUsageError(f"--annotate {annotate_dir}: {problem}")
+
+
 def run_detect(
     *,
     paths: Sequence[Path],
@@ -378,34 +404,38 @@ def run_detect(
     min_face_px: int = 0,
     annotate_dir: Path | None = None,
     every_nth: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     out: TextIO,
     err: TextIO,
 ) -> int:
     """Detect faces in `paths`, one JSON line per frame on `out`.
 
-    Returns 0, or 1 when any file could not be read (or its copy written; the others are
-    still processed), or 2 when no image or video file was found at all.
+    Returns the exit status of the module docstring: 0; 1 when any file could not be read
+    or its copy written (the others are still processed); 2 for a usage error (no image or
+    video file found, an unusable `annotate_dir`, a device that cannot load the model).
     """
     if every_nth < 1:
         raise ValueError("every_nth must be >= 1")
+    settings = _Settings(
+        model_xml=model_xml,
+        device=device,
+        batch_size=batch_size,
+        confidence_threshold=confidence_threshold,
+        min_face_px=min_face_px,
+        annotate_dir=annotate_dir,
+        every_nth=every_nth,
+        max_pixels=max_pixels,
+    )
     run = _Run(out=out, err=err)
-    media = expand_paths(paths=paths, run=run)
+    media = expand_paths(paths=paths, report=run.fail)
     if not media:
         err.write("edge-facedet detect: no image or video file found\n")
-        return EXIT_NO_INPUT
-    if annotate_dir is not None:
-        annotate_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(
-        _detect_files(
-            media=media,
-            model_xml=model_xml,
-            device=device,
-            batch_size=batch_size,
-            confidence_threshold=confidence_threshold,
-            min_face_px=min_face_px,
-            annotate_dir=annotate_dir,
-            every_nth=every_nth,
-            run=run,
-        )
-    )
+        return EXIT_USAGE
+    try:
+        if annotate_dir is not None:
+            _prepare_annotate_dir(annotate_dir, media)
+        asyncio.run(_detect_files(media=media, settings=settings, run=run))
+    except DetectUsageError as exc:
+        err.write(f"edge-facedet detect: {exc}\n")
+        return EXIT_USAGE
     return EXIT_FAILED if run.failed else EXIT_OK

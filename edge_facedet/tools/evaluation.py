@@ -1,8 +1,8 @@
 """Accuracy evaluation of the detector on WIDER FACE: the `edge-facedet eval` command body.
 
-Owns the WIDER FACE ground-truth parser and the evaluation loop that pushes the images through
-the service's own detector (`Detector.detect`: its pre-processing, batching and asynchronous
-requests), then scores the detections with the model card's AP protocol
+Owns the evaluation loop (the ground truth is `edge_facedet.tools.groundtruth`'s) that pushes
+the images through the service's own detector (`Detector.detect`: its pre-processing, batching
+and asynchronous requests), then scores the detections with the model card's AP protocol
 (`edge_facedet.tools.average_precision`). The loop follows that protocol's side too: a plain
 resize to the network input (no letterbox), every prediction kept (no threshold), and the
 normalised boxes scaled to the image without clipping, as the accuracy checker's
@@ -29,13 +29,15 @@ from edge_facedet.tools.average_precision import (
     MIN_FACE_HEIGHT,
     compute_average_precision,
 )
+from edge_facedet.tools.groundtruth import FaceAnnotations, GroundTruthError, read_ground_truth
+from edge_facedet.tools.imageheader import DEFAULT_MAX_PIXELS, pixel_cap_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from numpy.typing import NDArray
 
-    from edge_facedet.inference.detector import Detector, DetectorInfo
+    from edge_facedet.inference.detector import Detector, DetectorInfo, OpenVinoDetector
 
 __all__ = [
     "EvalResult",
@@ -47,27 +49,11 @@ __all__ = [
     "run_eval",
 ]
 
-# x y w h blur expression illumination invalid occlusion pose
-_FIELDS_PER_FACE = 10
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
 
 class EvaluationError(Exception):
-    """The evaluation cannot run on its inputs (one-line message naming the offending file)."""
+    """The evaluation cannot run on its inputs (one-line message naming the offending file).
 
-
-class GroundTruthError(EvaluationError):
-    """The ground-truth file is malformed; the message is `file:line: what is wrong`."""
-
-
-@dataclass(frozen=True, slots=True)
-class FaceAnnotations:
-    """The annotated faces of one image."""
-
-    image: str
-    """Path relative to the images folder, as written in the ground-truth file."""
-    boxes: NDArray[np.float64]
-    """(N, 4) x_min, y_min, x_max, y_max in pixels of the original image."""
+    A malformed ground truth is a `GroundTruthError` (a `ValueError`) instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,84 +71,6 @@ class EvalResult:
     images_per_second: float
 
 
-# --- ground truth -------------------------------------------------------------------------
-
-
-def _parse_face_line(text: str, *, gt_file: Path, line_number: int) -> list[int]:
-    fields = text.split()
-    if len(fields) != _FIELDS_PER_FACE:
-        raise GroundTruthError(
-            f"{gt_file}:{line_number}: expected {_FIELDS_PER_FACE} integers "
-            f"(x y w h blur expression illumination invalid occlusion pose), got {text.strip()!r}"
-        )
-    try:
-        values = [int(field) for field in fields]
-    except ValueError:
-        raise GroundTruthError(
-            f"{gt_file}:{line_number}: face fields must be integers, got {text.strip()!r}"
-        ) from None
-    if values[2] < 0 or values[3] < 0:
-        raise GroundTruthError(f"{gt_file}:{line_number}: negative box width or height")
-    return values
-
-
-def read_ground_truth(*, gt_file: Path, images_dir: Path | None = None) -> list[FaceAnnotations]:
-    """Parse `wider_face_val_bbx_gt.txt`, in file order.
-
-    With `images_dir`, only the images present in it are returned (a subset folder holds a
-    sample of the images the official file annotates). Raises `GroundTruthError` naming the
-    file and line of the first malformed entry.
-    """
-    try:
-        lines = gt_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GroundTruthError(f"{gt_file}: cannot read the ground truth: {exc}") from exc
-    annotations: list[FaceAnnotations] = []
-    seen: set[str] = set()
-    index = 0
-    while index < len(lines):
-        name = lines[index].strip()
-        name_line = index + 1
-        index += 1
-        if not name:
-            continue  # blank lines between entries or at the end carry nothing
-        if not name.lower().endswith(_IMAGE_SUFFIXES):
-            raise GroundTruthError(f"{gt_file}:{name_line}: expected an image name, got {name!r}")
-        if name in seen:
-            raise GroundTruthError(f"{gt_file}:{name_line}: image {name} is annotated twice")
-        seen.add(name)
-        if index >= len(lines):
-            raise GroundTruthError(f"{gt_file}:{name_line}: {name} has no face count line")
-        count_text = lines[index].strip()
-        try:
-            count = int(count_text)
-        except ValueError:
-            count = -1
-        if count < 0:
-            raise GroundTruthError(
-                f"{gt_file}:{index + 1}: expected the face count of {name}, got {count_text!r}"
-            )
-        index += 1
-        # The official file writes one all-zero face line after a count of 0.
-        lines_to_read = max(count, 1)
-        if index + lines_to_read > len(lines):
-            raise GroundTruthError(
-                f"{gt_file}:{len(lines)}: file ends inside the {count} faces of {name} "
-                f"(entry at line {name_line})"
-            )
-        faces = [
-            _parse_face_line(lines[index + offset], gt_file=gt_file, line_number=index + offset + 1)
-            for offset in range(lines_to_read)
-        ]
-        index += lines_to_read
-        if images_dir is not None and not (images_dir / name).is_file():
-            continue
-        xywh = np.array(faces[:count], dtype=np.float64).reshape(-1, _FIELDS_PER_FACE)[:, :4]
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
-        annotations.append(FaceAnnotations(image=name, boxes=boxes))
-    return annotations
-
-
 # --- the evaluation loop ------------------------------------------------------------------
 
 
@@ -173,9 +81,16 @@ class _LoadedImage:
     height: int
 
 
-def _load_resized(path: Path, *, input_size: tuple[int, int]) -> _LoadedImage:
+def _load_resized(path: Path, *, input_size: tuple[int, int], max_pixels: int) -> _LoadedImage:
     """Decode and plainly resize one image (runs in a worker thread)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    problem = pixel_cap_problem(path, max_pixels=max_pixels)
+    if problem is not None:
+        raise EvaluationError(f"{path}: {problem}")
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EvaluationError(f"{path}: cannot be decoded as an image: {reason}") from None
     if image is None:
         raise EvaluationError(f"{path}: cannot be decoded as an image")
     height, width = image.shape[:2]
@@ -187,8 +102,10 @@ def _load_resized(path: Path, *, input_size: tuple[int, int]) -> _LoadedImage:
     )
 
 
-def _load_batch(paths: Sequence[Path], *, input_size: tuple[int, int]) -> list[_LoadedImage]:
-    return [_load_resized(path, input_size=input_size) for path in paths]
+def _load_batch(
+    paths: Sequence[Path], *, input_size: tuple[int, int], max_pixels: int
+) -> list[_LoadedImage]:
+    return [_load_resized(path, input_size=input_size, max_pixels=max_pixels) for path in paths]
 
 
 def _scale_to_image(rows: NDArray[np.float32], *, width: int, height: int) -> NDArray[np.float32]:
@@ -211,6 +128,7 @@ class _DetectionRun:
     annotations: list[FaceAnnotations]
     progress: Callable[[int, int], None] | None
     slots: asyncio.Semaphore
+    max_pixels: int
     boxes: list[NDArray[np.float32]] = field(default_factory=list)
     scores: list[NDArray[np.float32]] = field(default_factory=list)
     done: int = 0
@@ -225,7 +143,10 @@ class _DetectionRun:
         for batch in batches:
             paths = [self.images_dir / self.annotations[i].image for i in batch]
             loaded = await asyncio.to_thread(
-                _load_batch, paths, input_size=self.detector.input_size
+                _load_batch,
+                paths,
+                input_size=self.detector.input_size,
+                max_pixels=self.max_pixels,
             )
             async with self.slots:
                 result = await self.detector.detect([image.resized for image in loaded])
@@ -254,6 +175,14 @@ class _DetectionRun:
             raise failure.exceptions[0] from None
 
 
+def _annotated_images(*, gt_file: Path, images_dir: Path) -> list[FaceAnnotations]:
+    """The ground truth of the images present in `images_dir`; EvaluationError if none."""
+    annotations = read_ground_truth(gt_file=gt_file, images_dir=images_dir)
+    if not annotations:
+        raise EvaluationError(f"no image annotated in {gt_file} is present under {images_dir}")
+    return annotations
+
+
 async def evaluate(
     *,
     detector: Detector,
@@ -261,6 +190,7 @@ async def evaluate(
     gt_file: Path,
     progress: Callable[[int, int], None] | None = None,
     concurrency: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> EvalResult:
     """Run `detector` over every annotated image in `images_dir` and compute the AP.
 
@@ -268,21 +198,40 @@ async def evaluate(
     are in `detect` at once; `concurrency` is how many batches may be loading or waiting for
     a detector slot. Its default, twice `max_inflight`, has the next batches decoded while the
     current ones infer, so the inference requests never wait for a JPEG decoder.
-    `progress(done, total)` is called on the loop with the number of images finished.
+    `progress(done, total)` is called on the loop with the number of images finished. An
+    image whose header declares more than `max_pixels` is an `EvaluationError`, undecoded.
     """
+    annotations = await asyncio.to_thread(_annotated_images, gt_file=gt_file, images_dir=images_dir)
+    return await _evaluate_annotations(
+        detector=detector,
+        images_dir=images_dir,
+        annotations=annotations,
+        progress=progress,
+        concurrency=concurrency,
+        max_pixels=max_pixels,
+    )
+
+
+async def _evaluate_annotations(
+    *,
+    detector: Detector,
+    images_dir: Path,
+    annotations: list[FaceAnnotations],
+    progress: Callable[[int, int], None] | None,
+    concurrency: int | None,
+    max_pixels: int,
+) -> EvalResult:
     inflight = max(1, detector.max_inflight)
     workers = concurrency if concurrency is not None else 2 * inflight
     if workers < 1:
         raise ValueError(f"concurrency must be >= 1, got {workers}")
-    annotations = await asyncio.to_thread(read_ground_truth, gt_file=gt_file, images_dir=images_dir)
-    if not annotations:
-        raise EvaluationError(f"no image annotated in {gt_file} is present under {images_dir}")
     run = _DetectionRun(
         detector=detector,
         images_dir=images_dir,
         annotations=annotations,
         progress=progress,
         slots=asyncio.Semaphore(inflight),
+        max_pixels=max_pixels,
     )
     started = time.perf_counter()
     await run.run(workers=workers)
@@ -357,6 +306,26 @@ def _write_report(out: TextIO, *, result: EvalResult, info: DetectorInfo) -> Non
     out.flush()
 
 
+def _load_detector(
+    *, model_xml: Path, device: str, batch_size: int, inference_precision: str | None
+) -> OpenVinoDetector:
+    """The model compiled for `device`; an absent device is an `EvaluationError` (usage)."""
+    import openvino as ov  # noqa: PLC0415 - OpenVINO loads slowly
+
+    from edge_facedet.inference.detector import OpenVinoDetector  # noqa: PLC0415
+
+    try:
+        core = ov.Core()
+        if inference_precision is not None:
+            core.set_property("CPU", {"INFERENCE_PRECISION_HINT": inference_precision})
+        return OpenVinoDetector(
+            model_xml=model_xml, device=device, batch_size=batch_size, core=core
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EvaluationError(f"--device {device}: cannot load {model_xml}: {reason}") from None
+
+
 def run_eval(
     *,
     images_dir: Path,
@@ -365,6 +334,7 @@ def run_eval(
     device: str = "AUTO",
     batch_size: int = 1,
     inference_precision: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     out: TextIO,
     err: TextIO,
     show_progress: bool = True,
@@ -374,38 +344,41 @@ def run_eval(
     `inference_precision` ("f32", "bf16") overrides the CPU plugin's default, which is bf16
     on a CPU with AVX512_BF16 or AMX and f32 elsewhere; the dataset README's reference
     figures were taken with bf16 (docs/detector-benchmark.md, "Accuracy").
-    0 on success; 2 when an input (images folder, ground truth, model, an image) is missing
-    or unusable, with a message naming it on `err`.
+    0 on success; 2 when an input (images folder, ground truth, model, device, an image) is
+    missing or unusable, with one line naming it on `err`. The ground truth is read before
+    the model is compiled, so a malformed file is reported at once.
     """
     problem = _missing_input(images_dir=images_dir, gt_file=gt_file, model_xml=model_xml)
     if problem is not None:
         err.write(f"edge-facedet eval: {problem}\n")
         return 2
-    import openvino as ov  # noqa: PLC0415 - OpenVINO loads slowly
 
-    from edge_facedet.inference.detector import OpenVinoDetector  # noqa: PLC0415
-
-    core = ov.Core()
-    if inference_precision is not None:
-        core.set_property("CPU", {"INFERENCE_PRECISION_HINT": inference_precision})
-
-    async def compile_and_evaluate() -> tuple[OpenVinoDetector, EvalResult]:
+    async def compile_and_evaluate() -> tuple[DetectorInfo, EvalResult]:
+        annotations = await asyncio.to_thread(
+            _annotated_images, gt_file=gt_file, images_dir=images_dir
+        )
         # Compilation blocks for seconds; keep it off the loop like the service does.
         detector = await asyncio.to_thread(
-            OpenVinoDetector, model_xml=model_xml, device=device, batch_size=batch_size, core=core
+            _load_detector,
+            model_xml=model_xml,
+            device=device,
+            batch_size=batch_size,
+            inference_precision=inference_precision,
         )
-        result = await evaluate(
+        result = await _evaluate_annotations(
             detector=detector,
             images_dir=images_dir,
-            gt_file=gt_file,
+            annotations=annotations,
             progress=_ProgressLine(stream=err) if show_progress else None,
+            concurrency=None,
+            max_pixels=max_pixels,
         )
-        return detector, result
+        return detector.info, result
 
     try:
-        detector, result = asyncio.run(compile_and_evaluate())
-    except EvaluationError as exc:
+        info, result = asyncio.run(compile_and_evaluate())
+    except (EvaluationError, GroundTruthError) as exc:
         err.write(f"edge-facedet eval: {exc}\n")
         return 2
-    _write_report(out, result=result, info=detector.info)
+    _write_report(out, result=result, info=info)
     return 0

@@ -6,9 +6,10 @@ Fixtures:
 * `private_broker` - a factory for Mosquitto processes of our own (password file, ACL, TLS
   with trustme certificates), which tests may kill, stop and restart on the same port.
 
-Helpers: `mqtt_subscriber` (collects a topic filter's messages, `wait_for(predicate)`) and
+Helpers: `mqtt_subscriber` (collects a topic filter's messages, `wait_for(predicate)`),
 `TcpGate` (a port that refuses connections until opened, then forwards to a broker; it lets
-a test subscribe *before* the code under test can reach the broker).
+a test subscribe *before* the code under test can reach the broker) and `FakeBroker` (a
+server that speaks just enough MQTT to misbehave: closes, stays silent, sends garbage).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.support.net import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 SYSTEM_HOST = "127.0.0.1"
@@ -458,3 +459,126 @@ def python_env() -> dict[str, str]:
     repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     return env
+
+
+# -- fake brokers: just enough MQTT to misbehave ------------------------------------------
+
+# MQTT 5 CONNACK: session present 0, reason Success, no properties.
+CONNACK_ACCEPTED = bytes([0x20, 0x03, 0x00, 0x00, 0x00])
+
+
+def remaining_length(size: int) -> bytes:
+    """MQTT's variable-length encoding of a packet's remaining length (up to 268,435,455)."""
+    out = bytearray()
+    while True:
+        size, digit = divmod(size, 128)
+        out.append(digit | (0x80 if size else 0))
+        if not size:
+            return bytes(out)
+
+
+async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One MQTT packet from `reader`: (first byte, body). IncompleteReadError at EOF."""
+    first = (await reader.readexactly(1))[0]
+    size, shift = 0, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return first, await reader.readexactly(size)
+
+
+@dataclass
+class FakeConnection:
+    """What one connection to a `FakeBroker` saw."""
+
+    connect: bytes = b""
+    sent: int = 0
+    peer_closed: bool = False
+    packets: list[int] = field(default_factory=list)
+
+
+class FakeBroker:
+    """A loopback TCP server whose every connection runs `script(reader, writer, record)`.
+
+    The script usually reads the CONNECT (`read_packet`) and then misbehaves: closes, stays
+    silent, sends garbage or a huge packet. `connections` records each one; the server
+    closes the connection when the script returns.
+    """
+
+    def __init__(
+        self,
+        script: Callable[
+            [asyncio.StreamReader, asyncio.StreamWriter, FakeConnection], Awaitable[None]
+        ],
+    ) -> None:
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.connections: list[FakeConnection] = []
+        self._script = script
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections whose script still runs (the client has not closed them)."""
+        return len(self._tasks)
+
+    async def __aenter__(self) -> FakeBroker:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        record = FakeConnection()
+        self.connections.append(record)
+        try:
+            await self._script(reader, writer, record)
+        except (OSError, asyncio.IncompleteReadError):
+            record.peer_closed = True
+        except asyncio.CancelledError:
+            # Cancelled by __aexit__: ending the handler task cancelled would make asyncio's
+            # stream callback log a traceback, which the tests check the log for.
+            pass
+        finally:
+            writer.transport.abort()
+            self._tasks.discard(task)
+
+
+async def read_connect(reader: asyncio.StreamReader, record: FakeConnection) -> None:
+    """Read the client's CONNECT into `record.connect`."""
+    first, body = await read_packet(reader)
+    assert first == 0x10, f"expected CONNECT, got {first:#x}"
+    record.connect = body
+
+
+async def stream_zeros(
+    writer: asyncio.StreamWriter, record: FakeConnection, *, limit: int, chunk: int = 65536
+) -> None:
+    """Write zeros until the peer closes or `limit` bytes went out; counted in `record.sent`."""
+    block = bytes(chunk)
+    while record.sent < limit:
+        writer.write(block)
+        await writer.drain()
+        record.sent += chunk
+
+
+async def until_closed(reader: asyncio.StreamReader, record: FakeConnection) -> None:
+    """Wait for the client to close the connection (EOF or reset); sets `peer_closed`."""
+    with contextlib.suppress(OSError):
+        await reader.read()
+    record.peer_closed = True

@@ -10,8 +10,9 @@ after every connect the session's retained messages go first and then `online`, 
 subscriber that reacts to `online` already has them; `close()` flushes the session for a
 bounded time and says `stopped`; a cancellation without `close()` says `offline` itself.
 MQTT v5 is used so a publish the broker's ACL denies is reported (PUBACK reason code)
-instead of silently lost. The password is only handed to the client; it never reaches a log
-line or an error text.
+instead of silently lost. hooks.py guards each client against a broken or hostile broker
+(packet size limit, a CONNECT refused by closing, stale descriptors). The password is only
+handed to the client; it never reaches a log line or an error text.
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_facedet.backoff import Backoff
+from edge_facedet.outputs.mqtt.client import new_client
 from edge_facedet.outputs.mqtt.credentials import client_credentials
-from edge_facedet.outputs.mqtt.errors import Failure, RepeatFilter, describe_failure
+from edge_facedet.outputs.mqtt.errors import (
+    Failure,
+    RepeatFilter,
+    WireEvents,
+    describe_failure,
+)
+from edge_facedet.outputs.mqtt.hooks import WireHooks, watch_publish_failures
 from edge_facedet.outputs.mqtt.outbox import Message
 from edge_facedet.redact import redact_text
 
@@ -60,7 +67,6 @@ CLOSE_STATUS_TIMEOUT_S = 1.0
 CANCEL_STATUS_TIMEOUT_S = 1.0
 # No PUBACK within this time means the connection is not usable; reconnect.
 PUBLISH_TIMEOUT_S = 10.0
-CONNECT_TIMEOUT_S = 5.0
 # The same failure, repeated while the broker stays down, is logged again at most this often.
 REPEAT_LOG_S = 300.0
 
@@ -99,7 +105,7 @@ class Link:
         self._rejection: ReasonCode | None = None
         # Once per topic and connection: a denied faces topic would otherwise log per frame.
         self._denied_topics: set[str] = set()
-        self._watch_publish_results()
+        watch_publish_failures(client, self._record_rejection)
 
     @property
     def closing(self) -> bool:
@@ -122,26 +128,9 @@ class Link:
         rejection, self._rejection = self._rejection, None
         return rejection
 
-    def _watch_publish_results(self) -> None:
-        """Record PUBACK failure reason codes, which aiomqtt's publish() does not surface.
-
-        The one use of aiomqtt's private paho client, kept here: aiomqtt 2.x has no public
-        hook for the PUBACK reason code (its own `_on_publish` drops it), and without it an
-        ACL-denied publish looks delivered. aiomqtt 3 raises `NegativeAckError` instead.
-        Publishes are sequential, so a rejection seen while `publish` waits belongs to it.
-        """
-        paho = getattr(self._client, "_client", None)
-        original = getattr(paho, "on_publish", None)
-        if paho is None or original is None:
-            return
-
-        def on_publish(*args: Any) -> None:
-            reason = args[3] if len(args) > 3 else None
-            if isinstance(reason, ReasonCode) and reason.is_failure:
-                self._rejection = reason
-            original(*args)
-
-        paho.on_publish = on_publish
+    def _record_rejection(self, reason: ReasonCode) -> None:
+        # Publishes are sequential, so a rejection seen while `publish` waits belongs to it.
+        self._rejection = reason
 
     def _report_rejection(self, topic: str, reason: ReasonCode) -> None:
         if topic in self._denied_topics:
@@ -250,6 +239,7 @@ class MqttConnection:
         """One connect-and-serve; returns how long it was connected (0 if never)."""
         connected_at: float | None = None
         password: str | None = None
+        hooks: WireHooks | None = None
         try:
             # Secret files and TLS key material are read per attempt, so a rotated password
             # or renewed certificate is picked up on reconnect; reading is blocking I/O.
@@ -259,15 +249,27 @@ class MqttConnection:
                 environ=self._environ,
                 credentials_dir=self._credentials_dir,
             )
-            client = self._client(password=password, tls_context=tls_context)
+            client = new_client(
+                config=self._config,
+                client_id=self._broker.client_id,
+                will_topic=self._topics.status,
+                password=password,
+                tls_context=tls_context,
+                logger=self._paho_log,
+            )
+            hooks = WireHooks(client, loop=asyncio.get_running_loop())
             async with contextlib.AsyncExitStack() as stack:
-                if not await self._enter_unless_closing(stack, client):
+                if not await self._enter_unless_closing(stack, client, hooks):
                     return 0.0
                 client.timeout = PUBLISH_TIMEOUT_S
                 connected_at = time.monotonic()
                 self._on_connected(session)
                 await self._serve(client, session)
         except Exception as exc:  # noqa: BLE001 - run() must survive anything but cancellation
+            if connected_at is not None and time.monotonic() - connected_at > STABLE_CONNECTION_S:
+                # A failure after a stable connection is news; after a short one (a broker
+                # that accepts and then drops us) it is the same failure again.
+                self._repeats.succeeded()
             # MqttError for broker and network trouble; ConfigError/OSError/SSLError for an
             # unreadable password or certificate, which may be fixed while we retry.
             failure = describe_failure(
@@ -275,68 +277,58 @@ class MqttConnection:
                 broker=self._broker,
                 was_connected=connected_at is not None,
                 socket_error=self._socket_error,
+                wire=hooks.events() if hooks is not None else WireEvents(),
             )
             text = redact_text(failure.text, *(s for s in (password,) if s))
             self._log_failure(Failure(failure.kind, text))
         finally:
+            if hooks is not None:
+                hooks.release()
             if connected_at is not None:
                 self._connected.clear()
                 self._metrics.mqtt_connected.set(0)
         return 0.0 if connected_at is None else time.monotonic() - connected_at
 
-    def _client(
-        self, *, password: str | None, tls_context: ssl.SSLContext | None
-    ) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            self._config.host,
-            self._config.effective_port,
-            identifier=self._broker.client_id,
-            username=self._config.username,
-            password=password,
-            logger=self._paho_log,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            # v5 "clean start" with the default session expiry of 0 is 3.1.1's clean
-            # session: the broker keeps nothing for us; the outbox is our queue.
-            clean_start=True,
-            will=aiomqtt.Will(
-                self._topics.status, b"offline", qos=self._config.qos.status, retain=True
-            ),
-            keepalive=self._config.keepalive_s,
-            tls_context=tls_context,
-            # Bounds the wait for CONNACK (a broker that drops us during the TLS handshake
-            # never sends one); raised to the publish timeout once connected.
-            timeout=CONNECT_TIMEOUT_S,
-        )
-
     async def _enter_unless_closing(
-        self, stack: contextlib.AsyncExitStack, client: aiomqtt.Client
+        self, stack: contextlib.AsyncExitStack, client: aiomqtt.Client, hooks: WireHooks
     ) -> bool:
         """Connect (enter `client` on `stack`); False if close() came first.
 
-        The connect can take up to the connect timeout; close() must not wait for that.
+        The connect can take up to the connect timeout; close() must not wait for that, and
+        neither must a connection the broker closed before its CONNACK (aiomqtt would).
         """
         self._socket_error = None
         enter = asyncio.ensure_future(stack.enter_async_context(client))
         closing = asyncio.ensure_future(self._closing.wait())
+        closed = asyncio.ensure_future(hooks.closed.wait())
         try:
-            await asyncio.wait((enter, closing), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((enter, closing, closed), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             enter.cancel()
             raise
         finally:
             closing.cancel()
+            closed.cancel()
         if not enter.done():
             enter.cancel()
             await asyncio.wait((enter,))
+            if hooks.closed.is_set() and not self._closing.is_set():
+                raise aiomqtt.MqttError("the broker closed the connection before its CONNACK")
             return False
         enter.result()  # raises the connect error
+        if hooks.dropped:
+            # Between the CONNACK and here: aiomqtt lost that disconnect.
+            raise aiomqtt.MqttError("the broker closed the connection right after its CONNACK")
         return True
 
     def _capture_socket_error(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
+        if record.levelno < logging.WARNING:
             return True
-        self._socket_error = record.getMessage()
-        log.debug("MQTT client: %s", self._socket_error)
+        # aiomqtt's warnings ("Could not gracefully disconnect" after a broker dropped us)
+        # restate a failure this module logs once, in its own words.
+        if record.levelno >= logging.ERROR:
+            self._socket_error = record.getMessage()
+        log.debug("MQTT client: %s", record.getMessage())
         return False
 
     def _log_failure(self, failure: Failure) -> None:
@@ -349,7 +341,7 @@ class MqttConnection:
     def _on_connected(self, session: Session) -> None:
         self._connected.set()
         self._metrics.mqtt_connected.set(1)
-        failed = self._repeats.succeeded()
+        failed = self._repeats.failures()
         if failed is not None:
             log.info("MQTT connected to %s after %d failed attempt(s)", self._broker.where, failed)
         else:

@@ -81,6 +81,7 @@ class MqttOutput:
                 port=config.effective_port,
                 client_id=config.client_id or f"edge-facedet-{node_id}",
                 username=config.username,
+                will_topic=self._topics.status,
             ),
             metrics=metrics,
             environ=environ,

@@ -1,0 +1,220 @@
+"""The one place that reaches into the paho client under aiomqtt, and why each hook exists.
+
+aiomqtt 2.x drives paho from the event loop but leaves gaps a broken or hostile broker can
+use. `WireHooks` closes them on one client (a new client is made per connect attempt):
+
+* **Packet size.** paho reads a packet's announced remaining length and then reads until it
+  has all of it: an unsolicited 200 MB PUBLISH becomes 200 MB of memory. The service
+  subscribes to nothing, so no legitimate inbound packet is large. paho asks for the whole
+  rest of a packet in its first body read, so `_capped_recv` refuses a read larger than
+  `MAX_INBOUND_PACKET` before a byte of the body is read; paho then drops the connection
+  (it reports the refusal as a socket error). MQTT 5 brokers are also told the limit in the
+  CONNECT (`connect_properties`: Maximum Packet Size), so a well-behaved one never sends more.
+  paho also keeps every QoS 2 PUBLISH until the broker releases it (PUBREL); a broker that
+  never does may not hold more than `MAX_UNRELEASED` (MQTT 5 Receive Maximum) of them.
+* **Closed before CONNACK.** aiomqtt ignores a disconnect that comes before the CONNACK and
+  waits out its timeout, so a broker that refuses a CONNECT by closing the connection looked
+  like one that does not answer. `closed` is set at once instead.
+* **Stale descriptors.** aiomqtt registers the socket with the loop through
+  `call_soon_threadsafe`; when paho closes the socket before that runs (a garbage packet
+  right after a publish), the loop is handed a closed descriptor ("Exception in callback
+  ... add_writer ... Bad file descriptor" with a traceback), or another socket's that reused
+  the number. `_GuardedLoop` registers a descriptor only while it is still paho's socket.
+* **Dropped right after the CONNACK.** aiomqtt then forgets the disconnect (it replaces
+  the future holding it, and asyncio logs "Future exception was never retrieved"); the
+  exception is retrieved here and `dropped` tells the connection.
+* **A failed connect leaves the socket open** and registered with the loop (aiomqtt only
+  raises its timeout); `release()` closes it, so a broker that never answers costs no
+  descriptor per attempt.
+* **PUBACK reason codes.** aiomqtt 2.x drops them (its `_on_publish`), so an ACL-denied
+  publish looks delivered; `watch_publish_failures` hands them on. aiomqtt 3 raises
+  `NegativeAckError` instead.
+
+These use paho's private `_sock_recv`, `_in_packet` and `_sock_close` and aiomqtt's `_loop`
+and `_client` (paho-mqtt 2.2, aiomqtt 2.5); tests/test_mqtt_hostile.py fails if an upgrade
+changes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_facedet.outputs.mqtt.errors import WireEvents
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import aiomqtt
+    import paho.mqtt.client as paho_mqtt
+
+__all__ = [
+    "MAX_INBOUND_PACKET",
+    "MAX_UNRELEASED",
+    "PacketTooLargeError",
+    "WireHooks",
+    "connect_properties",
+    "watch_publish_failures",
+]
+
+log = logging.getLogger(__name__)
+
+# Inbound packets are acknowledgements, CONNACK, PINGRESP and DISCONNECT: a few bytes, or a
+# few hundred with MQTT 5 reason strings and user properties.
+MAX_INBOUND_PACKET = 64 * 1024
+# Unsolicited QoS 2 messages paho may hold awaiting their PUBREL: memory is bounded by this
+# times the packet limit.
+MAX_UNRELEASED = 16
+
+
+class PacketTooLargeError(OSError):
+    """Inbound data over a limit; paho drops the connection on it (as on a socket error)."""
+
+
+def connect_properties(*, max_packet: int = MAX_INBOUND_PACKET) -> Properties:
+    """The MQTT 5 CONNECT properties: the largest packet the broker may send us."""
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.MaximumPacketSize = max_packet
+    properties.ReceiveMaximum = MAX_UNRELEASED
+    return properties
+
+
+def watch_publish_failures(
+    client: aiomqtt.Client, on_failure: Callable[[ReasonCode], None]
+) -> None:
+    """Call `on_failure` with each failing PUBACK/PUBREC reason code `client` receives."""
+    paho = getattr(client, "_client", None)
+    original = getattr(paho, "on_publish", None)
+    if paho is None or original is None:
+        return
+
+    def on_publish(*args: Any) -> None:
+        reason = args[3] if len(args) > 3 else None
+        if isinstance(reason, ReasonCode) and reason.is_failure:
+            on_failure(reason)
+        original(*args)
+
+    paho.on_publish = on_publish
+
+
+class WireHooks:
+    """The hooks on one aiomqtt client; see the module docstring. Use from the loop thread."""
+
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        max_packet: int = MAX_INBOUND_PACKET,
+    ) -> None:
+        self._client = client
+        self._paho: paho_mqtt.Client = client._client
+        self._loop = loop
+        self._max_packet = max_packet
+        self._connack = False
+        self._closed_reason: str | None = None
+        self._oversize: int | None = None
+        self.closed = asyncio.Event()
+        """Set when the connection ends before any CONNACK."""
+        setattr(client, "_loop", _GuardedLoop(loop, self._paho))  # noqa: B010 - private
+        self._wrap_callbacks()
+        self._cap_reads()
+
+    def events(self) -> WireEvents:
+        return WireEvents(
+            closed_before_connack=self._closed_reason,
+            oversize=self._oversize,
+            limit=self._max_packet,
+        )
+
+    @property
+    def dropped(self) -> bool:
+        """Whether paho has closed the connection (aiomqtt may not know yet)."""
+        return self._paho.socket() is None
+
+    def release(self) -> None:
+        """Close the socket a failed or abandoned connect left open (no-op once closed)."""
+        if self._paho.socket() is not None:
+            self._paho._sock_close()
+
+    def _wrap_callbacks(self) -> None:
+        paho = self._paho
+        on_connect: Callable[..., None] | None = paho.on_connect
+        on_disconnect: Callable[..., None] | None = paho.on_disconnect
+
+        def connected(*args: Any) -> None:
+            # Any CONNACK, accepted or not: aiomqtt reports a refusal itself.
+            self._connack = True
+            if on_connect is not None:
+                on_connect(*args)
+
+        def disconnected(*args: Any) -> None:
+            if on_disconnect is not None:
+                on_disconnect(*args)
+            pending = getattr(self._client, "_disconnected", None)
+            if isinstance(pending, asyncio.Future) and pending.done() and not pending.cancelled():
+                pending.exception()  # retrieved: aiomqtt may drop this future unawaited
+            if not self._connack and self._closed_reason is None:
+                reason = args[3] if len(args) > 3 else None
+                self._closed_reason = str(reason) if reason is not None else "closed"
+                self._loop.call_soon_threadsafe(self.closed.set)
+
+        paho.on_connect = connected
+        paho.on_disconnect = disconnected
+
+    def _cap_reads(self) -> None:
+        paho: Any = self._paho
+        recv: Callable[[int], bytes] = paho._sock_recv
+        limit = self._max_packet
+
+        def capped_recv(bufsize: int) -> bytes:
+            unreleased = len(paho._in_messages)
+            if unreleased > MAX_UNRELEASED:
+                raise PacketTooLargeError(
+                    f"the broker left {unreleased} unsolicited QoS 2 messages unreleased"
+                )
+            # paho's first read of a packet's body asks for all of it (its remaining length);
+            # the command byte and the length bytes are read one at a time.
+            if bufsize > limit:
+                self._oversize = int(paho._in_packet["remaining_length"])
+                raise PacketTooLargeError(
+                    f"inbound packet of {self._oversize} bytes is over the {limit}-byte limit"
+                )
+            return recv(bufsize)
+
+        paho._sock_recv = capped_recv
+
+
+class _GuardedLoop:
+    """aiomqtt's view of the event loop: registers a descriptor only while paho still has it.
+
+    aiomqtt schedules `add_reader`/`add_writer` with `call_soon_threadsafe`; the check runs
+    when they run, on the loop thread, after any close that came first.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, paho: paho_mqtt.Client) -> None:
+        self._real_loop = loop
+        self._paho = paho
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real_loop, name)
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None:
+        if self._current(fd):
+            self._real_loop.add_reader(fd, callback, *args)
+
+    def add_writer(self, fd: int, callback: Callable[..., object], *args: Any) -> None:
+        if self._current(fd):
+            self._real_loop.add_writer(fd, callback, *args)
+
+    def _current(self, fd: int) -> bool:
+        sock = self._paho.socket()
+        if sock is not None and sock.fileno() == fd:
+            return True
+        log.debug("MQTT socket %d closed before the loop could watch it", fd)
+        return False
