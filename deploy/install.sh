@@ -222,7 +222,7 @@ else
 # Every option, with defaults and bounds: $etc/config.example.yaml
 #
 # To do: set the camera url below and remove \`enabled: false\`, then
-#   $prefix/venv/bin/edge-facedet check-config $etc/config.yaml
+#   $prefix/venv/bin/edge-facedet check-config --credentials-dir $etc/credentials $etc/config.yaml
 #   systemctl restart edge-facedet
 # Secrets: put each in its own file in $etc/credentials/ (chmod 0600). systemd loads every
 # file there as a credential named edge-facedet_<FILENAME> (LoadCredential= of a directory
@@ -290,5 +290,6 @@ elif ((use_systemd)) && [[ -z $root ]]; then
 fi
 
 say "done: edge-facedet $version in $prefix"
-printf '    check:  %s check-config %s\n' "$prefix/venv/bin/edge-facedet" "$etc/config.yaml"
+printf '    check:  %s check-config --credentials-dir %s %s\n' "$prefix/venv/bin/edge-facedet" \
+    "$etc/credentials" "$etc/config.yaml"
 printf '    start:  systemctl start edge-facedet && journalctl -u edge-facedet -f\n'

@@ -52,10 +52,11 @@ done
 # --- System packages ------------------------------------------------------------------------
 # promtool and the prometheus server are used by the tests; GStreamer's RTSP server simulates
 # cameras; ffmpeg re-encodes test clips; shellcheck lints the installer in the tests;
-# systemd-analyze (package systemd; nothing is booted) verifies the unit in the tests.
+# systemd-analyze (package systemd; nothing is booted) verifies the unit in the tests;
+# mosquitto_sub and curl are how the README watches the demo (a minimal Debian has no curl).
 wanted=(mosquitto mosquitto-clients ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-    gstreamer1.0-tools prometheus shellcheck systemd)
+    gstreamer1.0-tools prometheus shellcheck systemd curl)
 # Debian splits ensurepip out of python3; without it `python3 -m venv` fails.
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     wanted+=(python3-venv)

@@ -36,7 +36,6 @@ from edge_facedet.tools.arguments import (
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
     from collections.abc import Sequence
-    from typing import TextIO
 
     from edge_facedet.config import ServiceConfig
 
@@ -151,46 +150,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    return check_config(Path(args.config), out=sys.stdout, err=sys.stderr)
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def check_config(path: Path, *, out: TextIO, err: TextIO) -> int:
-    """`edge-facedet check-config FILE`: 0 and a summary if valid, else 2 and the problems."""
-    from edge_facedet.config import ConfigError, display_detect_url, display_url, load_config
-
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        err.write(f"{exc}\n")
+    credentials = None if args.credentials_dir is None else Path(args.credentials_dir)
+    if credentials is not None and not credentials.is_dir():
+        print(f"edge-facedet: --credentials-dir {credentials}: not a directory", file=sys.stderr)
         return EXIT_USAGE
-    enabled = [camera for camera in config.cameras if camera.enabled]
-    out.write(f"{path}: OK\n")
-    out.write(f"node: {config.node_id}\n")
-    out.write(f"cameras: {len(enabled)} enabled, {len(config.cameras) - len(enabled)} disabled\n")
-    for camera in config.cameras:
-        state = "" if camera.enabled else " (disabled)"
-        detect = f" detect_url={display_detect_url(camera)}" if camera.detect_url else ""
-        out.write(
-            f"  {camera.id}: {display_url(camera)}{detect} "
-            f"detect_fps={camera.detect_fps:g}{state}\n"
-        )
-    model = config.model
-    where = model.path or model.dir or "default models dir"
-    out.write(f"model: {model.precision} on {model.device} ({where})\n")
-    mqtt = config.mqtt
-    user = f", user {mqtt.username}" if mqtt.username else ""
-    tls = "yes" if mqtt.tls.enabled else "no"
-    out.write(f"mqtt: {_host_port(mqtt.host, mqtt.effective_port)}, TLS {tls}{user}\n")
-    metrics = config.metrics
-    if metrics.enabled:
-        out.write(f"metrics: http://{_host_port(metrics.host, metrics.port)}/metrics\n")
-    else:
-        out.write("metrics: disabled\n")
-    return EXIT_OK
+    from edge_facedet.checkconfig import check_config
+
+    return check_config(
+        Path(args.config), out=sys.stdout, err=sys.stderr, credentials_dir=credentials
+    )
 
 
 def _cmd_model_fetch(args: argparse.Namespace) -> int:
@@ -323,6 +291,13 @@ def _add_run_parser(commands: _Subparsers) -> None:
 def _add_check_config_parser(commands: _Subparsers) -> None:
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config", help="YAML configuration file")
+    check.add_argument(
+        "--credentials-dir",
+        metavar="DIR",
+        help="where `credential:` secrets are read (default: $CREDENTIALS_DIRECTORY, set only "
+        "inside the unit); the folder the unit loads, e.g. /etc/edge-facedet/credentials, "
+        "where the credential edge-facedet_F is the file F",
+    )
     check.set_defaults(handler=_cmd_check_config)
 
 

@@ -34,6 +34,7 @@ from edge_facedet.sources.reader import (
     ReconnectPolicy,
     StreamTimeouts,
 )
+from tests.support.load import overload_factor
 from tests.support.media import run_ffmpeg
 from tests.support.paths import HIKERS_VIDEO
 
@@ -231,9 +232,12 @@ def test_file_camera_paced_at_detect_fps_with_correct_frames(
     assert reader.join(timeout=3.0)
 
     frames = list(recorder.frames)
-    span_s = recorder.frame_arrivals[-1] - recorder.frame_arrivals[0]
-    # 25 fps file, 5 fps out, paced in real time: 15 intervals of 0.2 s (~3 s), not a burst.
-    assert 2.4 <= span_s / (len(frames) - 1) * 15 <= 3.6, span_s
+    span_s = (recorder.frame_arrivals[-1] - recorder.frame_arrivals[0]) / (len(frames) - 1) * 15
+    # 25 fps file, 5 fps out, paced in real time: 15 intervals of 0.2 s (~3 s), not a burst
+    # (unpaced, the 16 frames come within half a second). A starved reader arrives late, and
+    # the pacer then catches up on at most 1 s: the bars widen with the load, capped.
+    slow = min(2.0, overload_factor())
+    assert 1.5 <= span_s <= 3.6 * slow, (span_s, slow)
     assert [f.seq for f in frames] == list(range(len(frames)))
     for frame in frames:
         assert frame.camera_id == "file"
@@ -251,8 +255,8 @@ def test_file_camera_paced_at_detect_fps_with_correct_frames(
 
     rates = [s for s in recorder.statuses if s.state is CameraState.STREAMING and s.fps_in > 0]
     assert rates, "no rate report while streaming"
-    assert 20 <= rates[-1].fps_in <= 30
-    assert 3.5 <= rates[-1].fps_out <= 6.5
+    assert 20 / slow <= rates[-1].fps_in <= 30 * slow, (rates[-1], slow)
+    assert 3.5 / slow <= rates[-1].fps_out <= 6.5 * slow, (rates[-1], slow)
     assert reader.status.state is CameraState.STOPPED
     assert gauge(metrics, "camera_up", "file") == 0
 
@@ -646,10 +650,13 @@ def test_pyav_keyframes_only_hands_on_exactly_the_keyframes_each_as_it_arrives(
 
     assert CameraState.RECONNECTING not in recorder.states()
     # The stream starts with a keyframe when the reader connects: it is handed on at once,
-    # not when the next keyframes push it out of the decoder (>= 2 s later).
-    assert recorder.frame_arrivals[0] - started < 1.5, recorder.frame_arrivals[0] - started
+    # not when the next keyframes push it out of the decoder (>= 2 s later). The bars widen
+    # with the machine's load, capped below that.
+    slow = min(1.3, overload_factor())
+    first_s = recorder.frame_arrivals[0] - started
+    assert first_s < 1.5 * slow, (first_s, slow)
     gaps = [b - a for a, b in itertools.pairwise(recorder.frame_arrivals[:4])]
-    assert max(gaps) < 2.5, gaps
+    assert max(gaps) < 2.5 * slow, (gaps, slow)
     # A keyframe decodes on its own: each frame handed on has the very pixels of one of the
     # clip's keyframes in a full decode, in order; every frame decoded was handed on.
     matched = [
@@ -753,8 +760,10 @@ def test_rtsp_camera_reconnects_to_a_reconfigured_server_while_another_never_pau
     during_outage = [t for t in steady_frames.frame_arrivals if outage_start <= t <= outage_end]
     gaps = [b - a for a, b in itertools.pairwise(during_outage)]
     assert len(during_outage) >= 5
-    # 5 fps means 0.2 s between frames; a camera blocked by its neighbour would show seconds.
-    assert max(gaps) < 1.0, gaps
+    # 5 fps means 0.2 s between frames; a camera blocked by its neighbour's (re)open would
+    # wait out its 2 s timeouts. 1 s on a machine that is not overloaded, capped below 2 s.
+    bar = min(1.8, 1.0 * overload_factor())
+    assert max(gaps) < bar, (gaps, bar)
     assert CameraState.RECONNECTING not in steady_frames.states()
 
 
@@ -850,8 +859,10 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
         assert lag_now > 1.0
         assert stale == 0
         return
-    # It kept up with the stream ...
-    assert captured >= 0.85 * 25 * elapsed, captured / elapsed
+    # It kept up with the stream (the core it shares with the detector may be shared with
+    # other test runs too: the bar drops with the load, capped above the control's) ...
+    keep_up = 0.85 / min(1.3, overload_factor())
+    assert captured >= keep_up * 25 * elapsed, (captured / elapsed, keep_up)
     assert lag_now <= max_lag_s + 0.2
     # ... by not detecting the frames it read too late, which it counted and reported.
     assert stale > 0
@@ -860,30 +871,74 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     assert max(ages) <= max_lag_s + 0.1, max(ages)
 
 
+STALL_MARGIN_S = 3.0
+"""Slack on top of a read or stall timeout for a reader to notice and report the fault
+(measured: well under a second on an idle machine)."""
+
+
 @BOTH_DECODERS
-def test_stalled_rtsp_stream_is_detected_and_recovered(
+def test_stalled_rtsp_stream_is_detected_within_its_read_timeout_and_recovered(
     h264_clip: ClipMaker,
     rtsp_server: Callable[..., RtspServer],
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
 ) -> None:
     server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
-    reader, recorder = make_reader(
-        camera_id="stall", url=server.url("cam"),
-        timeouts=dataclasses.replace(TIMEOUTS, read_s=1.0, stall_s=1.0),
-    )  # fmt: skip
+    timeouts = dataclasses.replace(TIMEOUTS, read_s=1.0, stall_s=1.0)
+    reader, recorder = make_reader(camera_id="stall", url=server.url("cam"), timeouts=timeouts)
     recorder.wait_for_frames(3)
 
+    paused_at = time.monotonic()
     server.pause()  # sockets stay open, nothing is sent
     try:
-        recorder.wait_for_state(CameraState.RECONNECTING)
+        # Bounded: a reader that noticed only through some later, longer timeout (FFmpeg's
+        # own, or the server closing the session) would not make it.
+        recorder.wait_for_state(CameraState.RECONNECTING, timeout=timeouts.read_s + STALL_MARGIN_S)
+        detected_s = time.monotonic() - paused_at
     finally:
         server.resume()
+    logging.getLogger(__name__).info("stall detected %.2f s after the pause", detected_s)
     error = reader.status.last_error or ""
-    assert "stalled" in error or "read failed" in error, error
+    # Silence is seen as the read timing out, or (OpenCV draining its buffer after one) as a
+    # frame that came too late; either names the stream.
+    assert error.startswith(("read failed on rtsp://", "stalled: no frame from rtsp://")), error
     frames_before = len(recorder.frames)
     recorder.wait_for_frames(frames_before + 3)
     recovered = reader.status
     assert recovered.state is CameraState.STREAMING
+
+
+@BOTH_DECODERS
+def test_frame_arriving_later_than_the_stall_timeout_is_a_stall(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+) -> None:
+    """A grab that succeeds, but only after the stall timeout (a camera that freezes for a
+    while, inside the read timeout), is a stall: the reader reconnects and says so."""
+    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
+    timeouts = dataclasses.replace(TIMEOUTS, read_s=8.0, stall_s=1.0)
+    reader, recorder = make_reader(camera_id="freeze", url=server.url("cam"), timeouts=timeouts)
+    recorder.wait_for_frames(3)
+
+    frozen_s = 2.5  # above the stall timeout, well inside the read timeout
+    server.pause()
+    try:
+        time.sleep(frozen_s)
+    finally:
+        server.resume()
+    resumed_at = time.monotonic()
+    recorder.wait_for_state(CameraState.RECONNECTING, timeout=STALL_MARGIN_S)
+    logging.getLogger(__name__).info(
+        "stall reported %.2f s after the stream resumed", time.monotonic() - resumed_at
+    )
+    error = reader.status.last_error or ""
+    assert error.startswith(f"stalled: no frame from {server.url('cam')} for "), error
+    waited_s = float(error.rsplit(" for ", 1)[1].removesuffix(" s"))
+    assert timeouts.stall_s < waited_s < timeouts.read_s, error
+    frames_before = len(recorder.frames)
+    recorder.wait_for_frames(frames_before + 3)
+    assert reader.status.state is CameraState.STREAMING
+    assert reader.status.reconnects == 1
 
 
 def test_unanswering_camera_backs_off_and_never_leaks_its_password(

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edge_facedet import cli
-from edge_facedet.cli import check_config
+from edge_facedet.checkconfig import check_config
 from edge_facedet.config import (
     MAX_CONFIG_BYTES,
     CameraConfig,
@@ -42,7 +42,7 @@ from edge_facedet.redact import redact_text, redact_url
 from edge_facedet.sources.decoders import Decoder
 from edge_facedet.tools import assets
 from tests.support.paths import REPO
-from tests.support.service import run_cli
+from tests.support.service import edge_facedet_command, run_cli
 
 CONFIGS = REPO / "tests" / "data" / "configs"
 BAD = CONFIGS / "bad"
@@ -920,3 +920,170 @@ def test_redaction_never_shows_the_password(
     assert unquote(opened.password) == marked
     assert opened.hostname == host
     assert marked not in display_url(via_fields)
+
+
+# ------------------------------------------------------------------------------------------
+# check-config outside the unit: credentials and the unit's sandbox (issue 19)
+
+UNIT = REPO / "systemd" / "edge-facedet.service"
+
+
+def _unit_load_credential() -> str:
+    """The shipped unit's LoadCredential= value, e.g. `edge-facedet:/etc/edge-facedet/...`."""
+    lines = UNIT.read_text(encoding="utf-8").splitlines()
+    (value,) = [line.split("=", 1)[1] for line in lines if line.startswith("LoadCredential=")]
+    return value
+
+
+def _check_in_shell(
+    *args: str | Path, credentials_directory: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`edge-facedet check-config ARGS` as an operator's shell runs it: no
+    $CREDENTIALS_DIRECTORY unless given (the unit's value inside it)."""
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    if credentials_directory is not None:
+        env["CREDENTIALS_DIRECTORY"] = str(credentials_directory)
+    return subprocess.run(
+        [*edge_facedet_command(), "check-config", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def _credential_config(tmp_path: Path) -> tuple[Path, Path]:
+    """An /etc/edge-facedet-like folder: a config using the unit's credential names, and the
+    credentials folder the unit loads (`LoadCredential=edge-facedet:<etc>/credentials`)."""
+    etc = tmp_path / "etc"
+    credentials = etc / "credentials"
+    _write(credentials / "mqtt-password", f"{SECRET}\n")
+    _write(credentials / "door", f"{SECRET}-door")
+    config = _write(
+        etc / "config.yaml",
+        "mqtt: {username: edge, password: {credential: edge-facedet_mqtt-password}}\n"
+        "cameras:\n"
+        "  - {id: door, url: 'rtsp://192.0.2.1/x', username: u,\n"
+        "     password: {credential: edge-facedet_door}}\n",
+    )
+    return config, credentials
+
+
+def test_cli_check_config_credentials_dir_reads_the_unit_folder(tmp_path: Path) -> None:
+    # Before: the README's check-config step exited 2 on the config the README recommends,
+    # since $CREDENTIALS_DIRECTORY exists only inside the unit and nothing could stand in.
+    config, credentials = _credential_config(tmp_path)
+    result = _check_in_shell("--credentials-dir", credentials, config)
+    assert result.returncode == 0, result.stderr
+    assert f"{config}: OK" in result.stdout
+    assert result.stderr == ""
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_cli_check_config_without_credentials_names_the_units_form(tmp_path: Path) -> None:
+    # Before, the hint named `LoadCredential=edge-facedet_mqtt-password:...`, a form the
+    # unit does not use, and no way to run the check from a shell.
+    config, _ = _credential_config(tmp_path)
+    result = _check_in_shell(config)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr  # mqtt and the door camera, one line each
+    assert lines[0].startswith(f"{config}: mqtt.password: credential edge-facedet_mqtt-password")
+    for line in lines:
+        assert f"LoadCredential={_unit_load_credential()}" in line
+        assert "check-config --credentials-dir /etc/edge-facedet/credentials" in line
+        assert "LoadCredential=edge-facedet_" not in line
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_cli_check_config_default_is_the_units_credentials_directory(tmp_path: Path) -> None:
+    # Inside the unit $CREDENTIALS_DIRECTORY holds the files under their credential names.
+    config, credentials = _credential_config(tmp_path)
+    loaded = tmp_path / "run-credentials"
+    for name in ("mqtt-password", "door"):
+        _write(loaded / f"edge-facedet_{name}", (credentials / name).read_text())
+        (credentials / name).unlink()  # only the unit's names can be what is read
+    result = _check_in_shell(config, credentials_directory=loaded)
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_cli_check_config_credential_missing_from_both_forms(tmp_path: Path) -> None:
+    config, credentials = _credential_config(tmp_path)
+    (credentials / "door").unlink()
+    result = _check_in_shell("--credentials-dir", credentials, config)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"{config}: cameras[0] (id 'door').password: credential edge-facedet_door: neither "
+        f"{credentials / 'edge-facedet_door'} nor {credentials / 'door'} (the unit's folder "
+        "form) exists\n"
+    )
+
+
+def test_cli_check_config_credentials_dir_must_be_a_directory(tmp_path: Path) -> None:
+    config, credentials = _credential_config(tmp_path)
+    result = _check_in_shell("--credentials-dir", credentials / "mqtt-password", config)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"edge-facedet: --credentials-dir {credentials / 'mqtt-password'}: not a directory\n"
+    )
+
+
+def test_credential_folder_form_never_names_the_folder_or_its_parent(tmp_path: Path) -> None:
+    # `edge-facedet_..` passes the name pattern; its folder form would be the parent folder.
+    folder = tmp_path / "credentials"
+    folder.mkdir()
+    for name in ("edge-facedet_..", "edge-facedet_.", "edge-facedet_"):
+        with pytest.raises(ConfigError) as info:
+            SecretSource(credential=name).reveal(environ=NO_ENV, credentials_dir=folder)
+        assert f"credential {folder / name}: cannot be read" in str(info.value)
+
+
+def test_credential_exact_name_is_read_before_the_folder_form(tmp_path: Path) -> None:
+    folder = tmp_path / "credentials"
+    _write(folder / "edge-facedet_x", "exact")
+    _write(folder / "x", "folder form")
+    assert SecretSource(credential="edge-facedet_x").reveal(credentials_dir=folder) == "exact"
+    assert SecretSource(credential="x").reveal(credentials_dir=folder) == "folder form"
+
+
+@pytest.mark.parametrize(
+    ("url", "hidden"),
+    [
+        ("/home/op/clips/lobby.mp4", "/home"),
+        ("file:///root/lobby.mp4", "/root"),
+        ("/srv/../run/user/1000/a.mp4", "/run/user"),
+        ("/srv/edge-facedet/lobby.mp4", None),
+        ("/homestead/lobby.mp4", None),
+        ("rtsp://192.0.2.1/home/x", None),
+    ],
+)
+def test_check_config_warns_about_camera_files_the_unit_cannot_see(
+    tmp_path: Path, url: str, hidden: str | None
+) -> None:
+    # The unit's ProtectHome=yes hides these; a clip there passed the check and failed only
+    # once the service ran.
+    path = _write(tmp_path / "c.yaml", f"cameras: [{{id: lobby, url: '{url}', loop: true}}]\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config(path, out=out, err=err) == 0
+    assert f"{path}: OK" in out.getvalue()
+    if hidden is None:
+        assert err.getvalue() == ""
+    else:
+        assert err.getvalue() == (
+            f"{path}: warning: cameras[0] (id 'lobby').url: {url} is under {hidden}, which the "
+            "systemd unit cannot see (ProtectHome=yes); for the service, keep camera files "
+            "elsewhere, e.g. /srv/edge-facedet\n"
+        )
+
+
+def test_cli_check_config_warns_for_a_detect_url_under_home(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "c.yaml",
+        "cameras: [{id: cam, url: 'rtsp://192.0.2.1/x', detect_url: /home/op/sub.mp4}]\n",
+    )
+    result = _check_in_shell(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"{path}: warning: cameras[0] (id 'cam').detect_url: ")
+    assert "/home/op/sub.mp4 is under /home" in result.stderr

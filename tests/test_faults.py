@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import re
 import signal
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.broker import TcpGate, mqtt_subscriber
+from tests.support.load import overload_factor
 from tests.support.net import free_port
 from tests.support.paths import FACE_VIDEO, HIKERS_VIDEO, MEDIA
 from tests.support.service import (
@@ -105,18 +106,6 @@ def p99_upper_bound(samples: Samples, name: str) -> float:
     total = buckets[float("inf")]
     assert total > 0
     return next(bound for bound in sorted(buckets) if buckets[bound] >= 0.99 * total)
-
-
-def overload_factor() -> float:
-    """How far the machine is beyond busy: 1 up to 2 runnable tasks per core, then linear.
-
-    The machine is shared with other test runs (load averages of 20 on 2 cores were seen).
-    Bars on pauses and latency are multiplied by this (each test caps it, so the fault the
-    bar exists for still fails it): a starved process pauses everything it runs, which
-    says nothing about the isolation or queueing the bar checks.
-    """
-    load_1min = float(Path("/proc/loadavg").read_text().split()[0])
-    return max(1.0, load_1min / (2 * (os.cpu_count() or 1)))
 
 
 def rss_mib(pid: int) -> float:
@@ -258,8 +247,9 @@ async def test_broker_killed_mid_stream_reconnects_drains_in_order_and_counts_ev
         assert len(seen) >= inferred[camera] - 3, (camera, len(seen), inferred[camera])
         drained = [t for t in capture_times(payloads) if killed_at < t < reconnected_at]
         assert len(drained) >= 10, f"{camera}: only {len(drained)} messages from the outage"
-    assert final["edge_facedet_frames_dropped_total"], "the scenario must exercise drops"
-    assert sum(per_camera(final, "edge_facedet_frames_dropped_total").values()) > 0
+    assert sum(per_camera(final, "edge_facedet_frames_dropped_total").values()) > 0, (
+        "the scenario must exercise drops"
+    )
     assert sum(per_camera(final, "edge_facedet_frames_skipped_total").values()) > 0
     assert_frames_accounted(final, cameras, slack=0)
     code, seconds = await asyncio.to_thread(service.terminate)
@@ -485,8 +475,16 @@ async def test_camera_faults_stay_with_their_camera(
             ),
             timeout=20,
         )
-        stalled_error = last_state(sub.messages, prefix, "stalled")
-        assert stalled_error is not None and stalled_error["state"] == "reconnecting"
+        noticed_s = time.time() - faults_at
+        stalled_state = last_state(sub.messages, prefix, "stalled")
+        assert stalled_state is not None and stalled_state["state"] == "reconnecting"
+        assert stalled_state["last_error"].startswith(
+            ("read failed on rtsp://", "stalled: no frame from rtsp://")
+        ), stalled_state
+        # Within the 2 s read timeout and a margin (the state also crosses the event loop
+        # and the broker), not through some later timeout: OpenCV's default is 30 s.
+        noticed_bar = QUICK_CAMERA["read_timeout_s"] + min(6.0, 3.0 * overload_factor())
+        assert noticed_s < noticed_bar, f"stall noticed after {noticed_s:.1f} s"
         await asyncio.sleep(2)
         killed_server.start()
         stalled_server.resume()
@@ -599,7 +597,7 @@ def test_broken_cameras_do_not_slow_the_healthy_ones(
     # Healthy: eight looping files read at 25/s each (200 frames/s asked of a detector that
     # does far fewer on two cores), so inference is the bottleneck and any CPU the broken
     # cameras burn shows up as lost throughput. Files, not RTSP, so the healthy load is
-    # identical between the two runs.
+    # identical between the runs.
     healthy = [
         {"id": f"ok{index}", "url": str(SHARED_VIDEOS[index % 4]), "loop": True}
         for index in range(8)
@@ -622,18 +620,24 @@ def test_broken_cameras_do_not_slow_the_healthy_ones(
             cameras=cameras,
         )
 
-    # Other test runs share the machine; a ratio below the bar is measured once more (both
-    # runs again) before it counts, so one burst of outside load does not fail the test.
-    ratios = []
+    # Other test runs share the machine, and their load drifts. The two configurations are
+    # interleaved (alone, crowded, alone, crowded) so a drift hits both, and compared by
+    # their medians; a ratio below the bar is measured once more the same way, over all
+    # runs, so one burst of outside load does not fail the test, and no lucky pair passes it.
+    setups = {"alone": healthy, "crowded": healthy + broken}
+    rates: dict[str, list[float]] = {name: [] for name in setups}
     for _ in range(2):
-        alone = _inference_rate(services=services, config=config(healthy), healthy=ids, window_s=15)
-        crowded = _inference_rate(
-            services=services, config=config(healthy + broken), healthy=ids, window_s=15
-        )
-        ratios.append(crowded / alone)
-        if ratios[-1] >= 0.9:
+        for _pair in range(2):
+            for name, cameras in setups.items():
+                rate = _inference_rate(
+                    services=services, config=config(cameras), healthy=ids, window_s=15
+                )
+                rates[name].append(rate)
+        ratio = statistics.median(rates["crowded"]) / statistics.median(rates["alone"])
+        if ratio >= 0.9:
             break
-    assert max(ratios) >= 0.9, f"healthy throughput with broken cameras: {ratios}"
+    rounded = {name: [round(rate, 1) for rate in values] for name, values in rates.items()}
+    assert ratio >= 0.9, f"healthy throughput with broken cameras {ratio:.2f} of alone: {rounded}/s"
 
 
 # ------------------------------------------------------------------------------------------
@@ -675,7 +679,6 @@ async def test_slow_consumer_drops_frames_memory_flat_latency_bounded(
     dropped_before = sum(per_camera(first, "edge_facedet_frames_dropped_total").values())
     dropped_after = sum(per_camera(last, "edge_facedet_frames_dropped_total").values())
     assert dropped_after > dropped_before, "cameras outpace inference: the slots must drop"
-    assert last["edge_facedet_inflight_requests"][()] <= 1
     p99 = p99_upper_bound(last, "edge_facedet_pipeline_latency_seconds")
     # A queue anywhere would grow latency without bound (cameras ask 120 frames/s of a
     # detector doing far fewer: a FIFO would pass 10 s); 1 s unless overloaded, never above 5 s.
@@ -859,6 +862,11 @@ def test_run_with_a_missing_model_exits_2_naming_the_field(
             "cameras: [{id: a, url: 'rtsp://h/x', fsp: 5}]\n",
             ("fsp", "Extra inputs"),
             id="unknown-key",
+        ),
+        pytest.param(
+            "cameras: [{id: door, url: 'rtsp://cam/stream', detect_fps: -1}]\n",
+            ("detect_fps", "door"),
+            id="negative-fps",
         ),
     ],
 )

@@ -3,17 +3,19 @@
 One installation is shared by the module (a venv install takes ~20 s); the tests run in file
 order against it: fresh layout, the lock's exact versions, a no-op second run, an operator's
 config kept, uninstall. A non-default --prefix/--etc proves the unit and starter config follow
-the chosen paths. The lock files themselves (pins, hashes, agreement with pyproject.toml) are
-checked first, without installing anything.
+the chosen paths. The lock files themselves (pins, hashes, agreement with pyproject.toml) and
+the README's operator commands against the shipped unit are checked first, without installing
+anything.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,11 +23,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from edge_facedet import __version__
+from edge_facedet.config.secrets import UNIT_CREDENTIAL_PREFIX, UNIT_CREDENTIALS_DIR
 from tests.support.lock import REFRESH, RUNTIME_LOCK, TEST_LOCK, declared, read_lock
 from tests.support.paths import MODEL_MIRROR, REPO
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from tests.support.service import edge_facedet_command
 
 INSTALL = REPO / "deploy" / "install.sh"
 SETUP = REPO / "deploy" / "setup.sh"
@@ -184,6 +185,71 @@ def test_scripts_install_from_the_lock(script: Path, lock: str) -> None:
     # A changed lock is what makes the stamp (and so pip) run again.
     stamp_lines = [line for line in text.splitlines() if "sha256sum" in line]
     assert any(lock in line or '"$lock"' in line for line in stamp_lines), stamp_lines
+
+
+# The operator path without installing: the README's commands against the shipped unit.
+
+UNIT = REPO / "systemd" / "edge-facedet.service"
+README = REPO / "README.md"
+
+
+def _readme_section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n### {title}\n")
+    return text[start : text.index("\n#", start + 1)]
+
+
+def test_credential_lookup_follows_the_units_load_credential() -> None:
+    # The folder form check-config maps (`edge-facedet_F` is the file F) is the unit's own.
+    (value,) = [
+        line.removeprefix("LoadCredential=")
+        for line in UNIT.read_text(encoding="utf-8").splitlines()
+        if line.startswith("LoadCredential=")
+    ]
+    unit_id, folder = value.split(":", 1)
+    assert f"{unit_id}_" == UNIT_CREDENTIAL_PREFIX
+    assert Path(folder) == UNIT_CREDENTIALS_DIR
+
+
+def test_readme_check_config_step_passes_with_a_credential(tmp_path: Path) -> None:
+    # Before: the README's check-config step exited 2 as soon as the config used the
+    # `credential:` password its Secrets section recommends ($CREDENTIALS_DIRECTORY exists
+    # only inside the unit). Run the README's own lines, with /etc/edge-facedet -> tmp_path.
+    install = _readme_section("Install").replace("\\\n", " ")
+    (line,) = [line for line in install.splitlines() if " check-config " in line]
+    words = shlex.split(line)
+    assert words[:2] == ["sudo", "/opt/edge-facedet/venv/bin/edge-facedet"]
+    etc = tmp_path / "etc" / "edge-facedet"
+    args = [word.replace("/etc/edge-facedet", str(etc)) for word in words[2:]]
+    secrets = _readme_section("Secrets")
+    (tee,) = [line for line in secrets.splitlines() if line.startswith("printf ")]
+    secret_file = Path(tee.split("sudo tee ")[1].split()[0].replace("/etc/edge-facedet", str(etc)))
+    secret_file.parent.mkdir(parents=True)
+    secret_file.write_text("the-password")
+    (mqtt,) = [line for line in secrets.splitlines() if line.startswith("mqtt: {")]
+    (etc / "config.yaml").write_text(f"{mqtt}\ncameras: [{{id: a, url: 'rtsp://192.0.2.1/x'}}]\n")
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    result = subprocess.run(
+        [*edge_facedet_command(), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mqtt: 127.0.0.1:1883, TLS no, user edge" in result.stdout
+    assert "the-password" not in result.stdout + result.stderr
+
+
+def test_install_script_check_hints_name_the_credentials_dir() -> None:
+    # The starter config's to-do and the closing hint are the commands an operator copies;
+    # without --credentials-dir they exit 2 once a `credential:` password is set.
+    lines = [line for line in INSTALL.read_text().splitlines() if "check-config" in line]
+    commands = [line for line in lines if "edge-facedet check-config" in line or "%s check" in line]
+    assert len(commands) == 2, lines
+    for line in commands:
+        assert "--credentials-dir" in line, line
 
 
 @pytest.mark.slow

@@ -246,18 +246,31 @@ async def test_unacknowledged_message_goes_back_to_the_front(
 
 
 async def test_close_with_broker_down_returns_promptly(
-    private_broker: Callable[..., MosquittoBroker],
+    private_broker: Callable[..., MosquittoBroker], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger=PUBLISHER_LOG)
     broker = private_broker(start=False)  # nothing listens on its port
-    publisher, _ = make(broker.host, broker.port, prefix(), reconnect_max_s=5.0)
+    # Full jitter over [0, 30 s]: each refused attempt is followed by a long sleep, mostly.
+    publisher, _ = make(
+        broker.host, broker.port, prefix(), reconnect_initial_s=30.0, reconnect_max_s=30.0
+    )
     task = asyncio.create_task(publisher.run())
     publisher.publish_faces(camera_id="c", payload=face(0))
-    await asyncio.sleep(0.3)
     loop = asyncio.get_running_loop()
+    # Close only once the publisher is inside a reconnect sleep of >= 5 s (the log says so),
+    # so a close that sleeps the delay out cannot pass; a shorter draw is waited out.
+    deadline = loop.time() + 20.0
+    while not [r for r in caplog.records if r.message.startswith("MQTT reconnect")
+               and float(r.args[1]) >= 5.0]:  # type: ignore[index, arg-type]  # fmt: skip
+        assert loop.time() < deadline, "no reconnect delay of 5 s or more was drawn"
+        await asyncio.sleep(0.02)
     started = loop.time()
     await publisher.close()
-    await asyncio.wait_for(task, 1.0)  # run() ends by itself, without cancellation
-    assert loop.time() - started < 1.0
+    await asyncio.wait_for(task, 2.0)  # run() ends by itself, without cancellation
+    closed_s = loop.time() - started
+    # Prompt is well under a second; 2.5 s leaves room for a loaded machine and is still
+    # half the shortest sleep a close that does not wake the reconnect loop would wait out.
+    assert closed_s < 2.5, closed_s
     assert not publisher.connected
 
 
@@ -386,6 +399,7 @@ async def test_auth_good_and_bad_password(
     retries = [r for r in ours if "(again)" in r.message]
     delays = [float(r.args[1]) for r in ours if r.message.startswith("MQTT reconnect")]  # type: ignore[index, arg-type]
     assert len(retries) >= 3  # it kept trying...
+    assert len(delays) >= 3, [r.message for r in ours]  # (else the next check proves nothing)
     assert all(0 <= d <= 0.2 for d in delays)  # ...within the backoff cap
     for record in [*seen, *caplog.records]:
         text = record.getMessage() + (record.exc_text or "")

@@ -15,6 +15,7 @@ This package owns everything between the operator's YAML file and a validated, i
 - `errors` and `messages`: the operator-facing `ConfigError` and the wording of its lines;
 - `camera_urls`: the URLs handed to the decoders (`detect_open_url`) or shown in logs
   (`display_url`, `display_detect_url`).
+- `unit_sandbox`: camera files the systemd unit cannot see (`check-config` warns).
 
 Every field has a description and bounds (numbers finite); unknown keys are errors
 (`extra="forbid"`), so a typo is reported instead of silently ignored. Secrets are

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 # Secrets are short; a bigger "password file" is a misconfiguration (or /dev/zero).
 MAX_SECRET_BYTES: Final = 64 * 1024
+# The shipped unit (systemd/edge-facedet.service) has `LoadCredential=edge-facedet:DIR`, and
+# systemd names each file F of a loaded folder `edge-facedet_F`.
+UNIT_CREDENTIALS_DIR: Final = Path("/etc/edge-facedet/credentials")
+UNIT_CREDENTIAL_PREFIX: Final = "edge-facedet_"
 
 
 class SecretSource(StrictModel):
@@ -47,7 +51,8 @@ class SecretSource(StrictModel):
         default=None,
         max_length=255,
         pattern=r"^[A-Za-z0-9_.@-]+$",
-        description="Read the secret from $CREDENTIALS_DIRECTORY/<name> (systemd LoadCredential=).",
+        description="Read the secret from $CREDENTIALS_DIRECTORY/<name> (systemd LoadCredential=); "
+        "edge-facedet_F is also found as F there, as in the folder the shipped unit loads.",
     )
     value: SecretStr | None = Field(
         default=None,
@@ -125,18 +130,47 @@ class SecretSource(StrictModel):
             if credentials_dir is None:
                 directory = env.get("CREDENTIALS_DIRECTORY")
                 if not directory:
-                    raise ConfigError(
-                        f"credential {self.credential}: $CREDENTIALS_DIRECTORY is not set "
-                        f"(run under systemd with LoadCredential={self.credential}:...)"
-                    )
+                    raise ConfigError(_no_credentials_directory(self.credential))
                 credentials_dir = Path(directory)
-            secret = _read_secret_file(credentials_dir / self.credential, "credential")
+            path = credential_file(credentials_dir, self.credential)
+            secret = _read_secret_file(path, "credential")
         else:
             assert self.file is not None  # noqa: S101 - guaranteed by _exactly_one
             secret = _read_secret_file(self.file, "password file")
         if secret == "":
             raise ConfigError(f"{self.describe()}: the secret is empty")
         return secret
+
+
+def credential_file(directory: Path, name: str) -> Path:
+    """The file holding credential `name` in `directory` (`ConfigError` if neither form exists).
+
+    `directory` is either systemd's `$CREDENTIALS_DIRECTORY`, where the credential is the file
+    `name`, or the folder the unit loads (`check-config --credentials-dir`), where the unit's
+    credential `edge-facedet_F` is the file F: so the check finds what the unit will.
+    """
+    exact = directory / name
+    folder_name = name.removeprefix(UNIT_CREDENTIAL_PREFIX)
+    # "." and ".." would name the folder or its parent, not a file in it.
+    if folder_name == name or set(folder_name) <= {"."} or os.path.lexists(exact):
+        return exact
+    in_folder = directory / folder_name
+    if not os.path.lexists(in_folder):
+        raise ConfigError(
+            f"credential {name}: neither {exact} nor {in_folder} (the unit's folder form) exists"
+        )
+    return in_folder
+
+
+def _no_credentials_directory(name: str) -> str:
+    # Outside the unit (a shell, `check-config` before a start) the variable is unset: say how
+    # the unit provides the credential and how to check it from here.
+    return (
+        f"credential {name}: $CREDENTIALS_DIRECTORY is not set; the unit sets it "
+        f"(LoadCredential=edge-facedet:{UNIT_CREDENTIALS_DIR} loads the file F there as "
+        f"{UNIT_CREDENTIAL_PREFIX}F); to check from a shell: edge-facedet check-config "
+        f"--credentials-dir {UNIT_CREDENTIALS_DIR} CONFIG"
+    )
 
 
 def _read_secret_file(path: Path, what: str) -> str:
