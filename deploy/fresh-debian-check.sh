@@ -76,6 +76,7 @@ cleanup() {
     done
     if ((!keep)) && [[ -d $root ]]; then
         rm -rf --one-file-system "$root"
+        rm -f "$root.debootstrap.log" "$root.slirp4netns.log"
     fi
 }
 trap cleanup EXIT
