@@ -630,7 +630,7 @@ def test_broken_cameras_do_not_slow_the_healthy_ones(
         for _pair in range(2):
             for name, cameras in setups.items():
                 rate = _inference_rate(
-                    services=services, config=config(cameras), healthy=ids, window_s=15
+                    services=services, config=config(cameras), healthy=ids, window_s=10
                 )
                 rates[name].append(rate)
         ratio = statistics.median(rates["crowded"]) / statistics.median(rates["alone"])
