@@ -362,16 +362,14 @@ class MqttConnection:
             if not self._closing.is_set() and not lost.done():
                 # Cancelled without close(): a clean DISCONNECT suppresses the Will, so say
                 # `offline` ourselves, or the retained status would claim `online` forever.
+                offline = self._status("offline")
                 with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                     await asyncio.shield(
                         client.publish(
-                            self._topics.status,
-                            b"offline",
-                            qos=self._config.qos.status,
-                            retain=True,
+                            offline.topic, offline.payload, qos=offline.qos, retain=True,
                             timeout=CANCEL_STATUS_TIMEOUT_S,
                         )
-                    )
+                    )  # fmt: skip
             raise
         finally:
             lost.cancel()
