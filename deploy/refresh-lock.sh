@@ -33,7 +33,7 @@ fi
 # The header uv writes names this script as the command that made the file.
 compile=("$uv" pip compile --quiet --universal --generate-hashes --python-version 3.10
     --custom-compile-command "bash deploy/refresh-lock.sh" "$@" pyproject.toml)
-"${compile[@]}" -o deploy/deploy/requirements.lock
+"${compile[@]}" -o deploy/requirements.lock
 "${compile[@]}" --extra test -c deploy/requirements.lock -o deploy/requirements-test.lock
 printf '==> wrote deploy/requirements.lock and deploy/requirements-test.lock\n'
 grep -E '^(aiomqtt|paho-mqtt|numpy|opencv-python-headless|openvino)==' deploy/requirements.lock

@@ -111,6 +111,7 @@ def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge_facedet.config import ConfigError, load_config
+    from edge_facedet.outputs.snapshots.store import SnapshotDirError
     from edge_facedet.service import ModelLoadError, Service
 
     try:
@@ -127,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         code = asyncio.run(Service(config=config).run())
-    except ModelLoadError as exc:
+    except (ModelLoadError, SnapshotDirError) as exc:
         log.error("invalid configuration: %s: %s", args.config, exc)  # noqa: TRY400 - no trace
         code = EXIT_USAGE
     except OSError as exc:

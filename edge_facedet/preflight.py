@@ -1,6 +1,7 @@
 """What `run` checks before it starts the service: settings that validate but cannot work here.
 
-A missing model or a metrics address that is not this host's is a configuration problem:
+A missing model, a metrics address that is not this host's or a snapshot directory that
+cannot be written is a configuration problem:
 reported with its field and exit 2 before the service starts, instead of a failure later
 (OpenVINO, the bind) with exit 1, no hint which setting is wrong, and systemd restarting a
 configuration that cannot work. Debug variables that make OpenCV/FFmpeg print passwords get
@@ -25,7 +26,23 @@ log = logging.getLogger(__name__)
 
 def start_problem(config: ServiceConfig) -> str | None:
     """The first reason (`<field>: <problem>`) the service cannot start, or None."""
-    return metrics_host_problem(config) or model_problem(config)
+    return metrics_host_problem(config) or snapshot_dir_problem(config) or model_problem(config)
+
+
+def snapshot_dir_problem(config: ServiceConfig) -> str | None:
+    """Why snapshot files cannot be written to `snapshot_dir.path`, or None."""
+    if config.snapshot_dir is None:
+        return None
+    from edge_facedet.outputs.snapshots.store import (  # noqa: PLC0415 - only `run` needs it
+        SnapshotDirError,
+        SnapshotStore,
+    )
+
+    try:
+        SnapshotStore(config=config.snapshot_dir).check()
+    except SnapshotDirError as exc:
+        return str(exc)
+    return None
 
 
 def model_problem(config: ServiceConfig) -> str | None:

@@ -1,10 +1,11 @@
 """The running service: wiring, start order, one top-level TaskGroup, signals, stop order.
 
-Start: metrics endpoint -> model compiled (worker thread) -> outputs started (the MQTT
-connection attempted) -> cameras -> scheduler -> READY=1. Stop (SIGTERM/SIGINT): STOPPING=1 ->
-cameras told to stop -> in-flight inference finishes -> outputs closed (`stopped` published)
--> the group is cancelled -> exit 0. The outputs are a list (outputs/build.py makes it from
-the config); the result pipeline fans out to every one of them.
+Start: metrics endpoint -> snapshot directory checked -> model compiled (worker thread) ->
+outputs started (the MQTT connection attempted) -> snapshot worker -> cameras -> scheduler ->
+READY=1. Stop (SIGTERM/SIGINT): STOPPING=1 -> cameras told to stop -> in-flight inference
+finishes -> every open track ends (`end`, reason shutdown) -> queued snapshots rendered ->
+outputs closed (`stopped` published) -> the group is cancelled -> exit 0. The outputs are a
+list (outputs/build.py makes it from the config); the result pipeline fans out to every one.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from edge_facedet.outputs.http import MetricsServer
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.payloads import new_run_id
 from edge_facedet.outputs.pipeline import ResultPipeline
+from edge_facedet.outputs.snapshots.store import SnapshotStore
+from edge_facedet.outputs.snapshots.worker import SnapshotWorker
 from edge_facedet.sources.decoders import prefer_rtsp_over_tcp
 from edge_facedet.sources.opencv import keep_opencv_in_reader_threads
 from edge_facedet.sources.reader import CameraReader, CameraStatus, ReaderSettings
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
     from edge_facedet.config import CameraConfig, ServiceConfig
     from edge_facedet.outputs.base import Output
+    from edge_facedet.outputs.snapshots.worker import SnapshotResult
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,11 @@ READER_JOIN_S = 2.0
 # Batches already in the detector get this long to be published at a stop.
 DRAIN_S = 1.0
 STATUS_INTERVAL_S = 5.0
+# Tracks of a camera whose frames stopped coming are ended by this timer; a camera that
+# delivers frames ends them itself, on its next frame after max_age_s.
+TRACK_EXPIRY_INTERVAL_S = 1.0
+# Snapshots queued at a stop get this long to be rendered and handed to the outputs.
+SNAPSHOT_DRAIN_S = 2.0
 
 
 class ModelLoadError(Exception):
@@ -129,6 +138,7 @@ class Service:
         self._readers = _ReaderGroup()
         self._tasks: list[asyncio.Task[None]] = []
         self._scheduler: Scheduler | None = None
+        self.snapshots: SnapshotWorker | None = None
         self.ready = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -183,11 +193,14 @@ class Service:
         return self.pipeline.health(window_s=self._flow_window_s())
 
     async def _run_started(self) -> int:
+        store = await self._snapshot_store()
         cache_dir = model_cache_dir(self._config, environ=self._environ)
         self.detector = detector = await load_detector(self._config, cache_dir=cache_dir)
         devices = self._report_device(detector)
         enabled = self._enabled_cameras()
         outputs = self._build_outputs(enabled)
+        if any(camera.snapshots.enabled for camera in enabled):
+            self.snapshots = SnapshotWorker(store=store, on_result=self._on_snapshot)
         self.pipeline = pipeline = ResultPipeline(
             node_id=self._config.node_id,
             run_id=self.run_id,
@@ -196,6 +209,7 @@ class Service:
             metrics=self.metrics,
             model_name=f"{detector.info.model_name}/{detector.info.precision}",
             device=devices,
+            snapshots=self.snapshots,
         )
         self._scheduler = scheduler = self._build_scheduler(
             enabled, detector=detector, pipeline=pipeline
@@ -216,6 +230,19 @@ class Service:
                 await asyncio.wait_for(asyncio.to_thread(detector.wait_idle), DRAIN_S)
         log.info("edge-facedet stopped")
         return 0
+
+    async def _snapshot_store(self) -> SnapshotStore | None:
+        """The snapshot directory, checked before anything starts (SnapshotDirError)."""
+        settings = self._config.snapshot_dir
+        if settings is None:
+            return None
+        store = SnapshotStore(config=settings)
+        await asyncio.to_thread(store.start)  # checks, scans and prunes: never on the loop
+        return store
+
+    def _on_snapshot(self, result: SnapshotResult) -> None:
+        if self.pipeline is not None:
+            self.pipeline.tracks.on_snapshot(result)
 
     def _report_device(self, detector: OpenVinoDetector) -> str:
         """Publish the device info metric; the devices the model really runs on."""
@@ -315,6 +342,9 @@ class Service:
             await asyncio.gather(
                 *(output.wait_ready(FIRST_CONNECT_WAIT_S) for output in self.outputs)
             )
+            if self.snapshots is not None:
+                self._tasks.append(group.create_task(self.snapshots.run(), name="snapshots"))
+            self._tasks.append(group.create_task(_expire_tracks(pipeline), name="track-expiry"))
             self._readers.start()
             self._tasks.append(group.create_task(scheduler.run(), name="scheduler"))
             report = _report_to_systemd(
@@ -336,9 +366,15 @@ class Service:
         await self._stop.wait()
         log.info("stopping")
         self.notifier.stopping()
+        if self.pipeline is not None:
+            self.pipeline.begin_shutdown()
         await self._readers.stop()
         if self._scheduler is not None and not await self._scheduler.drain(timeout=DRAIN_S):
             log.warning("inference still running %.1f s after the stop; results dropped", DRAIN_S)
+        if self.pipeline is not None:
+            self.pipeline.end_tracks()
+        if self.snapshots is not None:
+            await self.snapshots.close(timeout_s=SNAPSHOT_DRAIN_S)
         for output in self.outputs:
             await output.close()
         # What is left runs forever by design; cancelling it lets the group exit.
@@ -382,6 +418,12 @@ class _ReaderGroup:
         stuck = await asyncio.to_thread(join_all)
         if stuck:
             log.warning("camera readers still in a blocking read at exit: %s", ", ".join(stuck))
+
+
+async def _expire_tracks(pipeline: ResultPipeline) -> None:
+    while True:
+        await asyncio.sleep(TRACK_EXPIRY_INTERVAL_S)
+        pipeline.expire_tracks()
 
 
 async def _report_to_systemd(

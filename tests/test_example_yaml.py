@@ -42,7 +42,10 @@ from edge_facedet.config import (
     Roi,
     SecretSource,
     ServiceConfig,
+    SnapshotConfig,
+    SnapshotDirConfig,
     TlsConfig,
+    TrackingConfig,
 )
 from tests.support.paths import REPO
 
@@ -59,6 +62,9 @@ SECTIONS: dict[tuple[str, ...], tuple[type[BaseModel], frozenset[str] | None]] =
     ("metrics",): (MetricsConfig, None),
     ("defaults",): (CameraSettings, None),
     ("defaults", "publish"): (PublishConfig, None),
+    ("defaults", "tracking"): (TrackingConfig, None),
+    ("defaults", "snapshots"): (SnapshotConfig, None),
+    ("snapshot_dir",): (SnapshotDirConfig, None),
     ("defaults", "roi"): (Roi, None),
     ("cameras",): (
         CameraConfig,
@@ -70,6 +76,9 @@ SECTIONS: dict[tuple[str, ...], tuple[type[BaseModel], frozenset[str] | None]] =
 CROSS_FIELD_RULES: dict[tuple[tuple[str, ...], str], str] = {
     (("mqtt",), "reconnect_max_s"): ">= reconnect_initial_s",
     (("defaults",), "reconnect_max_s"): ">= reconnect_initial_s",
+    (("defaults", "tracking"), "max_update_interval_s"): ">= update_interval_s",
+    (("defaults", "tracking"), "low_confidence"): "<= confidence_threshold",
+    (("defaults", "snapshots"), "mode"): "needs tracking",
 }
 
 _KEY = re.compile(r"^(?P<indent>\s*)(?P<hash>#\s*)?(?P<dash>-\s+)?(?P<key>[A-Za-z_]\w*):(?=\s|$)")

@@ -151,8 +151,9 @@ async def test_broker_killed_mid_stream_reconnects_drains_in_order_and_counts_ev
     # Files without `loop` end: after that every counter is final and the accounting can be
     # checked exactly. 25 fps clips read at 20/s give skips; five cameras (100 frames/s) on
     # one infer request of FP16 with one inference thread (about 60/s on an idle core of
-    # this machine) give drops, on a quiet machine as well as a loaded one.
-    clip = h264_clip.clip(seconds=24, width=640, height=480)
+    # this machine) give drops, on a quiet machine as well as a loaded one. The clip outlasts
+    # the outage by a few seconds; the test waits for its end, so a longer one only waits.
+    clip = h264_clip.repeated(seconds=12, width=640, height=480)
     cameras = ["a", "b", "c", "d", "e"]
     config = make_config(
         model_root=model_root,
@@ -177,9 +178,10 @@ async def test_broker_killed_mid_stream_reconnects_drains_in_order_and_counts_ev
         broker.kill()
         await gate.close()
         killed_at = time.time()
-    await asyncio.sleep(3)
+    await asyncio.sleep(2)
     before = await asyncio.to_thread(service.metrics)
-    await asyncio.sleep(7)  # the broker is down for 10 s in all
+    # The broker is down for 6 s in all: dozens of messages per camera queue up meanwhile.
+    await asyncio.sleep(4)
     during = await asyncio.to_thread(service.metrics)
     assert during["edge_facedet_mqtt_connected"][()] == 0
     for camera in cameras:
@@ -425,7 +427,7 @@ async def test_camera_faults_stay_with_their_camera(
     # 640x480 and 2 detections/s for the faulty cameras: the machine is shared, and a
     # detector starved of CPU by decoding would pause every camera, the healthy one too,
     # which is overload, not the fault isolation this test is about.
-    live = h264_clip.clip(seconds=60, width=640, height=480)
+    live = h264_clip.repeated(seconds=60, width=640, height=480)
     killed_server = rtsp_server(mounts={"gate": live})
     stalled_server = rtsp_server(mounts={"hall": live})
     short = h264_clip.clip(seconds=4, width=640, height=480)

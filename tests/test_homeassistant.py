@@ -1,12 +1,14 @@
 """Home Assistant MQTT discovery: payloads against HA's documented keys, templates, real broker.
 
-The allowed keys are copied from the HA docs (integrations/sensor.mqtt and
-binary_sensor.mqtt, "Configuration Variables", and the MQTT discovery page for `device` and
-`availability`), as of HA 2026.x. The templates are rendered as HA renders them: Jinja2 in a
-sandbox, with `value` (the payload text) and `value_json` (the payload parsed, when it is
-JSON), against real faces messages from `payloads.faces_payload` and the node's real status
-strings; undefined names are errors here, so a template reading a missing key fails. Control
-tests show that a subtly wrong template is caught. The end-to-end test runs the real
+The allowed keys are copied from the HA docs (integrations/sensor.mqtt, binary_sensor.mqtt,
+event.mqtt and image.mqtt, "Configuration Variables", and the MQTT discovery page for
+`device` and `availability`), as of HA 2026.x. The templates are rendered as HA renders them:
+Jinja2 in a sandbox, with `value` (the payload text) and `value_json` (the payload parsed,
+when it is JSON), against real faces, camera state and event messages from payloads.py and
+events.py and the node's real status strings; undefined names are errors here, so a template
+reading a missing key fails. What HA's event entity then does with the rendered text follows
+its `_event_received` (homeassistant/components/mqtt/event.py). Control tests show that a
+subtly wrong template is caught. The end-to-end test runs the real
 publisher against the real broker, then checks what a fresh subscriber gets as retained
 messages, that `online` comes after the configs, and how the entities read `online` and
 `stopped` as the node published them.
@@ -19,7 +21,7 @@ import contextlib
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,17 +32,23 @@ from jinja2.sandbox import SandboxedEnvironment
 from edge_facedet.config import CameraConfig, MqttConfig, PublishConfig, PublishPolicy
 from edge_facedet.frames import Detections
 from edge_facedet.outputs.build import OutputContext, build_mqtt_output
+from edge_facedet.outputs.events import event_payload
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.mqtt.homeassistant import (
     AVAILABILITY_TEMPLATE,
+    EVENT_TEMPLATE,
     FACE_COUNT_TEMPLATE,
     FACE_PRESENT_TEMPLATE,
+    FACE_PRESENT_TRACKS_TEMPLATE,
     binary_sensor_config,
     discovery_messages,
+    event_config,
     expire_after_s,
+    image_config,
     sensor_config,
 )
-from edge_facedet.outputs.payloads import faces_payload
+from edge_facedet.outputs.payloads import camera_state_payload, faces_payload
+from edge_facedet.tracking.events import EndReason, EventType, Sighting, TrackEvent
 from tests.support.broker import BrokerAddress, mqtt_subscriber
 from tests.support.paths import FACE_VIDEO
 from tests.support.service import ServiceProcess, service_config
@@ -68,6 +76,27 @@ DEVICE_KEYS = {
     "configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model",
     "model_id", "name", "serial_number", "suggested_area", "sw_version", "via_device",
 }  # fmt: skip
+# event.mqtt and image.mqtt share fewer keys with the sensors (no expire_after, and an image
+# has no state topic).
+_ENTITY_KEYS = {
+    "availability", "availability_mode", "availability_template", "availability_topic",
+    "default_entity_id", "device", "enabled_by_default", "encoding", "entity_category",
+    "entity_picture", "icon", "json_attributes_template", "json_attributes_topic", "name",
+    "object_id", "platform", "unique_id",
+}  # fmt: skip
+EVENT_KEYS = _ENTITY_KEYS | {
+    "device_class", "event_types", "payload_available", "payload_not_available", "qos",
+    "state_topic", "value_template",
+}  # fmt: skip
+IMAGE_KEYS = _ENTITY_KEYS | {
+    "content_type", "image_encoding", "image_topic", "url_template", "url_topic",
+}  # fmt: skip
+KEYS_BY_COMPONENT = {
+    "sensor": SENSOR_KEYS,
+    "binary_sensor": BINARY_SENSOR_KEYS,
+    "event": EVENT_KEYS,
+    "image": IMAGE_KEYS,
+}
 AVAILABILITY_KEYS = {"payload_available", "payload_not_available", "topic", "value_template"}
 SENSOR_STATE_CLASSES = {"measurement", "measurement_angle", "total", "total_increasing"}
 
@@ -199,8 +228,10 @@ def test_key_sets_would_catch_an_undocumented_key() -> None:
 
 
 def test_templates_render_face_count_and_presence_from_real_messages() -> None:
-    sensor = sensor_config(node_id="n", topic_prefix="p", camera=camera())
-    binary = binary_sensor_config(node_id="n", topic_prefix="p", camera=camera())
+    untracked = camera(tracking={"enabled": False})
+    sensor = sensor_config(node_id="n", topic_prefix="p", camera=untracked)
+    binary = binary_sensor_config(node_id="n", topic_prefix="p", camera=untracked)
+    assert binary["state_topic"] == sensor["state_topic"] == "p/cameras/front-door/faces"
     assert count_errors(sensor["value_template"]) == []
     on, off = binary["payload_on"], binary["payload_off"]
     assert presence_errors(binary["value_template"], on=on, off=off) == []
@@ -266,13 +297,240 @@ def test_templates_parse_as_jinja_expressions() -> None:
         assert re.fullmatch(r"\{\{ [^{}]+ \}\}", template), template
 
 
+# -- tracking: face_present from open_tracks, the event entity, the snapshot image ----------
+
+T0 = datetime(2026, 11, 25, 16, 0, 0, 123456, tzinfo=timezone.utc)
+OPEN_TRACKS = (0, 1, 3)
+
+
+def state_message(open_tracks: int) -> str:
+    """A real camera state, built by the service's own payload builder."""
+    return camera_state_payload(
+        camera_id="front-door",
+        state="streaming",
+        fps_in=25.0,
+        fps_out=5.0,
+        last_error=None,
+        reconnects=0,
+        frame_width=640,
+        frame_height=480,
+        now=T0,
+        open_tracks=open_tracks,
+    ).decode()
+
+
+def tracks_presence_errors(template: str, *, on: str, off: str) -> list[str]:
+    """Where `template` does not give `on` exactly when a real state has open tracks."""
+    errors = []
+    for count in OPEN_TRACKS:
+        try:
+            got = render(template, state_message(count))
+        except TemplateError as error:
+            got = f"error: {error}"
+        if got != (on if count else off):
+            errors.append(f"{count} open tracks -> {got!r}")
+    return errors
+
+
+def event_message(kind: EventType) -> str:
+    """A real event message of `kind`, built by the service's own payload builder."""
+    seen = Sighting(
+        time=T0,
+        box_px=(100.0, 50.0, 160.0, 130.0),
+        box_norm=(0.16, 0.1, 0.25, 0.27),
+        confidence=0.9,
+        quality=0.7,
+        height_px=80.0,
+    )
+    end = kind is EventType.END
+    event = TrackEvent(
+        type=kind,
+        event_id="n-front-door-r-t1",
+        camera_id="front-door",
+        start_time=T0,
+        last_time=T0 + timedelta(seconds=2),
+        end_time=T0 + timedelta(seconds=4) if end else None,
+        frames_seen=10,
+        frame_width=640,
+        frame_height=480,
+        current=seen,
+        best=seen,
+        snapshot=True,
+        snapshot_source="detect",
+        end_reason=EndReason.LOST if end else None,
+    )
+    return event_payload(event=event).decode()
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """HA's json_loads_object: JSON that must be an object."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise TypeError(f"not a JSON object: {type(value).__name__}")
+    return value
+
+
+def ha_event(template: str, payload: str, event_types: list[str]) -> tuple[str, Any]:
+    """What HA's MQTT event entity does with one message, step by step as its
+    `_event_received` does: ("fired", (type, attributes)), ("ignored", text) when the
+    rendered text is empty, "None" or "{}" (logged at debug), or ("warning", why)."""
+    try:
+        rendered = render(template, payload)
+    except (TemplateError, TypeError, ValueError) as error:  # HA wraps any render error
+        return "warning", f"template error: {error}"
+    if not rendered or rendered in {"None", "{}"}:
+        return "ignored", rendered
+    try:
+        attributes = _json_object(rendered)
+        event_type = str(attributes.pop("event_type"))
+    except KeyError:
+        return "warning", "`event_type` missing"
+    except (ValueError, TypeError):
+        return "warning", f"no valid JSON event payload: {rendered!r}"
+    if event_type not in event_types:
+        return "warning", f"invalid event type {event_type}"
+    return "fired", (event_type, attributes)
+
+
+def event_errors(template: str, event_types: list[str]) -> list[str]:
+    """Where HA would not fire exactly `new` and `end`, quietly ignoring `update`."""
+    errors = []
+    for kind in EventType:
+        outcome, detail = ha_event(template, event_message(kind), event_types)
+        if kind is EventType.UPDATE:
+            if outcome != "ignored":
+                errors.append(f"update -> {outcome}: {detail}")
+        elif outcome != "fired" or detail[0] != kind.value:
+            errors.append(f"{kind.value} -> {outcome}: {detail}")
+    return errors
+
+
+def test_face_present_follows_open_tracks_with_tracking() -> None:
+    body = binary_sensor_config(node_id="gate-1", topic_prefix="site/gate-1", camera=camera())
+    assert set(body) <= BINARY_SENSOR_KEYS, set(body) - BINARY_SENSOR_KEYS
+    assert body["state_topic"] == "site/gate-1/cameras/front-door/state"
+    assert body["value_template"] == FACE_PRESENT_TRACKS_TEMPLATE
+    # The state is retained and says 0 itself: neither an expiry nor an off delay.
+    assert "expire_after" not in body
+    assert "off_delay" not in body
+    on, off = body["payload_on"], body["payload_off"]
+    assert tracks_presence_errors(body["value_template"], on=on, off=off) == []
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        "{{ 'ON' if value_json.open_tracks > 1 else 'OFF' }}",  # misses a single track
+        "{{ 'ON' if value_json.open_track > 0 else 'OFF' }}",  # misspelt key
+        "{{ 'ON' if value_json.state == 'streaming' else 'OFF' }}",  # any streaming camera
+        FACE_PRESENT_TEMPLATE,  # the faces topic's template on the state topic
+    ],
+)
+def test_a_wrong_open_tracks_template_is_caught(wrong: str) -> None:
+    assert tracks_presence_errors(wrong, on="ON", off="OFF")
+
+
+def test_event_entity_config_uses_only_documented_keys() -> None:
+    body = event_config(node_id="gate-1", topic_prefix="site/gate-1", camera=camera())
+    assert set(body) <= EVENT_KEYS, set(body) - EVENT_KEYS
+    assert set(body["device"]) <= DEVICE_KEYS
+    assert body["state_topic"] == "site/gate-1/cameras/front-door/events"
+    assert body["event_types"] == ["new", "end"]
+    assert body["default_entity_id"] == "event.gate_1_front_door_events"
+    assert body["unique_id"] == "edge-facedet_gate-1_front-door_events"
+    assert (
+        body["device"]
+        == sensor_config(node_id="gate-1", topic_prefix="site/gate-1", camera=camera())["device"]
+    )
+
+
+def test_event_template_fires_new_and_end_and_ignores_updates() -> None:
+    body = event_config(node_id="n", topic_prefix="p", camera=camera())
+    assert body["value_template"] == EVENT_TEMPLATE
+    assert event_errors(EVENT_TEMPLATE, body["event_types"]) == []
+    outcome, (event_type, attributes) = ha_event(
+        EVENT_TEMPLATE, event_message(EventType.END), body["event_types"]
+    )
+    assert (outcome, event_type) == ("fired", "end")
+    assert attributes == {
+        "event_id": "n-front-door-r-t1",
+        "end_reason": "lost",
+        "duration_s": 4.0,
+        "snapshot": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        # Every event type: HA logs "Invalid event type update" for each update.
+        "{{ {'event_type': value_json.type} | tojson }}",
+        # A Python dict's text, not JSON: HA logs "No valid JSON event payload".
+        "{{ {'event_type': value_json.type} if value_json.type != 'update' else '' }}",
+        "{{ {'event_type': value_json.type} | tojson if value_json.type == 'new' else '' }}",
+        "{{ value }}",  # our message as it is: no `event_type`
+        "{{ {'event_type': value_json.event} | tojson if value_json.type != 'update' else '' }}",
+    ],
+)
+def test_a_wrong_event_template_is_caught(wrong: str) -> None:
+    assert event_errors(wrong, ["new", "end"])
+
+
+def test_image_entity_only_where_snapshots_are_on() -> None:
+    with_snapshots = camera(snapshots={"mode": "crop"})
+    body = image_config(node_id="gate-1", topic_prefix="site/gate-1", camera=with_snapshots)
+    assert set(body) <= IMAGE_KEYS, set(body) - IMAGE_KEYS
+    assert body["image_topic"] == "site/gate-1/cameras/front-door/snapshot"
+    assert body["content_type"] == "image/jpeg"
+    assert "image_encoding" not in body  # raw JPEG bytes, not base64
+    assert body["default_entity_id"] == "image.gate_1_front_door_snapshot"
+    components = {
+        json.loads(m.payload)["unique_id"].rsplit("_", 1)[-1]
+        for m in discovery_messages(node_id="n", topic_prefix="p", cameras=[with_snapshots])
+        if m.payload
+    }
+    assert "snapshot" in components
+    for off in (camera(), camera(snapshots={"mode": "off"}), camera(tracking={"enabled": False})):
+        images = [
+            m
+            for m in discovery_messages(node_id="n", topic_prefix="p", cameras=[off])
+            if "/image/" in m.topic
+        ]
+        # Announced empty: removes an image entity an earlier configuration announced.
+        assert [(m.topic, m.payload) for m in images] == [
+            ("homeassistant/image/n_front-door_snapshot/config", b"")
+        ]
+
+
+def test_entities_follow_tracking_and_the_publish_policy() -> None:
+    def entities(**overrides: Any) -> list[str]:
+        messages = discovery_messages(node_id="n", topic_prefix="p", cameras=[camera(**overrides)])
+        # Every possible entity has a message; an empty one removes what a camera lacks.
+        assert len(messages) == 4
+        return [m.topic.split("/")[1] + ":" + m.topic.split("_")[-1][: -len("/config")]
+                for m in messages if m.payload]  # fmt: skip
+
+    assert entities() == ["sensor:faces", "binary_sensor:present", "event:events"]
+    # No faces messages with policy off: no face-count sensor that would never change.
+    assert entities(publish={"policy": "off"}) == ["binary_sensor:present", "event:events"]
+    # Without tracking there are no events; face_present reads the faces messages.
+    assert entities(tracking={"enabled": False}) == ["sensor:faces", "binary_sensor:present"]
+    assert entities(snapshots={"mode": "frame"}) == [
+        "sensor:faces", "binary_sensor:present", "event:events", "image:snapshot",
+    ]  # fmt: skip
+
+
 def test_expire_after_follows_the_publish_policy() -> None:
     on_change = camera(publish=PublishConfig(policy=PublishPolicy.ON_CHANGE, heartbeat_s=10))
     assert expire_after_s(on_change) == 30
     assert sensor_config(node_id="n", topic_prefix="p", camera=on_change)["expire_after"] == 30
     every = camera(publish=PublishConfig(policy=PublishPolicy.EVERY_FRAME), detect_fps=5)
     assert expire_after_s(every) == 10
-    on_faces = camera(publish=PublishConfig(policy=PublishPolicy.ON_FACES), detect_fps=5)
+    on_faces = camera(
+        publish=PublishConfig(policy=PublishPolicy.ON_FACES),
+        detect_fps=5,
+        tracking={"enabled": False},
+    )
     assert expire_after_s(on_faces) is None
     binary = binary_sensor_config(node_id="n", topic_prefix="p", camera=on_faces)
     assert "expire_after" not in binary
@@ -285,13 +543,17 @@ def test_discovery_messages_topics_and_disabled_cameras() -> None:
         topic_prefix="edge-facedet/gate-1",
         cameras=[camera(), camera(id="yard", enabled=False), camera(id="lobby", name=None)],
     )
-    assert [m.topic for m in messages] == [
-        "homeassistant/sensor/gate-1_front-door_faces/config",
-        "homeassistant/binary_sensor/gate-1_front-door_face_present/config",
-        "homeassistant/sensor/gate-1_lobby_faces/config",
-        "homeassistant/binary_sensor/gate-1_lobby_face_present/config",
+    assert [(m.topic, bool(m.payload)) for m in messages] == [
+        ("homeassistant/sensor/gate-1_front-door_faces/config", True),
+        ("homeassistant/binary_sensor/gate-1_front-door_face_present/config", True),
+        ("homeassistant/event/gate-1_front-door_events/config", True),
+        ("homeassistant/image/gate-1_front-door_snapshot/config", False),
+        ("homeassistant/sensor/gate-1_lobby_faces/config", True),
+        ("homeassistant/binary_sensor/gate-1_lobby_face_present/config", True),
+        ("homeassistant/event/gate-1_lobby_events/config", True),
+        ("homeassistant/image/gate-1_lobby_snapshot/config", False),
     ]
-    lobby = json.loads(messages[2].payload)
+    lobby = json.loads(messages[4].payload)
     assert lobby["name"] == "lobby faces"
 
 
@@ -344,14 +606,17 @@ async def test_publisher_sends_retained_discovery_before_online(
     publisher = build_mqtt_output(
         config=config, node_id=node, context=OutputContext(metrics=metrics)
     )
-    cameras = [camera(id="door"), camera(id="yard", name="Yard")]
+    cameras = [camera(id="door"), camera(id="yard", name="Yard", snapshots={"mode": "crop"})]
     # As the service wires it: announced before the first connect.
     publisher.announce(cameras=cameras)
     discovery_topics = {
         f"homeassistant/sensor/{node}_door_faces/config",
         f"homeassistant/binary_sensor/{node}_door_face_present/config",
+        f"homeassistant/event/{node}_door_events/config",
         f"homeassistant/sensor/{node}_yard_faces/config",
         f"homeassistant/binary_sensor/{node}_yard_face_present/config",
+        f"homeassistant/event/{node}_yard_events/config",
+        f"homeassistant/image/{node}_yard_snapshot/config",
     }
     order: list[str] = []
     # Only this node's topics: the shared broker holds other tests' retained messages.
@@ -373,10 +638,10 @@ async def test_publisher_sends_retained_discovery_before_online(
             assert {m.topic for m in retained} == discovery_topics
             for message in retained:
                 body = json.loads(message.payload)
-                allowed = SENSOR_KEYS if "/sensor/" in message.topic else BINARY_SENSOR_KEYS
-                assert set(body) <= allowed
+                assert set(body) <= KEYS_BY_COMPONENT[message.topic.split("/")[1]]
                 assert body["availability"][0]["topic"] == f"{prefix}/status"
-                assert body["state_topic"].startswith(f"{prefix}/cameras/")
+                topic = body.get("state_topic", body.get("image_topic"))
+                assert topic.startswith(f"{prefix}/cameras/")
             await publisher.close()
             # The statuses as the node sent them (`online`, then `stopped` at a clean close),
             # read through the availability entry HA got.
@@ -442,16 +707,17 @@ async def test_discovery_is_republished_after_a_broker_restart(
     task = asyncio.create_task(publisher.run())
     try:
         assert await publisher.wait_connected(10)
-        assert len(await _wait_retained(address, "restart", count=2)) == 2
+        assert len(await _wait_retained(address, "restart", count=3)) == 3
         broker.kill()
         while publisher.connected:
             await asyncio.sleep(0.05)
         # Started again with `persistence false`: its retained store is empty, so configs
         # found now were published on the reconnect.
         broker.start()
-        retained = await _wait_retained(address, "restart", count=2)
+        retained = await _wait_retained(address, "restart", count=3)
         assert sorted(m.topic for m in retained) == [
             "homeassistant/binary_sensor/restart_door_face_present/config",
+            "homeassistant/event/restart_door_events/config",
             "homeassistant/sensor/restart_door_faces/config",
         ]
         await publisher.close()
@@ -478,11 +744,12 @@ async def test_running_service_announces_its_cameras(
     topics = [
         f"homeassistant/sensor/{node}_faces_faces/config",
         f"homeassistant/binary_sensor/{node}_faces_face_present/config",
+        f"homeassistant/event/{node}_faces_events/config",
     ]
     try:
         service.start()
         service.wait_ready()
-        retained = await _wait_retained(mqtt_broker, node, count=2)
+        retained = await _wait_retained(mqtt_broker, node, count=3)
         assert sorted(m.topic for m in retained) == sorted(topics)
         sensor = json.loads(next(m.payload for m in retained if "/sensor/" in m.topic))
         assert sensor["name"] == "Faces clip faces"

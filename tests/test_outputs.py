@@ -132,7 +132,8 @@ async def test_build_outputs_gives_mqtt_for_any_config() -> None:
 
 
 async def test_mqtt_output_announces_home_assistant_only_when_enabled() -> None:
-    cameras = [camera(id="door")]
+    # `yard` has snapshots on; `door` has them off, so its retained snapshot is cleared.
+    cameras = [camera(id="door"), camera(id="yard", snapshots={"mode": "crop"})]
     for enabled in (False, True):
         output = build_mqtt_output(
             config=MqttConfig(home_assistant_discovery=enabled),
@@ -147,7 +148,8 @@ async def test_mqtt_output_announces_home_assistant_only_when_enabled() -> None:
             sent.append((topic, message.payload))
             retained.sent(topic, message)
         expected = discovery_messages(node_id="n1", topic_prefix="edge-facedet/n1", cameras=cameras)
-        assert sent == ([(m.topic, m.payload) for m in expected] if enabled else [])
+        cleared = [("edge-facedet/n1/cameras/door/snapshot", b"")]
+        assert sent == cleared + ([(m.topic, m.payload) for m in expected] if enabled else [])
 
 
 def test_topics_are_spelled_once() -> None:

@@ -62,7 +62,7 @@ def build(det: Detections, *, width: int = 640, height: int = 480, **kw: Any) ->
 
 
 def test_schemas_are_valid_draft_2020_12() -> None:
-    for name in ("faces", "camera_state"):
+    for name in ("faces", "camera_state", "event"):
         schema = load_schema(name)
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["additionalProperties"] is False
@@ -125,6 +125,34 @@ def test_faces_payload_sanitises_nan_inf_and_out_of_frame() -> None:
     assert face["box_norm"] == [0.0, 0.0, 0.0, 1.0]
     assert face["confidence"] == 0.0
     assert body["latency_ms"] == 0.0
+
+
+def test_faces_payload_track_ids_in_detection_order() -> None:
+    det = detections([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]], 640, 480, [0.9, 0.8, 0.7])
+    body = build(det, track_ids=["n-c-r-t1", None, "n-c-r-t7"])
+    assert [f["track"] for f in body["faces"]] == ["n-c-r-t1", None, "n-c-r-t7"]
+    assert [f["box"][0] for f in body["faces"]] == [1.0, 5.0, 9.0]  # paired in order
+
+
+def test_faces_payload_without_track_ids_has_every_track_null() -> None:
+    body = build(detections([[1, 2, 3, 4], [5, 6, 7, 8]], 640, 480, [0.9, 0.8]))
+    assert [f["track"] for f in body["faces"]] == [None, None]
+
+
+def test_faces_payload_refuses_track_ids_of_another_length() -> None:
+    det = detections([[1, 2, 3, 4], [5, 6, 7, 8]], 640, 480, [0.9, 0.8])
+    with pytest.raises(ValueError, match="1 track ids for 2 detections"):
+        build(det, track_ids=["t1"])
+
+
+def test_faces_schema_requires_a_track_key_and_rejects_an_empty_id() -> None:
+    good = build(detections([[1, 2, 3, 4]], 640, 480, [0.5]), track_ids=["t1"])
+    missing = json.loads(json.dumps(good))
+    del missing["faces"][0]["track"]
+    assert not FACES.is_valid(missing)
+    empty = json.loads(json.dumps(good))
+    empty["faces"][0]["track"] = ""
+    assert not FACES.is_valid(empty)
 
 
 def test_faces_payload_timestamps() -> None:
@@ -197,6 +225,33 @@ def test_camera_state_payload() -> None:
     assert not STATE.is_valid(body)
 
 
+def state(**overrides: Any) -> bytes:
+    args: dict[str, Any] = {
+        "camera_id": "cam-1",
+        "state": "streaming",
+        "fps_in": 25.0,
+        "fps_out": 5.0,
+        "last_error": None,
+        "reconnects": 0,
+        "frame_width": 640,
+        "frame_height": 480,
+        "now": T0,
+    }
+    args.update(overrides)
+    return camera_state_payload(**args)
+
+
+def test_camera_state_open_tracks() -> None:
+    body = json.loads(state(open_tracks=3))
+    STATE.validate(body)
+    assert body["open_tracks"] == 3
+    assert json.loads(state())["open_tracks"] == 0  # the default: no tracker, no tracks
+    with pytest.raises(ValueError, match="open_tracks must be >= 0"):
+        state(open_tracks=-1)
+    del body["open_tracks"]
+    assert not STATE.is_valid(body)  # required: Home Assistant's face_present reads it
+
+
 def gate(policy: PublishPolicy, heartbeat_s: float = 10.0) -> PublishGate:
     return PublishGate(config=PublishConfig(policy=policy, heartbeat_s=heartbeat_s))
 
@@ -211,6 +266,15 @@ def test_gate_on_faces() -> None:
     counts = [0, 1, 1, 0, 3, 0]
     got = [g.should_publish(face_count=n, now_monotonic=float(t)) for t, n in enumerate(counts)]
     assert got == [False, True, True, False, True, False]
+
+
+def test_gate_off_publishes_nothing() -> None:
+    g = gate(PublishPolicy.OFF, heartbeat_s=1.0)
+    # Face counts changing, and heartbeats long overdue: still nothing.
+    got = [
+        g.should_publish(face_count=n, now_monotonic=t * 5.0) for t, n in enumerate([0, 1, 3, 0])
+    ]
+    assert got == [False, False, False, False]
 
 
 def test_gate_on_change_with_heartbeat() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge_facedet.backoff import Backoff
+from edge_facedet.frames import ArrayPicture
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.sources.decoders import DecodeOptions, Decoder
 from edge_facedet.sources.faults import CameraFaultError
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import NDArray
 
-    from edge_facedet.frames import Frame
+    from edge_facedet.frames import Frame, Picture
 
 SIZE = (64, 32)
 
@@ -52,6 +53,9 @@ class ScriptedSource:
 
     def retrieve(self, *, size: tuple[int, int]) -> tuple[NDArray[np.uint8], int, int]:
         return np.zeros((size[1], size[0], 3), dtype=np.uint8), 320, 240
+
+    def picture(self) -> Picture:
+        return ArrayPicture(array=np.zeros((240, 320, 3), dtype=np.uint8))
 
     def stream_time_s(self) -> float:
         return math.nan

@@ -36,6 +36,8 @@ from edge_facedet.config.mqtt import MqttConfig, QosConfig, TlsConfig
 from edge_facedet.config.publish import PublishConfig, PublishPolicy
 from edge_facedet.config.secrets import MAX_SECRET_BYTES, SecretSource
 from edge_facedet.config.service import MetricsConfig, ServiceConfig
+from edge_facedet.config.snapshots import SnapshotConfig, SnapshotDirConfig, SnapshotMode
+from edge_facedet.config.tracking import TrackingConfig
 from edge_facedet.inference.model import PerformanceHint, Precision
 from edge_facedet.sources.source import Decoder
 
@@ -58,7 +60,11 @@ __all__ = [
     "Roi",
     "SecretSource",
     "ServiceConfig",
+    "SnapshotConfig",
+    "SnapshotDirConfig",
+    "SnapshotMode",
     "TlsConfig",
+    "TrackingConfig",
     "detect_open_url",
     "display_detect_url",
     "display_url",

@@ -69,3 +69,9 @@ def mqtt_text_problem(value: str) -> str | None:
     if _NOT_MQTT_TEXT.search(value) or any(ord(c) & 0xFFFE == 0xFFFE for c in value):
         return "surrogates or Unicode non-characters"
     return None
+
+
+def yaml_off(value: object) -> object:
+    """ "off" for YAML 1.1's `off` (which PyYAML reads as False) in an enum field that has an
+    `off` member; anything else unchanged."""
+    return "off" if value is False else value

@@ -23,8 +23,10 @@ from edge_facedet.config.base import (
     StrictModel,
 )
 from edge_facedet.config.errors import field_error
-from edge_facedet.config.publish import PublishConfig
+from edge_facedet.config.publish import PublishConfig, PublishPolicy
 from edge_facedet.config.secrets import SecretSource
+from edge_facedet.config.snapshots import SnapshotConfig
+from edge_facedet.config.tracking import TrackingConfig
 from edge_facedet.sources.source import Decoder
 from edge_facedet.sources.urls import SCHEMES, SourceKind, scheme_of, source_kind
 
@@ -66,6 +68,15 @@ class CameraSettings(StrictModel):
     publish: PublishConfig = Field(
         default_factory=PublishConfig,
         description="Publish policy; a camera's keys are merged over `defaults.publish`.",
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig,
+        description="Face tracks and events; a camera's keys are merged over `defaults.tracking`.",
+    )
+    snapshots: SnapshotConfig = Field(
+        default_factory=SnapshotConfig,
+        description="Pictures of each track's best face (off by default); a camera's keys are "
+        "merged over `defaults.snapshots`.",
     )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
     realtime: bool = Field(
@@ -137,6 +148,20 @@ class CameraSettings(StrictModel):
         "that decodes slower than its cameras send catches up instead of publishing ever older "
         "detections. Counted in edge_facedet_frames_stale_total.",
     )
+
+    @model_validator(mode="after")
+    def _tracking_consistent(self) -> CameraSettings:
+        if self.tracking.low_confidence > self.confidence_threshold:
+            raise field_error("tracking.low_confidence", "must be <= confidence_threshold")
+        if self.snapshots.enabled and not self.tracking.enabled:
+            raise field_error(
+                "snapshots.mode", "snapshots are of each track's best face: needs tracking"
+            )
+        if self.publish.policy is PublishPolicy.OFF and not self.tracking.enabled:
+            raise field_error(
+                "publish.policy", "off with tracking disabled: the camera would publish nothing"
+            )
+        return self
 
     @model_validator(mode="after")
     def _reconnect_order(self) -> CameraSettings:

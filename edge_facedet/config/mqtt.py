@@ -42,6 +42,11 @@ class QosConfig(StrictModel):
     faces: Literal[0, 1, 2] = Field(default=0, description="QoS of per-frame faces messages.")
     state: Literal[0, 1, 2] = Field(default=1, description="QoS of retained camera states.")
     status: Literal[0, 1, 2] = Field(default=1, description="QoS of the retained node status.")
+    events: Literal[0, 1, 2] = Field(
+        default=1,
+        description="QoS of track events (new, update, end): each is sent once, so losing "
+        "one loses a track's start or end, unlike a faces message the next frame replaces.",
+    )
 
 
 class TlsConfig(StrictModel):

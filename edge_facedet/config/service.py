@@ -12,6 +12,7 @@ from edge_facedet.config.base import ID_PATTERN, StrictModel, check_host
 from edge_facedet.config.camera import CameraConfig, CameraSettings
 from edge_facedet.config.model import ModelConfig
 from edge_facedet.config.mqtt import MqttConfig
+from edge_facedet.config.snapshots import SnapshotDirConfig
 
 
 class MetricsConfig(StrictModel):
@@ -38,7 +39,7 @@ def _default_node_id() -> str:
 
 
 # Settings merged key-wise rather than replaced when both defaults and a camera give them.
-_MERGED_SECTIONS: Final = ("publish",)
+_MERGED_SECTIONS: Final = ("publish", "tracking", "snapshots")
 
 
 class ServiceConfig(StrictModel):
@@ -52,6 +53,11 @@ class ServiceConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig, description="The detector.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics endpoint.")
+    snapshot_dir: SnapshotDirConfig | None = Field(
+        default=None,
+        description="Also write each event's snapshot to a directory (bounded); default: no "
+        "files, snapshots only on MQTT.",
+    )
     defaults: CameraSettings = Field(
         default_factory=CameraSettings, description="Settings every camera inherits."
     )

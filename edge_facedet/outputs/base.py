@@ -1,9 +1,10 @@
 """The output seam: what the service and the result pipeline need from every output.
 
 An output receives the pipeline's messages (a faces message per published frame, the latest
-state per camera, both as the JSON bytes payloads.py builds) and has a lifetime the service
-drives. `build.build_outputs` turns the configuration into a list of outputs; the service
-runs each one as a task of its TaskGroup, and the pipeline hands every message to all of them.
+state per camera, a track's events, all as the JSON bytes payloads.py and events.py build, and
+the latest snapshot JPEG per camera where the camera's snapshots are on) and has a lifetime
+the service drives. `build.build_outputs` turns the configuration into a list of outputs; the
+service runs each one as a task of its TaskGroup, and the pipeline hands every message to all.
 
     class PrintOutput:
         name = "print"
@@ -11,6 +12,8 @@ runs each one as a task of its TaskGroup, and the pipeline hands every message t
         def announce(self, *, cameras): ...
         def publish_faces(self, *, camera_id, payload): print(camera_id, payload)
         def set_camera_state(self, *, camera_id, payload): print(camera_id, payload)
+        def publish_event(self, *, camera_id, payload): print(camera_id, payload)
+        def set_snapshot(self, *, camera_id, jpeg): print(camera_id, len(jpeg))
         async def wait_ready(self, timeout): return True
         async def run(self): await self._closed.wait()
         async def close(self): self._closed.set()
@@ -41,6 +44,12 @@ class ResultSink(Protocol):
 
     def set_camera_state(self, *, camera_id: str, payload: bytes) -> None:
         """The latest state (camera_state.schema.json) of `camera_id`; replaces the last."""
+
+    def publish_event(self, *, camera_id: str, payload: bytes) -> None:
+        """One track event (event.schema.json) for `camera_id`, in order with the faces."""
+
+    def set_snapshot(self, *, camera_id: str, jpeg: bytes) -> None:
+        """The latest snapshot (a JPEG) of `camera_id`; replaces the last."""
 
 
 class Output(ResultSink, Protocol):

@@ -24,13 +24,14 @@ __all__ = ["MemoryOutput", "Record"]
 class Record:
     """One message the output received."""
 
-    kind: Literal["faces", "state"]
+    kind: Literal["faces", "state", "event", "snapshot"]
     camera_id: str
     payload: bytes
+    """The message's JSON, or for a snapshot the JPEG."""
 
 
 class MemoryOutput:
-    """Records every faces message and camera state; see the module docstring."""
+    """Records every message it is handed (faces, states, events, snapshots), in order."""
 
     def __init__(self, *, name: str = "memory") -> None:
         self.name = name
@@ -48,6 +49,14 @@ class MemoryOutput:
     def states(self, camera_id: str | None = None) -> list[bytes]:
         """Every camera state received, oldest first (of one camera, if given)."""
         return self._payloads("state", camera_id)
+
+    def events(self, camera_id: str | None = None) -> list[bytes]:
+        """The track event payloads received, oldest first (of one camera, if given)."""
+        return self._payloads("event", camera_id)
+
+    def snapshots(self, camera_id: str | None = None) -> list[bytes]:
+        """Every snapshot JPEG received, oldest first (of one camera, if given)."""
+        return self._payloads("snapshot", camera_id)
 
     async def wait_for(self, condition: Callable[[MemoryOutput], bool], *, timeout: float) -> None:
         """Return once `condition(self)` holds; TimeoutError after `timeout` seconds."""
@@ -70,6 +79,12 @@ class MemoryOutput:
 
     def set_camera_state(self, *, camera_id: str, payload: bytes) -> None:
         self._record(Record("state", camera_id, payload))
+
+    def publish_event(self, *, camera_id: str, payload: bytes) -> None:
+        self._record(Record("event", camera_id, payload))
+
+    def set_snapshot(self, *, camera_id: str, jpeg: bytes) -> None:
+        self._record(Record("snapshot", camera_id, jpeg))
 
     async def wait_ready(self, timeout: float) -> bool:
         return True  # nothing to connect to

@@ -1,9 +1,10 @@
 """The MQTT message bodies (faces, camera state), their JSON Schemas, and when to publish.
 
-Owns the wire format: everything a subscriber parses is built here, from numpy arrays, with
-no I/O. Builders never emit NaN or infinity (values are sanitised and `allow_nan=False` is the
-backstop) and never include a credential (`last_error` is redacted). `PublishGate` decides,
-per camera, which frames become a faces message (`PublishConfig.policy`).
+Owns the wire format: everything a subscriber parses is built here (and in events.py, which
+shares these helpers), from numpy arrays, with no I/O. Builders never emit NaN or infinity
+(values are sanitised and `allow_nan=False` is the backstop) and never include a credential
+(`last_error` is redacted). `PublishGate` decides, per camera, which frames become a faces
+message (`PublishConfig.policy`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from edge_facedet.config import PublishConfig, PublishPolicy
 from edge_facedet.redact import redact_text
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from edge_facedet.frames import Detections
 
 __all__ = [
@@ -60,6 +63,18 @@ def _finite_non_negative(value: float, *, digits: int) -> float:
     if not math.isfinite(value) or value < 0:
         return 0.0
     return round(float(value), digits)
+
+
+def _clipped(value: float, *, upper: float, digits: int) -> float:
+    """One value by the faces rule: non-finite -> 0, clipped to [0, upper], rounded."""
+    if not math.isfinite(value):
+        return 0.0
+    return round(min(max(float(value), 0.0), upper), digits) + 0.0
+
+
+def _to_json(body: dict[str, Any]) -> bytes:
+    """Compact JSON; `allow_nan=False` turns a missed NaN into an error, not a bad message."""
+    return json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
 
 
 _FACE_SCALE = 10.0 ** np.array([1, 1, 1, 1, 4, 4, 4, 4, 3])
@@ -102,16 +117,23 @@ def faces_payload(
     model: str,
     device: str,
     detections: Detections,
+    track_ids: Sequence[str | None] | None = None,
 ) -> bytes:
     """The `<prefix>/cameras/<id>/faces` message for one frame (schema: faces.schema.json).
 
     Boxes are clipped to the frame and confidences to [0, 1] here as well as in the
-    post-processor, so the message is valid whatever the arrays hold.
+    post-processor, so the message is valid whatever the arrays hold. `track_ids` gives each
+    detection (same order) its confirmed track's id, or None while it is in none (yet);
+    None for the whole argument means no face is in a track.
     """
     if frame_width < 1 or frame_height < 1:
         raise ValueError(f"frame size must be positive, got {frame_width}x{frame_height}")
     if seq < 0:
         raise ValueError(f"seq must be >= 0, got {seq}")
+    if track_ids is None:
+        track_ids = [None] * len(detections)
+    elif len(track_ids) != len(detections):
+        raise ValueError(f"{len(track_ids)} track ids for {len(detections)} detections")
     columns = _face_columns(detections, frame_width=frame_width, frame_height=frame_height)
     body = {
         "camera": camera_id,
@@ -123,10 +145,11 @@ def faces_payload(
         "model": model,
         "device": device,
         "faces": [
-            {"box": face[0:4], "box_norm": face[4:8], "confidence": face[8]} for face in columns
+            {"box": face[0:4], "box_norm": face[4:8], "confidence": face[8], "track": track}
+            for face, track in zip(columns, track_ids, strict=True)
         ],
     }
-    return json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
+    return _to_json(body)
 
 
 def camera_state_payload(
@@ -140,14 +163,19 @@ def camera_state_payload(
     frame_width: int | None,
     frame_height: int | None,
     now: datetime,
+    open_tracks: int = 0,
 ) -> bytes:
     """The retained `<prefix>/cameras/<id>/state` message (schema: camera_state.schema.json).
 
     `last_error` is redacted (camera errors often echo the stream URL, credentials included)
-    and shortened.
+    and shortened. `open_tracks` is the number of confirmed face tracks open now: retained,
+    it is what "someone is there" reads from (Home Assistant's face_present), steadier than
+    per-frame face counts.
     """
     if reconnects < 0:
         raise ValueError(f"reconnects must be >= 0, got {reconnects}")
+    if open_tracks < 0:
+        raise ValueError(f"open_tracks must be >= 0, got {open_tracks}")
     frame: dict[str, int] | None = None
     if frame_width is not None and frame_height is not None:
         frame = {"width": frame_width, "height": frame_height}
@@ -162,13 +190,14 @@ def camera_state_payload(
         "last_error": error,
         "reconnects": reconnects,
         "frame": frame,
+        "open_tracks": open_tracks,
         "ts": _utc_iso_ms(now),
     }
-    return json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
+    return _to_json(body)
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """A packaged JSON Schema by name: "faces" or "camera_state" (".schema.json" optional)."""
+    """A packaged JSON Schema: "faces", "camera_state" or "event" (".schema.json" optional)."""
     if not name.endswith(".json"):
         name = f"{name}.schema.json"
     if "/" in name or "\\" in name:
@@ -186,7 +215,8 @@ class PublishGate:
     every_frame: all; on_faces: frames with at least one face; on_change: the first frame,
     any frame whose face count differs from the last *published* count, and a heartbeat
     when nothing was published for `heartbeat_s` (so subscribers can tell "still 0 faces"
-    from "camera gone"). Time is injected (`time.monotonic()` values) to keep it testable.
+    from "camera gone"); off: none (a camera whose subscribers want track events only).
+    Time is injected (`time.monotonic()` values) to keep it testable.
     """
 
     def __init__(self, *, config: PublishConfig) -> None:
@@ -197,6 +227,8 @@ class PublishGate:
 
     def should_publish(self, *, face_count: int, now_monotonic: float) -> bool:
         """Whether to publish this frame; a True answer is recorded as a publish."""
+        if self._policy is PublishPolicy.OFF:
+            return False
         if self._policy is PublishPolicy.EVERY_FRAME:
             publish = True
         elif self._policy is PublishPolicy.ON_FACES:

@@ -3,7 +3,8 @@
 Owns the per-camera output side: thresholds and filters (post-processing), the publish
 policy, the faces and state payloads handed to every output (base.py's `ResultSink`), the
 per-frame metrics, and the flow figures that health, the systemd watchdog and STATUS= are
-computed from.
+computed from. Face tracks, their events and snapshots are tracks.py's (`TrackOutputs`): the
+pipeline hands it every frame of a tracking camera and its status changes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from edge_facedet.inference.postprocess import to_detections
 from edge_facedet.outputs.payloads import PublishGate, camera_state_payload, faces_payload
+from edge_facedet.outputs.tracks import TrackOutputs
 from edge_facedet.sources.status import CameraState, CameraStatus
+from edge_facedet.tracking.events import EndReason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -24,10 +27,11 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
     from edge_facedet.config import CameraConfig
-    from edge_facedet.frames import Frame
+    from edge_facedet.frames import Detections, Frame
     from edge_facedet.inference.detector import BatchResult
     from edge_facedet.outputs.base import ResultSink
     from edge_facedet.outputs.metrics import Metrics
+    from edge_facedet.outputs.tracks import SnapshotQueue
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ class _CameraOutput:
     inferred: Counter
     faces: Counter
     latency: Histogram
+    face_height: Histogram
+    face_confidence: Histogram
+    low_confidence: float
+    """Detections from here down to confidence_threshold only feed the tracker."""
     status: CameraStatus | None = None
     last_state_sent: float = float("-inf")
     last_state_sent_name: str | None = None
@@ -63,9 +71,12 @@ class ResultPipeline:
         metrics: Metrics,
         model_name: str,
         device: str,
+        snapshots: SnapshotQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # `clock` is the monotonic clock frames are stamped with; tests pass their own.
+        """`snapshots` takes the snapshot jobs of cameras with snapshots on (None: no
+        snapshots are rendered); `clock` is the monotonic clock frames are stamped with
+        (tests pass their own)."""
         self._clock = clock
         self._node_id = node_id
         self._run_id = run_id
@@ -83,9 +94,26 @@ class ResultPipeline:
                 inferred=metrics.frames_inferred.labels(camera=camera.id),
                 faces=metrics.faces_detected.labels(camera=camera.id),
                 latency=metrics.pipeline_latency_seconds.labels(camera=camera.id),
+                face_height=metrics.tracks.face_height.labels(camera=camera.id),
+                face_confidence=metrics.tracks.face_confidence.labels(camera=camera.id),
+                low_confidence=min(camera.confidence_threshold, camera.tracking.low_confidence)
+                if camera.tracking.enabled
+                else camera.confidence_threshold,
             )
+        self.tracks = TrackOutputs(
+            cameras=cameras,
+            id_prefix=lambda camera_id: f"{node_id}-{camera_id}-{run_id}",
+            outputs=self._outputs,
+            metrics=metrics.tracks,
+            snapshots=snapshots,
+            on_open_tracks_changed=self.publish_state,
+        )
         self.last_inference_monotonic: float | None = None
         self.frames_inferred = 0
+        # Set by `begin_shutdown`: cameras stopping are not "down", and once the tracks are
+        # ended no late result may open a new one.
+        self._stopping = False
+        self._tracks_ended = False
 
     # -- results (called by the scheduler for every finished batch) --------------------
 
@@ -99,18 +127,23 @@ class ResultPipeline:
         for frame, rows in zip(frames, result.rows, strict=True):
             output = self._cameras[frame.camera_id]
             settings = output.config
-            detections = to_detections(
+            candidates = to_detections(
                 rows,
                 frame_width=frame.width,
                 frame_height=frame.height,
-                confidence_threshold=settings.confidence_threshold,
+                confidence_threshold=output.low_confidence,
                 min_face_px=settings.min_face_px,
                 roi=output.roi,
             )
+            detections = candidates.at_least(settings.confidence_threshold)
+            track_ids = None
+            if self.tracks.tracking(frame.camera_id) and not self._tracks_ended:
+                track_ids = self.tracks.observe(frame=frame, detections=candidates)
             faces = len(detections)
             output.inferred.inc()
             if faces:
                 output.faces.inc(faces)
+                self._observe_faces(output, detections)
             latency_s = self._clock() - frame.capture_monotonic
             output.latency.observe(latency_s)
             if not output.gate.should_publish(face_count=faces, now_monotonic=now):
@@ -127,9 +160,19 @@ class ResultPipeline:
                 model=self._model_name,
                 device=self.device,
                 detections=detections,
+                track_ids=None if track_ids is None else track_ids[:faces],
             )
             for sink in self._outputs:
                 sink.publish_faces(camera_id=frame.camera_id, payload=payload)
+
+    @staticmethod
+    def _observe_faces(output: _CameraOutput, detections: Detections) -> None:
+        boxes = detections.boxes_px
+        for height, confidence in zip(
+            (boxes[:, 3] - boxes[:, 1]).tolist(), detections.confidences.tolist(), strict=True
+        ):
+            output.face_height.observe(height)
+            output.face_confidence.observe(confidence)
 
     # -- camera status (called on the loop for every status a reader reports) ----------
 
@@ -139,6 +182,13 @@ class ResultPipeline:
             return
         previous = output.status
         output.status = status
+        if (
+            status.state is not CameraState.STREAMING
+            and previous is not None
+            and previous.state is CameraState.STREAMING
+            and not self._stopping
+        ):
+            self.tracks.end_all(status.camera_id, reason=EndReason.CAMERA_DOWN)
         if previous is None or previous.state != status.state:
             level = logging.WARNING if status.state is CameraState.RECONNECTING else logging.INFO
             log.log(
@@ -169,10 +219,26 @@ class ResultPipeline:
             reconnects=status.reconnects,
             frame_width=status.frame_width,
             frame_height=status.frame_height,
+            open_tracks=self.tracks.open_tracks(camera_id),
             now=datetime.now(timezone.utc),
         )
         for sink in self._outputs:
             sink.set_camera_state(camera_id=camera_id, payload=payload)
+
+    def begin_shutdown(self) -> None:
+        """The service is stopping: cameras that stop now end their tracks at `end_tracks`,
+        with reason `shutdown`, not `camera_down`."""
+        self._stopping = True
+
+    def end_tracks(self) -> None:
+        """At shutdown, after the last batch: an `end` event for every open track."""
+        self._stopping = True
+        self._tracks_ended = True
+        self.tracks.end_all(None, reason=EndReason.SHUTDOWN)
+
+    def expire_tracks(self) -> None:
+        """End tracks whose cameras stopped delivering frames (called every few seconds)."""
+        self.tracks.expire(now=self._clock())
 
     # -- flow figures --------------------------------------------------------------------
 

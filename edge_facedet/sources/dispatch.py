@@ -78,6 +78,7 @@ class FrameDispatcher:
         self._camera_id = settings.camera_id
         self._input_size = settings.input_size
         self._max_lag_s = settings.max_lag_s
+        self._keep_picture = settings.keep_picture
         self._safe_url = safe_url
         self._sink = sink
         self._deliver = deliver
@@ -139,6 +140,8 @@ class FrameDispatcher:
     def _hand_on(self, *, source: VideoSource, capture_time: datetime, monotonic: float) -> None:
         try:
             resized, width, height = source.retrieve(size=self._input_size)
+            # Only cameras with snapshots on keep the full-size picture alive with the frame.
+            picture = source.picture() if self._keep_picture else None
         except SourceError:
             raise CameraFaultError(f"could not decode a frame from {self._safe_url}") from None
         frame = Frame(
@@ -149,6 +152,7 @@ class FrameDispatcher:
             width=width,
             height=height,
             image=resized,
+            picture=picture,
         )
         self._seq += 1
         status = self._board.current

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, cast
 
 import cv2
 
+from edge_facedet.frames import ArrayPicture
 from edge_facedet.sources.source import SourceError
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
+
+    from edge_facedet.frames import Picture
 
 
 class OpenCvSource:
@@ -55,8 +58,15 @@ class OpenCvSource:
             # open parameter: OpenCV refuses the open with it.
             capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         self._capture = capture
+        # The full-size BGR frame `retrieve` converted anyway: OpenCV's Python binding returns
+        # a new array each time (the backend's own buffer is copied out), so a picture can
+        # keep it without a copy while later frames are retrieved.
+        self._image: NDArray[np.uint8] | None = None
 
     def grab(self) -> bool:
+        # Dropped here, so a camera that takes no pictures holds no full-size frame between
+        # due frames (its peak memory is what it was).
+        self._image = None
         return bool(self._capture.grab())
 
     def retrieve(self, *, size: tuple[int, int]) -> tuple[NDArray[np.uint8], int, int]:
@@ -64,7 +74,17 @@ class OpenCvSource:
         if not retrieved or image is None or image.ndim != 3 or image.size == 0:
             raise SourceError("could not decode a frame")
         resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        self._image = cast("NDArray[np.uint8]", image)
         return cast("NDArray[np.uint8]", resized), int(image.shape[1]), int(image.shape[0])
+
+    def picture(self) -> Picture:
+        image = self._image
+        if image is None:
+            raise SourceError("no frame was retrieved")
+        # One picture can serve several snapshots (two faces in one frame), and `to_bgr` hands
+        # out this very array: read-only, so that drawing on one cannot mark another.
+        image.flags.writeable = False
+        return ArrayPicture(array=image)
 
     def stream_time_s(self) -> float:
         return float(self._capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0

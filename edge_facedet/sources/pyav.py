@@ -3,13 +3,15 @@
 It can decode less than every frame (`DecodeOptions.keyframes_only`, `skip_loop_filter`),
 converts and resizes a due frame in one swscale pass, turns frames whose display matrix says
 so (a phone clip stored sideways) upright, as OpenCV does, and bounds network reads by
-FFmpeg's socket timeouts (the reader's probe bounds the connect).
+FFmpeg's socket timeouts (the reader's probe bounds the connect). A due frame's full-size
+picture (`PyAvPicture`) is the decoded frame itself, converted only when a snapshot asks.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
     from numpy.typing import NDArray
+
+    from edge_facedet.frames import Picture
 
 _MAX_UNDECODABLE_PACKETS = 64
 """Packets the decoder rejects in a row before a grab fails (OpenCV's own loop skips such
@@ -130,6 +134,12 @@ class PyAvSource:
         display = (frame.height, frame.width) if sideways else (frame.width, frame.height)
         return np.ascontiguousarray(image, dtype=np.uint8), *display
 
+    def picture(self) -> Picture:
+        frame = self._frame
+        if frame is None:
+            raise SourceError("no frame was retrieved")
+        return PyAvPicture(frame=frame)
+
     def stream_time_s(self) -> float:
         frame = self._frame
         time_s = None if frame is None else frame.time
@@ -155,6 +165,58 @@ class PyAvSource:
         self._frame = None
         self._decoded = []
         self._container.close()
+
+
+class PyAvPicture:
+    """A `Picture` that holds a decoded frame and converts it to BGR only when asked.
+
+    It holds a reference to the frame's buffers, not a copy: FFmpeg's decoded frames are
+    refcounted, so the decoder takes other buffers for later frames while this one is held,
+    and its pixels stay as decoded, after later grabs and after the source is released.
+    """
+
+    __slots__ = ("_frame", "_lock")
+
+    def __init__(self, *, frame: VideoFrame) -> None:
+        self._frame = frame
+        # PyAV's conversion changes the source frame's colour tags while it runs and puts
+        # them back after: two threads converting one picture at once could leave them changed.
+        self._lock = threading.Lock()
+
+    @property
+    def width(self) -> int:
+        return _display_size(self._frame)[0]
+
+    @property
+    def height(self) -> int:
+        return _display_size(self._frame)[1]
+
+    def to_bgr(self) -> NDArray[np.uint8]:
+        """The frame as a new BGR array at full size, upright; a full-size conversion, so
+        called from a snapshot's worker thread, never the reader's or the event loop."""
+        frame = self._frame
+        try:
+            with self._lock:
+                # A scaler of its own: the reader's is not safe to share across threads, and
+                # the frame's own (`frame.to_ndarray`) would start a worker per core. Bicubic
+                # chroma, as OpenCV's decoder converts.
+                converted = VideoReformatter().reformat(
+                    frame, format="bgr24", interpolation="BICUBIC", threads=1
+                )
+                image = converted.to_ndarray()
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise SourceError(f"could not convert a frame: {_reason(exc)}") from None
+        quarter_turns = _quarter_turns(frame)
+        if quarter_turns:
+            image = np.rot90(image, k=quarter_turns)
+        return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def _display_size(frame: VideoFrame) -> tuple[int, int]:
+    """The width and height `frame` is shown at, upright (sideways frames swap them)."""
+    if _quarter_turns(frame) % 2:
+        return frame.height, frame.width
+    return frame.width, frame.height
 
 
 def _quarter_turns(frame: VideoFrame) -> int:

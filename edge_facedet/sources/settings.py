@@ -82,6 +82,9 @@ class ReaderSettings:
     """Niceness added to the reader's thread (Linux)."""
     max_lag_s: float = 0.5
     """Live streams: due frames read further behind the stream are not detected."""
+    keep_picture: bool = False
+    """Hand each frame on with its full-resolution picture (`Frame.picture`), for snapshots;
+    off, a reader keeps nothing beyond the network input."""
     timeouts: StreamTimeouts = StreamTimeouts()
     reconnect: ReconnectPolicy = ReconnectPolicy()
 
@@ -127,6 +130,7 @@ class ReaderSettings:
             ),
             nice=camera.reader_nice,
             max_lag_s=camera.max_lag_s,
+            keep_picture=camera.snapshots.enabled,
             timeouts=StreamTimeouts(
                 open_s=camera.open_timeout_s,
                 read_s=camera.read_timeout_s,

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from edge_facedet.frames import Picture
+
 __all__ = ["CAPTURE_OPTIONS_VARIABLE", "DecodeOptions", "Decoder", "SourceError", "VideoSource"]
 
 CAPTURE_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -67,6 +69,15 @@ class VideoSource(Protocol):
 
     def retrieve(self, *, size: tuple[int, int]) -> tuple[NDArray[np.uint8], int, int]:
         """The last grabbed frame as BGR resized to `size`, with its original width, height."""
+        ...
+
+    def picture(self) -> Picture:
+        """The last retrieved frame at full resolution, upright; valid after `retrieve` until
+        the next `grab`.
+
+        Cheap (no conversion, no copy), and asked for only by readers of cameras with
+        snapshots on, so that other cameras pay nothing; the picture outlives later grabs.
+        """
         ...
 
     def stream_time_s(self) -> float:

@@ -1,14 +1,21 @@
-"""The MQTT output: faces, camera states and other retained messages over one connection.
+"""The MQTT output: faces, events, camera states, snapshots and announcements, one connection.
 
 Ties the MQTT pieces together: topics.py names the topics, outbox.py holds what waits for
 the broker, connection.py keeps the connection and the node status, and `MqttOutput` is the
 session that decides what goes out on each connection:
 
-* extra retained messages (`set_retained`, e.g. Home Assistant discovery), before `online`;
+* extra retained messages (`set_retained`: Home Assistant discovery), before `online`;
 * `<prefix>/cameras/<id>/state` (retained): the latest per camera, re-sent after every
   reconnect so a broker that lost its retained store is repaired;
-* `<prefix>/cameras/<id>/faces`: FIFO from the bounded outbox, after the states (they are
-  few and describe the present).
+* `<prefix>/cameras/<id>/snapshot` (retained, the JPEG's raw bytes, QoS of states): the
+  latest per camera, re-sent like the states;
+* `<prefix>/cameras/<id>/faces` and `<prefix>/cameras/<id>/events` (not retained): FIFO from
+  one bounded outbox, after the states and snapshots (few, and about the present). One
+  outbox, so a subscriber gets a camera's events and faces messages in the order they
+  happened, through a broker outage too; a full outbox drops the oldest of either kind.
+
+After a connect that sent announcements, the states and snapshots go out once more
+`REANNOUNCE_DELAY_S` later (see there why).
 
 Home Assistant discovery is not built here: `outputs.build.build_mqtt_output` hands
 homeassistant.py's messages in as the `announcer`.
@@ -39,6 +46,14 @@ __all__ = ["Announcer", "MqttOutput"]
 
 log = logging.getLogger(__name__)
 
+# Home Assistant subscribes to a newly announced entity's topics only once it has processed
+# the discovery config, and until the next message on the state topic it shows the entity as
+# unavailable, even though the retained state was already on the broker. So after the
+# announcements of a connect, the retained states and snapshots are sent once more, this long
+# later: enough for HA to have subscribed, too short for anyone to notice the gap. Not a
+# setting: it only repeats messages that are already retained.
+REANNOUNCE_DELAY_S = 1.0
+
 
 class Announcer(Protocol):
     """The retained messages that announce `cameras` (Home Assistant discovery)."""
@@ -49,8 +64,9 @@ class Announcer(Protocol):
 class MqttOutput:
     """Publishes the service's messages to one broker; see the module docstring.
 
-    Use from one event loop: `publish_faces`, `set_camera_state` and `set_retained` are
-    synchronous and never block; `run()` is the connection task; `close()` ends it cleanly.
+    Use from one event loop: `publish_faces`, `publish_event`, `set_camera_state`,
+    `set_snapshot` and `set_retained` are synchronous and never block; `run()` is the
+    connection task; `close()` ends it cleanly.
     """
 
     name = "mqtt"
@@ -69,10 +85,13 @@ class MqttOutput:
         self._announcer = announcer
         self._topics = Topics.for_node(node_id=node_id, prefix=config.topic_prefix)
         self._outbox = Outbox(maxlen=config.outbox_size, on_drop=metrics.mqtt_dropped.inc)
-        # Camera states by camera id, other retained messages by topic.
+        # Camera states and snapshots by camera id, other retained messages by topic.
         self._states = LatestByKey()
+        self._snapshots = LatestByKey()
         self._retained = LatestByKey()
         self._wakeup = asyncio.Event()
+        # Loop time at which states and snapshots are sent again (REANNOUNCE_DELAY_S).
+        self._resend_at: float | None = None
         self._connection = MqttConnection(
             config=config,
             topics=self._topics,
@@ -104,13 +123,24 @@ class MqttOutput:
 
     @property
     def outbox_len(self) -> int:
-        """Faces messages waiting for the broker."""
+        """Faces and event messages waiting for the broker."""
         return len(self._outbox)
 
     # -- the Output protocol ----------------------------------------------------------------
 
     def announce(self, *, cameras: Sequence[CameraConfig]) -> None:
-        """The announcer's retained messages for `cameras` (none without an announcer)."""
+        """The announcer's retained messages for `cameras` (none without an announcer).
+
+        A camera with snapshots off gets an empty retained snapshot: a picture of a person
+        that an earlier configuration left retained on the broker is deleted, not kept.
+        """
+        for camera in cameras:
+            if not camera.snapshots.enabled:
+                self.set_retained(
+                    topic=self._topics.camera_snapshot(camera.id),
+                    payload=b"",
+                    qos=self._config.qos.state,
+                )
         if self._announcer is None:
             return
         for message in self._announcer(cameras=cameras):
@@ -124,10 +154,22 @@ class MqttOutput:
         self._outbox.append(Message(topic, payload, self._config.qos.faces))
         self._wakeup.set()
 
+    def publish_event(self, *, camera_id: str, payload: bytes) -> None:
+        """Queue a track event behind the faces messages before it; never blocks."""
+        topic = self._topics.camera_events(camera_id)
+        self._outbox.append(Message(topic, payload, self._config.qos.events))
+        self._wakeup.set()
+
     def set_camera_state(self, *, camera_id: str, payload: bytes) -> None:
         """Set a camera's retained state; only the latest is kept, and re-sent on reconnect."""
         topic = self._topics.camera_state(camera_id)  # rejects an id that breaks topics
         self._states.set(camera_id, Message(topic, payload, self._config.qos.state, retain=True))
+        self._wakeup.set()
+
+    def set_snapshot(self, *, camera_id: str, jpeg: bytes) -> None:
+        """Set a camera's retained snapshot; only the latest is kept, and re-sent on reconnect."""
+        topic = self._topics.camera_snapshot(camera_id)
+        self._snapshots.set(camera_id, Message(topic, jpeg, self._config.qos.state, retain=True))
         self._wakeup.set()
 
     def set_retained(self, *, topic: str, payload: bytes, qos: int) -> None:
@@ -162,48 +204,76 @@ class MqttOutput:
 
     def on_connected(self) -> None:
         self._states.mark_all_unsent()
+        self._snapshots.mark_all_unsent()
         self._retained.mark_all_unsent()
+        self._resend_at = None  # armed again by this connection's announcements
 
     async def send_retained(self, link: Link) -> None:
+        announced = bool(self._retained)
         while self._retained:
             topic, message = self._retained.next_unsent()
             await link.publish(message)
             self._retained.sent(topic, message)
+        if announced:
+            self._resend_at = asyncio.get_running_loop().time() + REANNOUNCE_DELAY_S
 
     async def send_pending(self, link: Link) -> None:
-        """Retained and states first (few, and about the present), then the outbox, FIFO."""
+        """Retained, states and snapshots first (few, and about the present), then the outbox."""
         while not link.closing:
+            self._resend_if_due()
             if self._retained:
                 await self.send_retained(link)
             elif self._states:
-                await self._send_next_state(link)
+                await self._send_latest(self._states, link)
+            elif self._snapshots:
+                await self._send_latest(self._snapshots, link)
             elif self._outbox:
-                await self._send_next_face(link)
+                await self._send_next_queued(link)
             else:
-                # Cleared only here, with every queue seen empty; publish_faces sets it after
-                # appending, and everything runs on one loop, so no wake-up is lost.
+                # Cleared only here, with every queue seen empty; the producers set it after
+                # adding, and everything runs on one loop, so no wake-up is lost.
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._wait_for_work()
 
     async def flush(self, link: Link, *, timeout_s: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._flush(link), timeout_s)
         if self._outbox:
-            log.info("MQTT closing with %d faces message(s) unsent", len(self._outbox))
+            log.info("MQTT closing with %d faces/event message(s) unsent", len(self._outbox))
 
     async def _flush(self, link: Link) -> None:
-        while self._states or self._outbox:
+        # The outbox before the snapshots here: at a stop it holds the tracks' `end` events,
+        # and a large picture must not use up the little time there is.
+        while self._states or self._outbox or self._snapshots:
             if self._states:
-                await self._send_next_state(link)
+                await self._send_latest(self._states, link)
+            elif self._outbox:
+                await self._send_next_queued(link)
             else:
-                await self._send_next_face(link)
+                await self._send_latest(self._snapshots, link)
 
-    async def _send_next_state(self, link: Link) -> None:
-        camera_id, message = self._states.next_unsent()
+    def _resend_if_due(self) -> None:
+        if self._resend_at is not None and asyncio.get_running_loop().time() >= self._resend_at:
+            self._resend_at = None
+            self._states.mark_all_unsent()
+            self._snapshots.mark_all_unsent()
+
+    async def _wait_for_work(self) -> None:
+        """Until something is added, or the re-send after announcements is due."""
+        if self._resend_at is None:
+            await self._wakeup.wait()
+            return
+        delay = self._resend_at - asyncio.get_running_loop().time()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), max(delay, 0.0))
+
+    @staticmethod
+    async def _send_latest(latest: LatestByKey, link: Link) -> None:
+        key, message = latest.next_unsent()
         await link.publish(message)
-        self._states.sent(camera_id, message)
+        latest.sent(key, message)
 
-    async def _send_next_face(self, link: Link) -> None:
+    async def _send_next_queued(self, link: Link) -> None:
         message = self._outbox.popleft()
         try:
             await link.publish(message)

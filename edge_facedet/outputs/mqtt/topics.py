@@ -5,7 +5,10 @@ A node's topics live under one prefix (`mqtt.topic_prefix`, by default
 
 * `<prefix>/status` (retained): `online`, `offline` (the Last Will) or `stopped`;
 * `<prefix>/cameras/<id>/state` (retained): the camera's latest state;
-* `<prefix>/cameras/<id>/faces`: one message per published frame.
+* `<prefix>/cameras/<id>/faces`: one message per published frame;
+* `<prefix>/cameras/<id>/events`: a face track's `new`, `update` and `end` (not retained);
+* `<prefix>/cameras/<id>/snapshot` (retained): the latest track's best face as a JPEG, only
+  for cameras whose snapshots are on.
 
 Home Assistant discovery configs go to `homeassistant/<component>/<object id>/config`
 (homeassistant.py builds their bodies). The connection, the output and the discovery all
@@ -67,6 +70,12 @@ class Topics:
 
     def camera_faces(self, camera_id: str) -> str:
         return self.under("cameras", camera_id, "faces")
+
+    def camera_events(self, camera_id: str) -> str:
+        return self.under("cameras", camera_id, "events")
+
+    def camera_snapshot(self, camera_id: str) -> str:
+        return self.under("cameras", camera_id, "snapshot")
 
 
 def discovery_topic(
