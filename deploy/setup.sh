@@ -53,10 +53,11 @@ done
 # promtool and the prometheus server are used by the tests; GStreamer's RTSP server simulates
 # cameras; ffmpeg re-encodes test clips; shellcheck lints the installer in the tests;
 # systemd-analyze (package systemd; nothing is booted) verifies the unit in the tests;
-# mosquitto_sub and curl are how the README watches the demo (a minimal Debian has no curl).
+# mosquitto_sub and curl are how the README watches the demo (a minimal Debian has no curl);
+# chromium and chromium-driver load the web page headless in the tests (Selenium drives them).
 wanted=(mosquitto mosquitto-clients ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-    gstreamer1.0-tools prometheus shellcheck systemd curl)
+    gstreamer1.0-tools prometheus shellcheck systemd curl chromium chromium-driver)
 # Debian splits ensurepip out of python3; without it `python3 -m venv` fails.
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     wanted+=(python3-venv)

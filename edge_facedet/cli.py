@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from edge_facedet.config import ServiceConfig
+    from edge_facedet.config.shard import Shard
 
     _Subparsers = _SubParsersAction[UsageParser]
 
@@ -67,8 +68,9 @@ def _secret_values(config: ServiceConfig) -> list[str]:
 
     Short ones are redacted only in URLs (see `edge_facedet.redact`), long ones everywhere.
     """
-    sources = [config.mqtt.password] + [camera.password for camera in config.cameras]
-    values = [source.reveal() for source in sources if source is not None]
+    from edge_facedet.config.loader import secret_sources
+
+    values = [source.reveal() for _, source in secret_sources(config)]
     for camera in config.cameras:
         for url in (camera.url, camera.detect_url):
             if url:
@@ -110,13 +112,15 @@ def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge_facedet.config import ConfigError, load_config
+    from edge_facedet.config import ConfigError, load_config, resolve_shard
     from edge_facedet.outputs.snapshots.store import SnapshotDirError
     from edge_facedet.service import ModelLoadError, Service
 
     try:
         config = load_config(Path(args.config))
         secrets = _secret_values(config)
+        # Before anything starts: `index: auto` on a host without an ordinal is exit 2.
+        shard = resolve_shard(config.shard, environ=os.environ)
     except ConfigError as exc:
         print(f"edge-facedet: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -127,7 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"edge-facedet: invalid configuration: {args.config}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        code = asyncio.run(Service(config=config).run())
+        code = asyncio.run(Service(config=config, shard=shard).run())
     except (ModelLoadError, SnapshotDirError) as exc:
         log.error("invalid configuration: %s: %s", args.config, exc)  # noqa: TRY400 - no trace
         code = EXIT_USAGE
@@ -158,7 +162,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from edge_facedet.checkconfig import check_config
 
     return check_config(
-        Path(args.config), out=sys.stdout, err=sys.stderr, credentials_dir=credentials
+        Path(args.config),
+        out=sys.stdout,
+        err=sys.stderr,
+        credentials_dir=credentials,
+        shard=args.shard,
     )
 
 
@@ -299,7 +307,27 @@ def _add_check_config_parser(commands: _Subparsers) -> None:
         "inside the unit); the folder the unit loads, e.g. /etc/edge-facedet/credentials, "
         "where the credential edge-facedet_F is the file F",
     )
+    check.add_argument(
+        "--shard",
+        type=shard_spec,
+        metavar="I/N",
+        help="list the cameras shard I of N runs and every shard's cost (default: the whole "
+        "assignment table when the file or $EDGE_FACEDET_SHARD shards)",
+    )
     check.set_defaults(handler=_cmd_check_config)
+
+
+def shard_spec(text: str) -> Shard:
+    """`--shard I/N` (a number, not auto: check-config runs off the pods)."""
+    from edge_facedet.config.shard import Shard, parse_shard_spec
+
+    try:
+        index, count = parse_shard_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not isinstance(index, int):
+        raise argparse.ArgumentTypeError("give the index as a number: I/N")
+    return Shard(index=index, count=count)
 
 
 def _add_model_parser(commands: _Subparsers) -> None:

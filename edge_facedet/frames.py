@@ -72,6 +72,9 @@ class Frame:
     """BGR, HxWx3, network input size (448x448 for face-detection-0204)."""
     picture: Picture | None = None
     """The full-resolution picture, for cameras with snapshots on; None otherwise."""
+    recheck: bool = False
+    """Sent only because the camera's motion gate was due a recheck (no motion, no faces):
+    under contention the scheduler serves other frames first."""
 
 
 @dataclass(frozen=True, slots=True)

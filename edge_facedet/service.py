@@ -23,16 +23,21 @@ from typing import TYPE_CHECKING
 from edge_facedet import __version__
 from edge_facedet._compat import TaskGroup
 from edge_facedet.config import detect_open_url, display_detect_url
+from edge_facedet.config.shard import Shard, config_for_shard, resolve_shard
 from edge_facedet.inference.detector import OpenVinoDetector
 from edge_facedet.inference.model import default_model_root, model_xml_path
 from edge_facedet.inference.scheduler import Scheduler
-from edge_facedet.outputs.build import OutputContext, build_outputs
+from edge_facedet.outputs.build import OutputContext, build_outputs, build_web_output
 from edge_facedet.outputs.http import MetricsServer
+from edge_facedet.outputs.httpauth import HttpAuth
 from edge_facedet.outputs.metrics import Metrics
+from edge_facedet.outputs.mqtt.output import MqttOutput
+from edge_facedet.outputs.mqtt.topics import Topics
 from edge_facedet.outputs.payloads import new_run_id
 from edge_facedet.outputs.pipeline import ResultPipeline
 from edge_facedet.outputs.snapshots.store import SnapshotStore
 from edge_facedet.outputs.snapshots.worker import SnapshotWorker
+from edge_facedet.sharding import camera_loads, plan_shard
 from edge_facedet.sources.decoders import prefer_rtsp_over_tcp
 from edge_facedet.sources.opencv import keep_opencv_in_reader_threads
 from edge_facedet.sources.reader import CameraReader, CameraStatus, ReaderSettings
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
     from edge_facedet.config import CameraConfig, ServiceConfig
     from edge_facedet.outputs.base import Output
     from edge_facedet.outputs.snapshots.worker import SnapshotResult
+    from edge_facedet.outputs.web import WebOutput
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +118,9 @@ class Service:
     """One configured service instance; `run()` returns when it has stopped.
 
     `extra_outputs` join the configured ones (outputs/build.py) in the same list: the tests
-    register a `MemoryOutput` there to see what the pipeline sends.
+    register a `MemoryOutput` there to see what the pipeline sends. `shard` is this
+    replica's share of the cameras (config/shard.py); default: resolved from the config and
+    `environ` (ConfigError if it cannot be).
     """
 
     def __init__(
@@ -121,9 +129,18 @@ class Service:
         config: ServiceConfig,
         environ: Mapping[str, str] | None = None,
         extra_outputs: Sequence[Output] = (),
+        shard: Shard | None = None,
     ) -> None:
-        self._config = config
         self._environ = os.environ if environ is None else environ
+        if shard is None:
+            shard = resolve_shard(config.shard, environ=self._environ)
+        self.shard = shard
+        # A shard is its own node (node id, client id, topics); it runs the cameras the
+        # assignment gives its index, computed from every enabled camera of the file.
+        self._config = config = config_for_shard(config, shard=self.shard)
+        self.shard_plan = plan_shard(
+            camera_loads(config.cameras), index=self.shard.index, count=self.shard.count
+        )
         credentials = self._environ.get("CREDENTIALS_DIRECTORY")
         self._credentials_dir = Path(credentials) if credentials else None
         self._stop = asyncio.Event()
@@ -131,6 +148,7 @@ class Service:
         self.notifier = SystemdNotifier(environ=self._environ)
         self.run_id = new_run_id()
         self.metrics_server: MetricsServer | None = None
+        self.web: WebOutput | None = None
         self._extra_outputs = tuple(extra_outputs)
         self.outputs: list[Output] = []
         self.pipeline: ResultPipeline | None = None
@@ -146,23 +164,30 @@ class Service:
 
     def _flow_window_s(self) -> float:
         slowest = min(camera.detect_fps for camera in self._enabled_cameras())
-        return max(10.0, 5.0 / slowest)
+        # A still scene sends frames only at its motion gate's rechecks.
+        rechecks = [
+            c.motion.recheck_interval_s for c in self._enabled_cameras() if c.motion.enabled
+        ]
+        return max(10.0, 5.0 / slowest, 3.0 * min(rechecks, default=0.0))
 
     def _enabled_cameras(self) -> list[CameraConfig]:
-        return [camera for camera in self._config.cameras if camera.enabled]
+        owned = set(self.shard_plan.cameras)
+        return [camera for camera in self._config.cameras if camera.id in owned]
 
     async def run(self) -> int:
         config = self._config
         cameras = self._enabled_cameras()
-        if not cameras:
+        if not any(camera.enabled for camera in config.cameras):
             log.error("no camera is enabled in the configuration; nothing to do")
             return 2
+        self._report_shard()
         _install_signal_handlers(asyncio.get_running_loop(), self.request_stop)
         metrics = self.metrics
         metrics.build.info({"version": __version__, "python": sys.version.split()[0]})
         for camera in cameras:
             metrics.register_camera(camera.id)
 
+        self.web = build_web_output(config, cameras=cameras)
         if config.metrics.enabled:
             self.metrics_server = self._start_metrics_server()
         try:
@@ -181,18 +206,35 @@ class Service:
             port=settings.port,
             registry=self.metrics.registry,
             health=self._health,
+            live=self._live,
             events=self.metrics.http,
+            web=self.web,
+            auth=None
+            if settings.auth is None
+            else HttpAuth.from_config(
+                settings.auth, environ=self._environ, credentials_dir=self._credentials_dir
+            ),
         )
         server.start()
         log.info("metrics on http://%s:%d/metrics", settings.host, server.port)
         return server
 
+    def _live(self) -> bool:
+        """/livez: the watchdog's rule; starting up counts as alive (startup probes wait)."""
+        if self.pipeline is None:
+            return True
+        return self.pipeline.pipeline_alive(window_s=self._flow_window_s())
+
     def _health(self) -> tuple[bool, dict[str, object]]:
         if self.pipeline is None:
+            if self.ready.is_set():  # a shard without cameras: up is all it can be
+                return True, {"cameras": {}, "shard": str(self.shard)}
             return False, {"starting": True}
         return self.pipeline.health(window_s=self._flow_window_s())
 
     async def _run_started(self) -> int:
+        if not self._enabled_cameras():
+            return await self._run_without_cameras()
         store = await self._snapshot_store()
         cache_dir = model_cache_dir(self._config, environ=self._environ)
         self.detector = detector = await load_detector(self._config, cache_dir=cache_dir)
@@ -210,6 +252,7 @@ class Service:
             model_name=f"{detector.info.model_name}/{detector.info.precision}",
             device=devices,
             snapshots=self.snapshots,
+            latest=None if self.web is None else self.web.latest,
         )
         self._scheduler = scheduler = self._build_scheduler(
             enabled, detector=detector, pipeline=pipeline
@@ -243,6 +286,8 @@ class Service:
     def _on_snapshot(self, result: SnapshotResult) -> None:
         if self.pipeline is not None:
             self.pipeline.tracks.on_snapshot(result)
+        if self.web is not None:
+            self.web.snapshot_ready(result)
 
     def _report_device(self, detector: OpenVinoDetector) -> str:
         """Publish the device info metric; the devices the model really runs on."""
@@ -259,13 +304,53 @@ class Service:
 
     def _build_outputs(self, enabled: list[CameraConfig]) -> list[Output]:
         context = OutputContext(
-            metrics=self.metrics, environ=self._environ, credentials_dir=self._credentials_dir
+            metrics=self.metrics,
+            environ=self._environ,
+            credentials_dir=self._credentials_dir,
+            web=self.web,
         )
         self.outputs = [*build_outputs(self._config, context=context), *self._extra_outputs]
         for output in self.outputs:
             # Before the first connect, so MQTT's already carries the Home Assistant discovery.
             output.announce(cameras=enabled)
+            if self.shard.sharded and isinstance(output, MqttOutput):
+                output.set_retained(
+                    topic=Topics(output.topic_prefix).shard,
+                    payload=self.shard_plan.payload(),
+                    qos=self._config.mqtt.qos.status,
+                )
         return self.outputs
+
+    def _report_shard(self) -> None:
+        plan = self.shard_plan
+        self.metrics.shard.info({"index": str(plan.index), "count": str(plan.count)})
+        self.metrics.shard_cameras.set(len(plan.cameras))
+        self.metrics.shard_cost.set(plan.cost)
+        if self.shard.sharded:
+            log.info("node %s is %s", self._config.node_id, plan.summary())
+
+    async def _run_without_cameras(self) -> int:
+        """A shard that owns no camera still runs: its status shows it is up and idle.
+
+        Scaled beyond its cameras, it must not exit (a StatefulSet would restart it forever);
+        no model is loaded, as nothing would be detected.
+        """
+        log.warning("shard %s owns no camera; running for its status only", self.shard)
+        self._build_outputs([])
+        async with TaskGroup() as group:
+            for output in self.outputs:
+                task = group.create_task(output.run(), name=f"output-{output.name}")
+                self._tasks.append(task)
+            await asyncio.gather(
+                *(output.wait_ready(FIRST_CONNECT_WAIT_S) for output in self.outputs)
+            )
+            watchdog = _feed_watchdog(self.notifier)
+            self._tasks.append(group.create_task(watchdog, name="systemd-status"))
+            self.notifier.ready(f"shard {self.shard}: no camera")
+            self.ready.set()
+            group.create_task(self._stop_when_asked(), name="stop")
+        log.info("edge-facedet stopped")
+        return 0
 
     def _build_scheduler(
         self, enabled: list[CameraConfig], *, detector: OpenVinoDetector, pipeline: ResultPipeline
@@ -318,6 +403,7 @@ class Service:
                         # moment, and the last of each burst waits for all the others'
                         # inferences.
                         detect_phase=index / len(enabled),
+                        activity=pipeline.activity(camera.id),
                     ),
                     sink=scheduler.slot(camera.id),
                     on_status=report_status,
@@ -437,6 +523,14 @@ async def _report_to_systemd(
         else:
             log.error("cameras are streaming but no frame reached the detector recently")
         notifier.status(pipeline.status_line())
+        await asyncio.sleep(interval)
+
+
+async def _feed_watchdog(notifier: SystemdNotifier) -> None:
+    """Nothing to flow is alive by the watchdog policy (architecture.md)."""
+    interval = min(notifier.watchdog_interval_s or STATUS_INTERVAL_S, STATUS_INTERVAL_S)
+    while True:
+        notifier.watchdog()
         await asyncio.sleep(interval)
 
 

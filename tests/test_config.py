@@ -1087,3 +1087,26 @@ def test_cli_check_config_warns_for_a_detect_url_under_home(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(f"{path}: warning: cameras[0] (id 'cam').detect_url: ")
     assert "/home/op/sub.mp4 is under /home" in result.stderr
+
+
+def test_http_auth_secrets_are_checked_at_load_and_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_facedet.cli import _secret_values
+
+    config = _write(
+        tmp_path / "auth.yaml",
+        "metrics:\n  host: 0.0.0.0\n  auth:\n    username: ops\n"
+        "    password: {file: ops.pass}\n    token: {env: EDGE_TEST_TOKEN}\n"
+        "cameras:\n  - {id: door, url: rtsp://192.0.2.1/s}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={})
+    problems = str(caught.value)
+    assert "metrics.auth.password" in problems and "ops.pass" in problems
+    assert "metrics.auth.token" in problems and "EDGE_TEST_TOKEN" in problems
+    (tmp_path / "ops.pass").write_text("a-long-basic-password\n")
+    monkeypatch.setenv("EDGE_TEST_TOKEN", "a-long-bearer-token")
+    loaded = load_config(config, environ={"EDGE_TEST_TOKEN": "a-long-bearer-token"})
+    values = _secret_values(loaded)
+    assert "a-long-basic-password" in values and "a-long-bearer-token" in values

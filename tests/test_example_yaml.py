@@ -34,14 +34,17 @@ from pydantic_core import PydanticUndefined
 from edge_facedet.config import (
     CameraConfig,
     CameraSettings,
+    HttpAuthConfig,
     MetricsConfig,
     ModelConfig,
+    MotionConfig,
     MqttConfig,
     PublishConfig,
     QosConfig,
     Roi,
     SecretSource,
     ServiceConfig,
+    ShardConfig,
     SnapshotConfig,
     SnapshotDirConfig,
     TlsConfig,
@@ -60,11 +63,14 @@ SECTIONS: dict[tuple[str, ...], tuple[type[BaseModel], frozenset[str] | None]] =
     ("mqtt", "qos"): (QosConfig, None),
     ("mqtt", "tls"): (TlsConfig, None),
     ("metrics",): (MetricsConfig, None),
+    ("metrics", "auth"): (HttpAuthConfig, None),
     ("defaults",): (CameraSettings, None),
     ("defaults", "publish"): (PublishConfig, None),
     ("defaults", "tracking"): (TrackingConfig, None),
     ("defaults", "snapshots"): (SnapshotConfig, None),
+    ("defaults", "motion"): (MotionConfig, None),
     ("snapshot_dir",): (SnapshotDirConfig, None),
+    ("shard",): (ShardConfig, None),
     ("defaults", "roi"): (Roi, None),
     ("cameras",): (
         CameraConfig,
@@ -79,6 +85,8 @@ CROSS_FIELD_RULES: dict[tuple[tuple[str, ...], str], str] = {
     (("defaults", "tracking"), "max_update_interval_s"): ">= update_interval_s",
     (("defaults", "tracking"), "low_confidence"): "<= confidence_threshold",
     (("defaults", "snapshots"), "mode"): "needs tracking",
+    (("defaults", "motion"), "recheck_interval_s"): "<= heartbeat_s",
+    (("defaults", "motion"), "recalibrate_area"): "> min_area",
 }
 
 _KEY = re.compile(r"^(?P<indent>\s*)(?P<hash>#\s*)?(?P<dash>-\s+)?(?P<key>[A-Za-z_]\w*):(?=\s|$)")
@@ -349,7 +357,7 @@ def _mutated(old: str, new: str) -> list[str]:
         # A bound changed, or written as exclusive.
         ("1..100000 (default 1000)", "1..10000 (default 1000)", "mqtt.outbox_size: comment says"),
         ("0..1 (default 0.5)", ">0..1 (default 0.5)", "defaults.confidence_threshold: comment"),
-        ("# 1..256 cameras.", "# 1..255 cameras.", "cameras: comment says 1..255"),
+        ("# 1..4096 cameras", "# 1..4095 cameras", "cameras: comment says 1..4095"),
         # A key only found inside a longer key (`insecure` in `allow_insecure`).
         (
             "# insecure: false",

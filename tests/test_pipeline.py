@@ -349,3 +349,50 @@ def test_frame_flow_figures_follow_the_clock() -> None:
     assert not r.pipeline.pipeline_alive(window_s=5)
     r.pipeline.handle_status(status(CameraState.RECONNECTING))
     assert r.pipeline.pipeline_alive(window_s=5)
+
+
+# -- tracks through the pipeline ----------------------------------------------------------------
+
+
+def events(r: Rig, camera_id: str = "door") -> list[dict[str, Any]]:
+    return [json.loads(p) for p in r.output.events(camera_id)]
+
+
+def test_faces_carry_confirmed_track_ids_and_states_count_open_tracks() -> None:
+    r = rig(camera("door", tracking={"min_hits": 2}, publish={"policy": "every_frame"}))
+    r.pipeline.handle_status(status(CameraState.STREAMING))
+    r.detect("door", FACE, at=1000.0)
+    assert r.published("door")[-1]["faces"][0]["track"] is None  # tentative
+    r.detect("door", FACE, at=1000.2)
+    [new] = events(r)
+    assert new["type"] == "new"
+    assert r.published("door")[-1]["faces"][0]["track"] == new["event_id"]
+    assert r.states("door")[-1]["open_tracks"] == 1  # re-published when the count changed
+    # A candidate between low_confidence and the threshold keeps the track but is no face.
+    r.detect("door", (0.4, 0.40, 0.30, 0.50, 0.50), at=1000.4)
+    assert r.published("door")[-1]["faces"] == []
+    assert [e["type"] for e in events(r)] == ["new"]
+    r.pipeline.end_tracks()
+    assert [(e["type"], e["end_reason"]) for e in events(r)] == [("new", None), ("end", "shutdown")]
+    assert r.states("door")[-1]["open_tracks"] == 0
+    r.detect("door", FACE, at=1000.6)
+    r.detect("door", FACE, at=1000.8)
+    assert len(events(r)) == 2  # nothing after the shutdown's ends
+
+
+def test_results_captured_before_a_camera_went_down_open_no_track_after_its_end() -> None:
+    r = rig(camera("door", tracking={"min_hits": 1}, publish={"policy": "every_frame"}))
+    r.pipeline.handle_status(status(CameraState.STREAMING))
+    r.detect("door", FACE, at=1000.0)
+    r.pipeline.handle_status(status(CameraState.RECONNECTING))
+    assert [(e["type"], e["end_reason"]) for e in events(r)] == [
+        ("new", None),
+        ("end", "camera_down"),
+    ]
+    # Still in the detector when the camera went down (an end of file, a reconnect).
+    r.detect("door", FACE, at=1000.3, age_s=0.5)
+    assert len(events(r)) == 2
+    assert r.published("door")[-1]["faces"][0]["track"] is None
+    r.pipeline.handle_status(status(CameraState.STREAMING))
+    r.detect("door", FACE, at=1002.0)
+    assert [e["type"] for e in events(r)] == ["new", "end", "new"]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 IMAGE = np.zeros((8, 8, 3), np.uint8)
 
 
-def make_frame(camera_id: str, seq: int) -> Frame:
+def make_frame(camera_id: str, seq: int, *, recheck: bool = False) -> Frame:
     return Frame(
         camera_id=camera_id,
         seq=seq,
@@ -34,6 +34,7 @@ def make_frame(camera_id: str, seq: int) -> Frame:
         width=8,
         height=8,
         image=IMAGE,
+        recheck=recheck,
     )
 
 
@@ -117,6 +118,72 @@ async def test_round_robin_serves_a_slow_camera_beside_fast_ones() -> None:
     # The fast cameras share the rest evenly.
     assert abs(served["fast1"] - served["fast2"]) <= max(3, served["fast1"] // 10), served
     assert scheduler.slot("fast1").dropped > 0
+
+
+async def until(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.001)
+
+
+async def test_a_recheck_frame_comes_after_frames_with_motion_under_contention() -> None:
+    detector = FakeDetector(batch_size=1, max_inflight=1, delay_s=0.0)
+    recorder = Recorder()
+    # "idle" is first in round-robin order, and its frame waits as long as the others.
+    scheduler = Scheduler(detector=detector, camera_ids=["idle", "a", "b"], on_result=recorder)
+    scheduler.slot("idle").put(make_frame("idle", 0, recheck=True))
+    scheduler.slot("a").put(make_frame("a", 0))
+    scheduler.slot("b").put(make_frame("b", 0))
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: len(recorder.frames) == 3)
+    finally:
+        task.cancel()
+    assert [frame.camera_id for frame in recorder.frames] == ["a", "b", "idle"]
+
+
+async def test_a_recheck_frame_is_not_starved_by_cameras_that_always_have_motion() -> None:
+    detector = FakeDetector(batch_size=1, max_inflight=1, delay_s=0.0)
+    served: list[str] = []
+    seq = 0
+
+    def refill(frames: Sequence[Frame], result: BatchResult) -> None:
+        # The busy cameras have a new frame with motion waiting whenever a batch is formed.
+        nonlocal seq
+        del result
+        served.extend(frame.camera_id for frame in frames)
+        seq += 1
+        for camera_id in ("a", "b"):
+            scheduler.slot(camera_id).put(make_frame(camera_id, seq))
+
+    scheduler = Scheduler(detector=detector, camera_ids=["idle", "a", "b"], on_result=refill)
+    scheduler.slot("idle").put(make_frame("idle", 0, recheck=True))
+    refill([], BatchResult(rows=[], inference_seconds=0.0))
+    served.clear()
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: len(served) >= 6)
+    finally:
+        task.cancel()
+    # Passed over once, then served as an equal in round-robin order: third, not never.
+    assert served[:3] == ["a", "b", "idle"], served
+    assert served[3:6].count("idle") == 0
+
+
+async def test_rechecks_alone_are_served_round_robin_like_any_frames() -> None:
+    detector = FakeDetector(batch_size=2, max_inflight=1, delay_s=0.0)
+    recorder = Recorder()
+    scheduler = Scheduler(detector=detector, camera_ids=["x", "y", "z"], on_result=recorder)
+    for camera_id in ("x", "y", "z"):
+        scheduler.slot(camera_id).put(make_frame(camera_id, 0, recheck=True))
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: len(recorder.frames) == 3)
+    finally:
+        task.cancel()
+    assert [frame.camera_id for frame in recorder.frames] == ["x", "y", "z"]
+    assert detector.batches[0] == 2
 
 
 async def test_backpressure_keeps_frames_in_slots_and_counts_drops() -> None:

@@ -8,6 +8,8 @@ import pytest
 
 from edge_facedet.config import CameraConfig
 from edge_facedet.sources.decoders import DecodeOptions, Decoder
+from edge_facedet.sources.gate import GateSettings
+from edge_facedet.sources.motion import MotionSettings
 from edge_facedet.sources.settings import ReaderSettings, ReconnectPolicy, StreamTimeouts
 from edge_facedet.sources.urls import SourceKind
 
@@ -22,6 +24,10 @@ def test_from_camera_maps_every_reader_field_of_the_config() -> None:
             "skip_loop_filter": True, "open_timeout_s": 4.0, "read_timeout_s": 5.0,
             "stall_timeout_s": 6.0, "reconnect_initial_s": 2.0, "reconnect_max_s": 9.0,
             "reader_nice": 3, "max_lag_s": 1.5,
+            "roi": {"x_min": 0.1, "y_min": 0.2, "x_max": 0.9, "y_max": 1.0},
+            "motion": {"recheck_interval_s": 4.0, "threshold": 30, "min_area": 0.01,
+                       "recalibrate_area": 0.4, "background_s": 3.0, "height_px": 144,
+                       "masks": [[[0.0, 0.0], [0.2, 0.0], [0.2, 0.3]]]},
         }
     )  # fmt: skip
     url = f"rtsp://admin:{SECRET}@cam.local/sub"
@@ -41,7 +47,15 @@ def test_from_camera_maps_every_reader_field_of_the_config() -> None:
         max_lag_s=1.5,
         timeouts=StreamTimeouts(open_s=4.0, read_s=5.0, stall_s=6.0),
         reconnect=ReconnectPolicy(initial_s=2.0, max_s=9.0),
-    )
+        gate=GateSettings(
+            recheck_interval_s=4.0,
+            motion=MotionSettings(
+                threshold=30, min_area=0.01, recalibrate_area=0.4, background_s=3.0,
+                height_px=144, roi=(0.1, 0.2, 0.9, 1.0),
+                masks=(((0.0, 0.0), (0.2, 0.0), (0.2, 0.3)),),
+            ),
+        ),
+    )  # fmt: skip
     assert settings.kind is SourceKind.NETWORK
     assert SECRET not in repr(settings)  # the URL, credentials and all, stays out of reprs
 
@@ -54,6 +68,13 @@ def test_from_camera_takes_a_file_cameras_loop_and_pace() -> None:
     assert (settings.loop, settings.realtime, settings.detect_phase) == (False, False, 0.0)
     assert settings.kind is SourceKind.FILE
     assert settings.decode == DecodeOptions()
+
+
+def test_a_camera_with_motion_gating_off_gets_no_gate() -> None:
+    camera = CameraConfig.model_validate(
+        {"id": "clip", "url": "/media/clip.mp4", "motion": {"enabled": False}}
+    )
+    assert ReaderSettings.from_camera(camera, url=camera.url, input_size=(448, 448)).gate is None
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,9 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
         ],
     )
     config["defaults"]["tracking"] = tracking
+    # Motion gating as shipped (on): the wall before and after the faces is gated, the faces'
+    # motion and their open tracks let frames through.
+    config["defaults"]["motion"] = {"enabled": True}
     snapshot_dir = tmp_path / "snapshot-files"
     snapshot_dir.mkdir()
     config["snapshot_dir"] = {"path": str(snapshot_dir), "min_free_bytes": 0}
@@ -168,6 +171,8 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
             jsonschema.validate(event, schema)
             assert event["camera"] == camera
         _each_new_ends_once(events)
+    gated = [m for m in messages if m.topic == f"{prefix}/cameras/door/faces"]
+    assert gated, "door published faces messages"
     desk_kinds = _kinds(_events(messages, prefix, "desk"))
     assert desk_kinds[("end", "shutdown")] >= 1
     # The event-faces clip shows 4-5 people: a track per person, not one per frame.

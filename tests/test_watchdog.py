@@ -53,7 +53,7 @@ async def test_watchdog_is_withheld_and_healthz_503_when_streaming_cameras_infer
     # A live stream whose clock runs at a quarter of real time: the reader falls "behind" it
     # within a second, and from then on every due frame is stale (not detected) while the
     # camera keeps streaming.
-    clip = h264_clip.clip(seconds=40, width=640, height=360)
+    clip = h264_clip.repeated(seconds=40, width=640, height=360)
     node = f"test-{uuid.uuid4().hex[:10]}"
     prefix = f"edge-facedet/{node}"
     with slow_clock_stream(clip=clip, clock_rate=0.25) as stream:
@@ -74,6 +74,7 @@ async def test_watchdog_is_withheld_and_healthz_503_when_streaming_cameras_infer
                 lambda: (h := service.health())[0] == 200 and h[1], timeout=20, what="healthz 200"
             )
             assert health["frames_inferred"] >= 1
+            assert (await asyncio.to_thread(service.http_get, "/livez"))[0] == 200
             await asyncio.to_thread(service.wait_notification, "WATCHDOG=1", 10)
             # Then frames stop reaching the detector (the flow window is 10 s).
             health = await poll(
@@ -82,6 +83,8 @@ async def test_watchdog_is_withheld_and_healthz_503_when_streaming_cameras_infer
             assert health["frames_flowing"] is False
             assert health["cameras"] == {"wedged": "streaming"}, health
             assert health["cameras_streaming"] == 1
+            # /livez follows the watchdog: a liveness probe restarts this wedge.
+            assert (await asyncio.to_thread(service.http_get, "/livez"))[0] == 503
             samples = await asyncio.to_thread(service.metrics)
             stale = samples["edge_facedet_frames_stale_total"][(("camera", "wedged"),)]
             assert stale >= 5  # the wedge is the one intended: read, due, not detected

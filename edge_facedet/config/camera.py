@@ -23,6 +23,7 @@ from edge_facedet.config.base import (
     StrictModel,
 )
 from edge_facedet.config.errors import field_error
+from edge_facedet.config.motion import MotionConfig
 from edge_facedet.config.publish import PublishConfig, PublishPolicy
 from edge_facedet.config.secrets import SecretSource
 from edge_facedet.config.snapshots import SnapshotConfig
@@ -77,6 +78,11 @@ class CameraSettings(StrictModel):
         default_factory=SnapshotConfig,
         description="Pictures of each track's best face (off by default); a camera's keys are "
         "merged over `defaults.snapshots`.",
+    )
+    motion: MotionConfig = Field(
+        default_factory=MotionConfig,
+        description="Motion gating: skip the detector while the scene is still; a camera's "
+        "keys are merged over `defaults.motion`.",
     )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
     realtime: bool = Field(
@@ -164,6 +170,22 @@ class CameraSettings(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _rechecks_carry_heartbeats(self) -> CameraSettings:
+        # A gated camera's still scene reaches the publish policy only through rechecks, so
+        # on_change heartbeats can come no more often than they do.
+        if (
+            self.motion.enabled
+            and self.publish.policy is PublishPolicy.ON_CHANGE
+            and self.motion.recheck_interval_s > self.publish.heartbeat_s
+        ):
+            raise field_error(
+                "motion.recheck_interval_s",
+                "must be <= publish.heartbeat_s with policy on_change (rechecks carry the "
+                "heartbeats while the scene is still)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _reconnect_order(self) -> CameraSettings:
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise field_error("reconnect_max_s", "must be >= reconnect_initial_s")
@@ -205,6 +227,14 @@ class CameraConfig(CameraSettings):
     )
     password: SecretSource | None = Field(
         default=None, description="Stream password source, inserted into the URL at open time."
+    )
+    cost: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="What this camera costs the shard that runs it, in 720p main-stream "
+        "cameras at detect_fps 5; used to balance shards. Default: estimated from detect_url, "
+        "detect_fps and the decoder options (edge_facedet/sharding.py).",
     )
 
     @field_validator("name")

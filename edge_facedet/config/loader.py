@@ -127,7 +127,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Serv
         raise format_validation_error(path, exc, data) from None
     problems = [
         f"{path}: {where}: {problem}"
-        for where, secret in _secret_sources(config)
+        for where, secret in secret_sources(config)
         if (problem := _reveal_problem(secret, env)) is not None
     ]
     # A missing CA or client key would otherwise surface only as endless reconnect failures.
@@ -160,10 +160,17 @@ def _reveal_problem(secret: SecretSource, environ: Mapping[str, str]) -> str | N
     return None
 
 
-def _secret_sources(config: ServiceConfig) -> list[tuple[str, SecretSource]]:
+def secret_sources(config: ServiceConfig) -> list[tuple[str, SecretSource]]:
+    """Every secret the configuration names, with the field it is at."""
     found = []
     if config.mqtt.password is not None:
         found.append(("mqtt.password", config.mqtt.password))
+    auth = config.metrics.auth
+    if auth is not None:
+        for name in ("password", "token"):
+            secret = getattr(auth, name)
+            if secret is not None:
+                found.append((f"metrics.auth.{name}", secret))
     for index, camera in enumerate(config.cameras):
         if camera.password is not None:
             found.append((f"cameras[{index}] (id {camera.id!r}).password", camera.password))

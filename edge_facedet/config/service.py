@@ -10,13 +10,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge_facedet.config.base import ID_PATTERN, StrictModel, check_host
 from edge_facedet.config.camera import CameraConfig, CameraSettings
+from edge_facedet.config.httpauth import HttpAuthConfig
 from edge_facedet.config.model import ModelConfig
 from edge_facedet.config.mqtt import MqttConfig
+from edge_facedet.config.shard import ShardConfig
 from edge_facedet.config.snapshots import SnapshotDirConfig
 
 
 class MetricsConfig(StrictModel):
-    """The Prometheus metrics and /healthz HTTP endpoint."""
+    """The HTTP endpoint: Prometheus metrics, /healthz, the web page and its API."""
 
     enabled: bool = Field(default=True, description="Serve /metrics and /healthz.")
     host: str = Field(
@@ -26,6 +28,16 @@ class MetricsConfig(StrictModel):
         description="Bind address. Loopback by default; 0.0.0.0 exposes it to the network.",
     )
     port: int = Field(default=9108, ge=0, le=65535, description="Port (0: any free port).")
+    web: bool = Field(
+        default=True,
+        description="Serve the web page (/) and its JSON API (/api/...) beside /metrics. "
+        "Pictures only of cameras whose snapshots are on.",
+    )
+    auth: HttpAuthConfig | None = Field(
+        default=None,
+        description="Ask for a password (HTTP basic) or a bearer token on every path but "
+        "/healthz; default: none (fine on loopback).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -39,7 +51,7 @@ def _default_node_id() -> str:
 
 
 # Settings merged key-wise rather than replaced when both defaults and a camera give them.
-_MERGED_SECTIONS: Final = ("publish", "tracking", "snapshots")
+_MERGED_SECTIONS: Final = ("publish", "tracking", "snapshots", "motion")
 
 
 class ServiceConfig(StrictModel):
@@ -58,10 +70,15 @@ class ServiceConfig(StrictModel):
         description="Also write each event's snapshot to a directory (bounded); default: no "
         "files, snapshots only on MQTT.",
     )
+    shard: ShardConfig = Field(
+        default_factory=ShardConfig,
+        description="This replica's share of the cameras when N replicas run this file "
+        "(EDGE_FACEDET_SHARD=I/N overrides it); default: every camera.",
+    )
     defaults: CameraSettings = Field(
         default_factory=CameraSettings, description="Settings every camera inherits."
     )
-    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=256)] = Field(
+    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=4096)] = Field(
         description="The cameras."
     )
 

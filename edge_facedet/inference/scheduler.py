@@ -4,7 +4,10 @@ Reader threads put frames into a `LatestFrameSlot` (one per camera, holding at m
 frame; see `edge_facedet.inference.slots`). The `Scheduler` runs on the event loop: it takes
 a frame only when an infer request is free, so while the detector is busy frames wait in the
 slots and get replaced there; no queue grows anywhere.
-Cameras are served round robin, so a fast camera cannot starve a slow one. Results are
+Cameras are served round robin, so a fast camera cannot starve a slow one; frames sent only
+as a motion gate's recheck (`Frame.recheck`) come after the others, so idle cameras' rechecks
+do not delay a camera with motion or faces, but wait at most one batch before they compete
+as equals again, so they are never starved. Results are
 handed on in the order their batches were submitted, so each camera's frames are published in
 `seq` order even when parallel requests finish out of order; a finished batch keeps its
 request until it is handed on, which bounds the results held back by `max_inflight`.
@@ -61,7 +64,7 @@ class Scheduler:
         self._wakeup = Wakeup(loop=loop or asyncio.get_running_loop())
         drop = on_drop or (lambda _camera_id: None)
         self._slots = [
-            LatestFrameSlot(
+            _Slot(
                 camera_id=camera_id,
                 on_drop=lambda camera_id=camera_id: drop(camera_id),  # type: ignore[misc]
                 wakeup=self._wakeup,
@@ -70,6 +73,8 @@ class Scheduler:
         ]
         self._by_id = {slot.camera_id: slot for slot in self._slots}
         self._next_slot = 0
+        # Slots whose recheck frame was passed over once: served as equals from now on.
+        self._passed_over: set[int] = set()
         self._free_requests = asyncio.Semaphore(detector.max_inflight)
         self._inflight = 0
         self._draining = False
@@ -88,17 +93,38 @@ class Scheduler:
         return self._inflight
 
     def _take_round_robin(self, limit: int) -> list[Frame]:
-        """Up to `limit` frames, one per camera, starting after the last camera served."""
+        """Up to `limit` frames, one per camera, starting after the last camera served:
+        first the frames that are no rechecks (and rechecks passed over before), then the
+        rest. A recheck left waiting is served as an equal next time."""
         taken: list[Frame] = []
         count = len(self._slots)
-        for offset in range(count):
-            if len(taken) == limit:
+        served: set[int] = set()
+        left_waiting: list[int] = []  # slots whose recheck the first pass left
+        for first_pass in (True, False):
+            if not first_pass and not left_waiting:
                 break
-            index = (self._next_slot + offset) % count
-            frame = self._slots[index].take()
-            if frame is not None:
-                taken.append(frame)
-                self._next_slot = (index + 1) % count
+            # Fixed for the pass: moving it with each frame taken would skip the next camera.
+            start = self._next_slot
+            for offset in range(count):
+                if len(taken) == limit:
+                    break
+                index = (start + offset) % count
+                if index in served:
+                    continue  # one frame per camera and batch
+                slot = self._slots[index]
+                if first_pass and index not in self._passed_over:
+                    frame, recheck_waits = slot.take_unless_recheck()
+                    if recheck_waits:
+                        left_waiting.append(index)
+                else:
+                    frame = slot.take()
+                if frame is not None:
+                    taken.append(frame)
+                    served.add(index)
+                    self._passed_over.discard(index)
+                    self._next_slot = (index + 1) % count
+        # A recheck the batch had no room for is served as an equal from now on.
+        self._passed_over.update(index for index in left_waiting if index not in served)
         return taken
 
     async def drain(self, *, timeout: float) -> bool:
@@ -197,3 +223,20 @@ class Scheduler:
             except Exception:
                 self.errors += 1
                 log.exception("handling the results of a batch failed")
+
+
+class _Slot(LatestFrameSlot):
+    """A `LatestFrameSlot` that can leave a waiting recheck frame where it is (the reader
+    then keeps its one frame waiting, as while the detector is busy)."""
+
+    def take_unless_recheck(self) -> tuple[Frame | None, bool]:
+        """The waiting frame unless it is a recheck; and whether a recheck was left."""
+        with self._lock:
+            frame = self._frame
+            if frame is None:
+                return None, False
+            if frame.recheck:
+                return None, True
+            self._frame = None
+            self._emptied.notify()
+        return frame, False

@@ -96,7 +96,7 @@ class HttpServer:
         host: str,
         port: int,
         routes: Mapping[str, Callable[[Request], Response]],
-        not_found: Response,
+        not_found: Callable[[Request], Response],
         limits: HttpLimits | None = None,
         events: HttpEvents | None = None,
         thread_name: str = "http",
@@ -274,9 +274,7 @@ class HttpServer:
             deadline = connection.since + limits.idle_timeout_s
 
     def _respond(self, request: Request) -> Response:
-        handler = self._routes.get(request.path)
-        if handler is None:
-            return self._not_found
+        handler = self._routes.get(request.path, self._not_found)
         try:
             return handler(request)
         except Exception:

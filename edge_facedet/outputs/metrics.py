@@ -87,6 +87,13 @@ class Metrics:
             ["camera"],
             registry=r,
         )
+        self.frames_gated = Counter(
+            "edge_facedet_frames_gated",
+            "Due frames not detected because motion gating found nothing that could change the "
+            "answer: no motion, no faces or open tracks, no recheck due.",
+            ["camera"],
+            registry=r,
+        )
         self.frames_inferred = Counter(
             "edge_facedet_frames_inferred",
             "Frames that went through the detector.",
@@ -159,6 +166,22 @@ class Metrics:
             "Inference device: as requested and as selected by OpenVINO.",
             registry=r,
         )
+        # Which share of the cameras this process runs (config/shard.py): index 0 of 1
+        # when not sharded. The cost is in 720p main-stream cameras (sharding.py).
+        self.shard = Info(
+            "edge_facedet_shard",
+            "This process's shard: its index and the shard count (0 and 1: not sharded).",
+            registry=r,
+        )
+        self.shard_cameras = Gauge(
+            "edge_facedet_shard_cameras", "Enabled cameras this shard runs.", registry=r
+        )
+        self.shard_cost = Gauge(
+            "edge_facedet_shard_cost",
+            "Estimated cost of this shard's cameras, in 720p main-stream cameras at "
+            "detect_fps 5 (the camera's `cost:` where given).",
+            registry=r,
+        )
         self.http = HttpMetrics(registry=r)
         self.tracks = TrackMetrics(registry=r)
 
@@ -169,6 +192,7 @@ class Metrics:
             self.frames_skipped,
             self.frames_dropped,
             self.frames_stale,
+            self.frames_gated,
             self.frames_inferred,
             self.faces_detected,
             self.camera_reconnects,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edge_facedet.inference.postprocess import to_detections
 from edge_facedet.outputs.payloads import PublishGate, camera_state_payload, faces_payload
 from edge_facedet.outputs.tracks import TrackOutputs
+from edge_facedet.sources.activity import CameraActivity
 from edge_facedet.sources.status import CameraState, CameraStatus
 from edge_facedet.tracking.events import EndReason
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from edge_facedet.frames import Detections, Frame
     from edge_facedet.inference.detector import BatchResult
     from edge_facedet.outputs.base import ResultSink
+    from edge_facedet.outputs.latest import LatestFrames
     from edge_facedet.outputs.metrics import Metrics
     from edge_facedet.outputs.tracks import SnapshotQueue
 
@@ -53,7 +55,12 @@ class _CameraOutput:
     face_confidence: Histogram
     low_confidence: float
     """Detections from here down to confidence_threshold only feed the tracker."""
+    activity: CameraActivity
+    """Faces in view, for the camera's motion gate (read by its reader thread)."""
     status: CameraStatus | None = None
+    down_at: float = float("-inf")
+    """When the camera last went down (monotonic): results of frames captured before it that
+    are still in the detector then must not open tracks after their `end`."""
     last_state_sent: float = float("-inf")
     last_state_sent_name: str | None = None
 
@@ -72,12 +79,15 @@ class ResultPipeline:
         model_name: str,
         device: str,
         snapshots: SnapshotQueue | None = None,
+        latest: LatestFrames | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`snapshots` takes the snapshot jobs of cameras with snapshots on (None: no
-        snapshots are rendered); `clock` is the monotonic clock frames are stamped with
+        snapshots are rendered); `latest` keeps each camera's latest processed frame for the
+        web page (None: no page); `clock` is the monotonic clock frames are stamped with
         (tests pass their own)."""
         self._clock = clock
+        self._latest = latest
         self._node_id = node_id
         self._run_id = run_id
         self._outputs = tuple(outputs)
@@ -99,6 +109,7 @@ class ResultPipeline:
                 low_confidence=min(camera.confidence_threshold, camera.tracking.low_confidence)
                 if camera.tracking.enabled
                 else camera.confidence_threshold,
+                activity=CameraActivity(),
             )
         self.tracks = TrackOutputs(
             cameras=cameras,
@@ -136,10 +147,19 @@ class ResultPipeline:
                 roi=output.roi,
             )
             detections = candidates.at_least(settings.confidence_threshold)
+            if self._latest is not None:
+                self._latest.put(frame=frame, detections=detections, candidates=candidates)
             track_ids = None
-            if self.tracks.tracking(frame.camera_id) and not self._tracks_ended:
+            if (
+                self.tracks.tracking(frame.camera_id)
+                and not self._tracks_ended
+                and frame.capture_monotonic > output.down_at
+            ):
                 track_ids = self.tracks.observe(frame=frame, detections=candidates)
             faces = len(detections)
+            output.activity.update(
+                faces=faces, open_tracks=self.tracks.open_tracks(frame.camera_id)
+            )
             output.inferred.inc()
             if faces:
                 output.faces.inc(faces)
@@ -174,6 +194,10 @@ class ResultPipeline:
             output.face_height.observe(height)
             output.face_confidence.observe(confidence)
 
+    def activity(self, camera_id: str) -> CameraActivity:
+        """The camera's "faces in view" flag, for its reader's motion gate."""
+        return self._cameras[camera_id].activity
+
     # -- camera status (called on the loop for every status a reader reports) ----------
 
     def handle_status(self, status: CameraStatus) -> None:
@@ -188,6 +212,7 @@ class ResultPipeline:
             and previous.state is CameraState.STREAMING
             and not self._stopping
         ):
+            output.down_at = self._clock()
             self.tracks.end_all(status.camera_id, reason=EndReason.CAMERA_DOWN)
         if previous is None or previous.state != status.state:
             level = logging.WARNING if status.state is CameraState.RECONNECTING else logging.INFO

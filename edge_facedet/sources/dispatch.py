@@ -1,8 +1,9 @@
-"""What becomes of each frame a reader grabs: skipped, skipped as stale, or handed on.
+"""What becomes of each frame a reader grabs: skipped, skipped as stale, gated, or handed on.
 
 A grabbed frame is demuxed and decoded, not yet converted: only the frames that are due (the
-detect grid) and still fresh (a live stream's lag) are converted to the network input and
-handed to the consumer, the camera's `FrameSink`.
+detect grid), still fresh (a live stream's lag) and, with motion gating, let through by the
+camera's `MotionGate` are converted to the network input and handed to the consumer, the
+camera's `FrameSink`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from edge_facedet.frames import Frame
+from edge_facedet.sources.activity import CameraActivity
 from edge_facedet.sources.faults import CameraFaultError
+from edge_facedet.sources.gate import MotionGate, Verdict
 from edge_facedet.sources.grid import DetectGrid
 from edge_facedet.sources.source import SourceError
 from edge_facedet.sources.status import CameraState
@@ -87,6 +90,16 @@ class FrameDispatcher:
         self._stop = stop
         self._lossless = lossless
         self._grid = DetectGrid(detect_fps=settings.detect_fps, phase=settings.detect_phase)
+        self._gate = (
+            None
+            if settings.gate is None
+            else MotionGate(
+                settings=settings.gate,
+                activity=settings.activity or CameraActivity(),
+                detect_fps=settings.detect_fps,
+            )
+        )
+        self._due_clock_s = 0.0
         self._seq = 0
         self._stale_unreported = 0
         self._behind_warned_at = -math.inf
@@ -94,6 +107,7 @@ class FrameDispatcher:
     def is_due(self, clock_s: float) -> bool:
         """Whether the frame at `clock_s` on the frame clock is due; counted as skipped if not."""
         if self._grid.is_due(clock_s):
+            self._due_clock_s = clock_s  # the gate's recheck interval runs on this clock
             return True
         self._metrics.skipped.inc()
         return False
@@ -101,12 +115,19 @@ class FrameDispatcher:
     def dispatch_due(
         self, *, source: VideoSource, capture_time: datetime, arrived: float, lag_s: float
     ) -> bool:
-        """Skip a due frame as stale, leave it to a sink without room, or hand it on (True).
+        """Skip a due frame as stale, gate it, leave it to a sink without room, or hand it on
+        (True).
 
         `lag_s` is how far behind its live stream the frame was read (0 without a live clock).
+        The gate comes before the sink's `claim`: a frame that would not be sent is counted
+        as gated, not as dropped.
         """
         if lag_s > self._max_lag_s:
             self._skip_stale(lag_s=lag_s, now=arrived)
+            return False
+        verdict = self._judge(source)
+        if verdict is Verdict.GATED:
+            self._metrics.gated.inc()
             return False
         if not (self._lossless or self._sink.claim()):
             return False
@@ -116,8 +137,20 @@ class FrameDispatcher:
             source=source,
             capture_time=capture_time - timedelta(seconds=lag_s),
             monotonic=arrived - lag_s,
+            recheck=verdict is Verdict.RECHECK,
         )
+        if self._gate is not None:
+            self._gate.sent(clock_s=self._due_clock_s)
         return True
+
+    def _judge(self, source: VideoSource) -> Verdict:
+        """The motion gate's verdict on the due frame (MOTION without a gate: always sent)."""
+        if self._gate is None:
+            return Verdict.MOTION
+        try:
+            return self._gate.decide(source=source, clock_s=self._due_clock_s)
+        except SourceError:
+            raise CameraFaultError(f"could not decode a frame from {self._safe_url}") from None
 
     def _skip_stale(self, *, lag_s: float, now: float) -> None:
         """Decode but do not detect a due frame read too late: the CPU that detecting it would
@@ -137,7 +170,9 @@ class FrameDispatcher:
             )
             self._stale_unreported = 0
 
-    def _hand_on(self, *, source: VideoSource, capture_time: datetime, monotonic: float) -> None:
+    def _hand_on(
+        self, *, source: VideoSource, capture_time: datetime, monotonic: float, recheck: bool
+    ) -> None:
         try:
             resized, width, height = source.retrieve(size=self._input_size)
             # Only cameras with snapshots on keep the full-size picture alive with the frame.
@@ -153,6 +188,7 @@ class FrameDispatcher:
             height=height,
             image=resized,
             picture=picture,
+            recheck=recheck,
         )
         self._seq += 1
         status = self._board.current

@@ -58,9 +58,9 @@ class OpenCvSource:
             # open parameter: OpenCV refuses the open with it.
             capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         self._capture = capture
-        # The full-size BGR frame `retrieve` converted anyway: OpenCV's Python binding returns
-        # a new array each time (the backend's own buffer is copied out), so a picture can
-        # keep it without a copy while later frames are retrieved.
+        # The full-size BGR frame `retrieve` or `gray` converted anyway: OpenCV's Python
+        # binding returns a new array each time (the backend's own buffer is copied out), so
+        # a picture can keep it without a copy while later frames are retrieved.
         self._image: NDArray[np.uint8] | None = None
 
     def grab(self) -> bool:
@@ -70,12 +70,30 @@ class OpenCvSource:
         return bool(self._capture.grab())
 
     def retrieve(self, *, size: tuple[int, int]) -> tuple[NDArray[np.uint8], int, int]:
+        image = self._bgr()
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        return cast("NDArray[np.uint8]", resized), int(image.shape[1]), int(image.shape[0])
+
+    def gray(self, *, height: int) -> NDArray[np.uint8]:
+        image = self._bgr()
+        width = max(1, round(height * image.shape[1] / image.shape[0]))
+        # Scaled first, converted after: the colour conversion then touches a few thousand
+        # pixels instead of the whole frame. Bilinear, not area averaging, which costs more
+        # than the rest of motion detection together at a non-integer ratio; the detector's
+        # blur does the averaging of sensor noise instead.
+        small = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        return cast("NDArray[np.uint8]", cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+
+    def _bgr(self) -> NDArray[np.uint8]:
+        """The last grabbed frame as full-size BGR, converted once per grab (`gray` and then
+        `retrieve` of one due frame share the conversion)."""
+        if self._image is not None:
+            return self._image
         retrieved, image = self._capture.retrieve()
         if not retrieved or image is None or image.ndim != 3 or image.size == 0:
             raise SourceError("could not decode a frame")
-        resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         self._image = cast("NDArray[np.uint8]", image)
-        return cast("NDArray[np.uint8]", resized), int(image.shape[1]), int(image.shape[0])
+        return self._image
 
     def picture(self) -> Picture:
         image = self._image

@@ -70,6 +70,10 @@ class PyAvSource:
         # One scaler for the session, on the reader's own thread: a frame's `to_ndarray` would
         # build one per call with a worker thread per core (see docs/benchmarks.md).
         self._reformatter = VideoReformatter()
+        # Motion's small grey picture has a scaler of its own: swscale keeps one context per
+        # scaler and rebuilds it whenever the output changes, which alternating between the
+        # grey picture and the network input on one scaler would do at every due frame.
+        self._gray_reformatter = VideoReformatter()
 
     def grab(self) -> bool:
         rejected = 0
@@ -133,6 +137,29 @@ class PyAvSource:
             image = np.rot90(image, k=quarter_turns)
         display = (frame.height, frame.width) if sideways else (frame.width, frame.height)
         return np.ascontiguousarray(image, dtype=np.uint8), *display
+
+    def gray(self, *, height: int) -> NDArray[np.uint8]:
+        frame = self._frame
+        if frame is None:
+            raise SourceError("could not decode a frame")
+        quarter_turns = _quarter_turns(frame)
+        display_width, display_height = _display_size(frame)
+        width = max(1, round(height * display_width / display_height))
+        stored = (height, width) if quarter_turns % 2 else (width, height)
+        try:
+            # Straight from the decoded planes to a small grey picture: swscale scales the
+            # luma plane only, no full-size BGR is made. Bilinear (swscale widens its filter
+            # to the downscale ratio); area averaging costs several times as much.
+            converted = self._gray_reformatter.reformat(
+                frame, width=stored[0], height=stored[1], format="gray",
+                interpolation="BILINEAR", threads=1,
+            )  # fmt: skip
+            image = converted.to_ndarray()
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise SourceError(f"could not convert a frame: {_reason(exc)}") from None
+        if quarter_turns:
+            image = np.rot90(image, k=quarter_turns)
+        return np.ascontiguousarray(image, dtype=np.uint8)
 
     def picture(self) -> Picture:
         frame = self._frame

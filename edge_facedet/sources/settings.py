@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING
 
 from edge_facedet.backoff import Backoff
 from edge_facedet.sources.decoders import DecodeOptions, Decoder
+from edge_facedet.sources.gate import GateSettings
+from edge_facedet.sources.motion import MotionSettings
 from edge_facedet.sources.urls import SourceKind, source_kind
 
 if TYPE_CHECKING:
     from edge_facedet.config import CameraConfig
+    from edge_facedet.sources.activity import CameraActivity
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +88,11 @@ class ReaderSettings:
     keep_picture: bool = False
     """Hand each frame on with its full-resolution picture (`Frame.picture`), for snapshots;
     off, a reader keeps nothing beyond the network input."""
+    gate: GateSettings | None = None
+    """Motion gating (edge_facedet.sources.gate); None: every due frame goes to the detector."""
+    activity: CameraActivity | None = field(default=None, repr=False, compare=False)
+    """The camera's "faces in view" flag the result pipeline keeps (shared, not a value:
+    the one mutable object here); None: never set, so only motion and rechecks send frames."""
     timeouts: StreamTimeouts = StreamTimeouts()
     reconnect: ReconnectPolicy = ReconnectPolicy()
 
@@ -111,9 +119,11 @@ class ReaderSettings:
         url: str,
         input_size: tuple[int, int],
         detect_phase: float = 0.0,
+        activity: CameraActivity | None = None,
     ) -> ReaderSettings:
         """The settings of `camera`'s reader, opening `url` (its detect URL with credentials
-        filled in) and resizing to the detector's `input_size`."""
+        filled in) and resizing to the detector's `input_size`; `activity` is the camera's
+        flag from the result pipeline, for motion gating."""
         return cls(
             camera_id=camera.id,
             url=url,
@@ -131,6 +141,8 @@ class ReaderSettings:
             nice=camera.reader_nice,
             max_lag_s=camera.max_lag_s,
             keep_picture=camera.snapshots.enabled,
+            gate=_gate_settings(camera),
+            activity=activity,
             timeouts=StreamTimeouts(
                 open_s=camera.open_timeout_s,
                 read_s=camera.read_timeout_s,
@@ -140,3 +152,23 @@ class ReaderSettings:
                 initial_s=camera.reconnect_initial_s, max_s=camera.reconnect_max_s
             ),
         )
+
+
+def _gate_settings(camera: CameraConfig) -> GateSettings | None:
+    """The camera's `motion:` section as the reader's gate settings; None when it is off."""
+    motion = camera.motion
+    if not motion.enabled:
+        return None
+    roi = camera.roi
+    return GateSettings(
+        recheck_interval_s=motion.recheck_interval_s,
+        motion=MotionSettings(
+            threshold=motion.threshold,
+            min_area=motion.min_area,
+            recalibrate_area=motion.recalibrate_area,
+            background_s=motion.background_s,
+            height_px=motion.height_px,
+            roi=None if roi is None else (roi.x_min, roi.y_min, roi.x_max, roi.y_max),
+            masks=tuple(tuple(polygon) for polygon in motion.masks),
+        ),
+    )

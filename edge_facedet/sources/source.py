@@ -71,6 +71,16 @@ class VideoSource(Protocol):
         """The last grabbed frame as BGR resized to `size`, with its original width, height."""
         ...
 
+    def gray(self, *, height: int) -> NDArray[np.uint8]:
+        """The last grabbed frame as a small grey picture `height` pixels high (the width by
+        the upright frame's aspect), upright; for motion detection.
+
+        As cheap as the decoder allows: PyAV scales the luma plane directly, OpenCV (which only
+        gives full-size BGR) converts once and keeps that BGR frame, so a following `retrieve`
+        of the same frame does not convert it again.
+        """
+        ...
+
     def picture(self) -> Picture:
         """The last retrieved frame at full resolution, upright; valid after `retrieve` until
         the next `grab`.

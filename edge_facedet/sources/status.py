@@ -133,6 +133,7 @@ class ReaderMetrics:
     captured: Counter
     skipped: Counter
     stale: Counter
+    gated: Counter
     lag: Gauge
     reconnects: Counter
     up: Gauge
@@ -144,6 +145,7 @@ class ReaderMetrics:
             captured=metrics.frames_captured.labels(camera=camera_id),
             skipped=metrics.frames_skipped.labels(camera=camera_id),
             stale=metrics.frames_stale.labels(camera=camera_id),
+            gated=metrics.frames_gated.labels(camera=camera_id),
             lag=metrics.camera_lag_seconds.labels(camera=camera_id),
             reconnects=metrics.camera_reconnects.labels(camera=camera_id),
             up=metrics.camera_up.labels(camera=camera_id),

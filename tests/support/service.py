@@ -227,7 +227,14 @@ def service_config(
             "qos": {"faces": 1},
         },
         "metrics": {"host": "127.0.0.1", "port": free_port()},
-        "defaults": {"detect_fps": 5, "publish": {"policy": "every_frame"}, **FAST_RECONNECT},
+        # Motion gating off: these tests count frames (every due frame inferred); the gate
+        # has its own tests (test_motion*.py) and the tracks service test runs with it on.
+        "defaults": {
+            "detect_fps": 5,
+            "publish": {"policy": "every_frame"},
+            "motion": {"enabled": False},
+            **FAST_RECONNECT,
+        },
         "cameras": cameras,
     }
 

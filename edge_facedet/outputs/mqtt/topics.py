@@ -4,6 +4,7 @@ A node's topics live under one prefix (`mqtt.topic_prefix`, by default
 `edge-facedet/<node_id>`):
 
 * `<prefix>/status` (retained): `online`, `offline` (the Last Will) or `stopped`;
+* `<prefix>/shard` (retained, only when sharded): the shard's index, count, cameras and cost;
 * `<prefix>/cameras/<id>/state` (retained): the camera's latest state;
 * `<prefix>/cameras/<id>/faces`: one message per published frame;
 * `<prefix>/cameras/<id>/events`: a face track's `new`, `update` and `end` (not retained);
@@ -64,6 +65,10 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.prefix}/status"
+
+    @property
+    def shard(self) -> str:
+        return f"{self.prefix}/shard"
 
     def camera_state(self, camera_id: str) -> str:
         return self.under("cameras", camera_id, "state")
