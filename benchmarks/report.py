@@ -166,6 +166,13 @@ def _plot_throughput(ax: Any, results: dict[str, Any]) -> None:
     if ceil:
         ax.axhline(ceil["720p"]["combined_fps"], color="gray", ls="--", label="combined ceiling")
         ax.axhline(ceil["inference_fps"]["best"], color="gray", ls=":", label="inference only")
+    track = results.get("tracking")
+    if track:
+        # Every run of each arm at its camera count: the spread shows beside the median.
+        for arm, marker in (("off", "x"), ("on", "+")):
+            fps = [run["total_fps"] for run in track["runs"].get(arm, []) if run["total_fps"]]
+            label = "tracking off" if arm == "off" else "tracking + crop snapshots"
+            ax.plot([track["cameras"]] * len(fps), fps, marker, ms=9, label=label)
     ax.set(title="Throughput, 720p, every frame inferred", xlabel="cameras", ylabel="frames/s")
     ax.legend()
 
@@ -206,10 +213,17 @@ def _plot_latency(ax: Any, results: dict[str, Any]) -> None:
 def _plot_memory(ax: Any, results: dict[str, Any]) -> None:
     mem = results.get("memory")
     if mem:
-        ax.plot([t for t, _ in mem["samples"]], [rss for _, rss in mem["samples"]])
+        ax.plot([t for t, _ in mem["samples"]], [rss for _, rss in mem["samples"]], label="memory")
+    snaps = results.get("memory_snapshots")
+    for mode, runs in (snaps or {}).get("runs", {}).items():
+        for number, run in enumerate(runs, start=1):
+            times, rss = [t for t, _ in run["samples"]], [mb for _, mb in run["samples"]]
+            style = "-" if mode == "crop" else ":"
+            ax.plot(times, rss, ls=style, label=f"snapshots {mode} #{number}")
+    if mem or snaps:
         ax.axhline(TARGET_PEAK_MB, color="red", ls="--", label="peak target")
         ax.legend()
-    cameras = mem["cameras"] if mem else "-"
+    cameras = (mem or snaps or {}).get("cameras", "-")
     ax.set(title=f"Service RSS, {cameras} cameras", xlabel="s", ylabel="MB")
 
 

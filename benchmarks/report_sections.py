@@ -18,6 +18,9 @@ TARGET_CAPACITY = 0.90
 TARGET_P99_MS = 50.0
 TARGET_PEAK_MB = 400.0
 TARGET_GROWTH_PCT = 5.0
+TARGET_TRACKING_RATIO = 0.95
+EVENT_TYPES = ("new", "update", "end")
+SNAPSHOT_RESULTS = ("published", "failed", "dropped")
 
 
 def _thread_split(cores: dict[str, float] | None) -> str:
@@ -305,6 +308,350 @@ def slowclients_section(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _spread(values: dict[str, Any] | None, digits: int = 1) -> str:
+    """A median with its range: "0.97 (0.95-0.99)"."""
+    if not values:
+        return "-"
+    return (
+        f"{fmt(values.get('median'), digits)} "
+        f"({fmt(values.get('min'), digits)}-{fmt(values.get('max'), digits)})"
+    )
+
+
+def tracking_section(results: dict[str, Any]) -> list[str]:
+    track = results.get("tracking")
+    if not track:
+        return []
+    arms = track.get("arms", {})
+    lines = [
+        "## Tracking: what tracks, events and snapshots cost, every frame inferred",
+        "",
+        (
+            f"{track['cameras']} file cameras on the 720p clip, `realtime: false`, detect_fps "
+            f"25: tracking off against tracking + events + `crop` snapshots (files in a "
+            f"`snapshot_dir` too), interleaved, {track['pairs']} pairs of "
+            f"{fmt(track['seconds'], 0)} s windows. Median (min-max) over the runs."
+        ),
+        "",
+        "| arm | detections/s | detections per CPU-s | CPU cores |",
+        "|---|---:|---:|---:|",
+    ]
+    for arm, label in (("off", "tracking off"), ("on", "tracking, events, crop snapshots")):
+        if arm in arms:
+            a = arms[arm]
+            lines.append(
+                f"| {label} | {_spread(a['total_fps'])} | {_spread(a['fps_per_core'])} "
+                f"| {_spread(a['cpu_cores_used'], 2)} |"
+            )
+    ratio = track.get("ratio", {})
+    lines += [
+        "",
+        (
+            f"Ratio on / off of detections/s per pair: median {fmt(ratio.get('median'), 3)} "
+            f"(min-max {fmt(ratio.get('min'), 3)}-{fmt(ratio.get('max'), 3)}; pairs "
+            + ", ".join(fmt(r, 3) for r in track.get("ratios", []))
+            + ")."
+        ),
+    ]
+    if track.get("pairs_left_out"):
+        lines.append(
+            f"Pairs left out: {track['pairs_left_out']} (a camera had not published before the "
+            "window, or no faces message arrived in it; see results.json)."
+        )
+    per_core = track.get("per_core_ratio")
+    if per_core:
+        lines.append(
+            f"Ratio on / off of detections per CPU-second per pair: median "
+            f"{fmt(per_core.get('median'), 3)} (min-max {fmt(per_core.get('min'), 3)}-"
+            f"{fmt(per_core.get('max'), 3)})."
+        )
+    verdicts = [
+        f"{name} {verdict(ok=float(value) >= TARGET_TRACKING_RATIO)}"
+        for name, value in (
+            ("detections/s", ratio.get("median")),
+            ("per CPU-second", (per_core or {}).get("median")),
+        )
+        if value is not None and not math.isnan(float(value))
+    ]
+    if verdicts:
+        lines.append(f"Target: ratio >= {TARGET_TRACKING_RATIO}: {'; '.join(verdicts)}.")
+    return [*lines, "", *_tracking_counts(track.get("runs", {}).get("on", [])), ""]
+
+
+def _tracking_counts(runs: list[dict[str, Any]]) -> list[str]:
+    """The events and snapshots the service counted in each run with tracking on."""
+    if not runs:
+        return []
+    lines = [
+        (
+            "Events and snapshots with tracking on, from the service's /metrics: per second "
+            "over the window, and totals at its end (since the service started)."
+        ),
+        "",
+        (
+            "| run | events/s new / update / end | snapshots/s published / failed / dropped "
+            "| events total | snapshots published total | files in snapshot_dir |"
+        ),
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for number, run in enumerate(runs, start=1):
+        window, totals, seconds = run.get("window", {}), run.get("totals", {}), run["seconds"]
+        events_total = sum(totals.get(f"events_{k}", 0) for k in EVENT_TYPES)
+        counted = run.get("all_started", True) and run["total_fps"] > 0
+        shown = number if counted else f"{number} (left out)"
+        lines.append(
+            f"| {shown} | {_rates(window, prefix='events', keys=EVENT_TYPES, seconds=seconds)} "
+            f"| {_rates(window, prefix='snapshots', keys=SNAPSHOT_RESULTS, seconds=seconds)} "
+            f"| {fmt(events_total, 0)} | {fmt(totals.get('snapshots_published'), 0)} "
+            f"| {run.get('snapshot_files', '-')} |"
+        )
+    return lines
+
+
+def _rates(counts: dict[str, Any], *, prefix: str, keys: tuple[str, ...], seconds: float) -> str:
+    return " / ".join(fmt(counts.get(f"{prefix}_{key}", 0) / seconds) for key in keys)
+
+
+def memory_snapshots_section(results: dict[str, Any]) -> list[str]:
+    mem = results.get("memory_snapshots")
+    if not mem:
+        return []
+    runs: dict[str, list[dict[str, Any]]] = mem.get("runs", {})
+    lines = [
+        "## Memory with snapshots",
+        "",
+        (
+            f"{mem['cameras']} RTSP cameras at detect_fps 5 for {fmt(mem['seconds'], 0)} s, "
+            "snapshots off and `crop` on every camera, interleaved."
+        ),
+        "",
+        (
+            "| snapshots | run | peak RSS MB | RSS at end MB | slowest camera fps "
+            "| snapshots published in the window |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for mode, mode_runs in runs.items():
+        lines += [
+            f"| {mode} | {number} | {fmt(run['peak_rss_mb'])} | {fmt(run['rss_end_mb'])} "
+            f"| {fmt(run['min_camera_fps'], 2)} "
+            f"| {fmt(run.get('track_counters', {}).get('snapshots_published'), 0)} |"
+            for number, run in enumerate(mode_runs, start=1)
+        ]
+    peaks = {mode: [run["peak_rss_mb"] for run in mode_runs] for mode, mode_runs in runs.items()}
+    if peaks.get("off") and peaks.get("crop"):
+        off, crop = _median(peaks["off"]), _median(peaks["crop"])
+        lines += [
+            "",
+            (
+                f"Peak RSS, median: off {fmt(off)} MB, crop {fmt(crop)} MB, difference "
+                f"{crop - off:+.1f} MB. Target: peak <= {TARGET_PEAK_MB:g} MB with crop: "
+                f"{verdict(ok=max(peaks['crop']) <= TARGET_PEAK_MB)}."
+            ),
+        ]
+    return [*lines, ""]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def volume_section(results: dict[str, Any]) -> list[str]:
+    vol = results.get("volume")
+    if not vol:
+        return []
+    lines = [
+        "## Message volume: faces messages against track events",
+        "",
+        (
+            f"Each clip looping in real time at detect_fps {fmt(vol['detect_fps'], 0)} on two "
+            f"cameras of one service (one per publish policy), {fmt(vol['seconds'], 0)} s "
+            "counted by an MQTT subscriber; messages per camera-minute."
+        ),
+        "",
+        (
+            "| clip | clip s | faces/min on_change | faces/min every_frame "
+            "| events/min (on_change camera / every_frame camera) | new / update / end per min "
+            "| faces on_change per event |"
+        ),
+        "|---|---:|---:|---:|---|---|---:|",
+    ]
+    for row in vol["clips"].values():
+        on_change, every = row["on_change"], row["every_frame"]
+        types = on_change.get("events_by_type_per_min", {})
+        events = on_change["events_per_min"]
+        per_event = on_change["faces_per_min"] / events if events else None
+        lines.append(
+            f"| {row['clip']} | {fmt(row.get('clip_seconds'))} | {fmt(on_change['faces_per_min'])} "
+            f"| {fmt(every['faces_per_min'])} | {fmt(events)} / {fmt(every['events_per_min'])} "
+            f"| {' / '.join(fmt(types.get(k, 0)) for k in EVENT_TYPES)} "
+            f"| {fmt(per_event)} |"
+        )
+    return [*lines, ""]
+
+
+TARGET_GATED_RECALL = 0.98
+TARGET_GATING_GAIN = 2.0
+TARGET_FALSE_MOTION = 0.05
+GATED_READINGS = ("motion gating", "640x360 substream, motion gating")
+
+
+def accuracy_section(results: dict[str, Any]) -> list[str]:
+    acc = results.get("accuracy")
+    if not acc:
+        return []
+    period_ms = 1000.0 / float(acc["detect_fps"])
+    lines = [
+        "## Accuracy on video, for every way of reading a stream",
+        "",
+        (
+            f"Reference: the detector (FP16-INT8, threshold {fmt(acc['threshold'])}) on every "
+            "frame, fully decoded by PyAV, converted to full-size BGR and resized with "
+            "INTER_LINEAR. Each reading runs the service's own source, detect grid "
+            f"(detect_fps {fmt(acc['detect_fps'], 0)}), motion gate and tracker over the clip "
+            "file (keyframes_only: PyAV's source on the file, as a live stream would be read); "
+            "all are scored on the same due frames, a frame a reading did not detect showing "
+            "its latest detected frame's faces. Recall: reference faces matched one to one at "
+            f"IoU >= {fmt(acc['match_iou'])}; extra: reported faces unmatched, per due frame; "
+            "delay: from a face track's first reference detection (any frame) to the first "
+            "due frame reporting it."
+        ),
+        "",
+        (
+            "| reading | recall | extra faces per frame | due frames detected | tracks (never "
+            "reported) | delay p50 / p95 / max ms |"
+        ),
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, row in acc["summary"].items():
+        lines.append(
+            f"| {name} | {fmt(row['recall'], 3)} | {fmt(row['extra_per_frame'], 3)} "
+            f"| {fmt(row['detected_share'], 3)} | {row['tracks']} ({row['never_reported']}) "
+            f"| {fmt(row['delay_p50_ms'], 0)} / {fmt(row['delay_p95_ms'], 0)} "
+            f"/ {fmt(row['delay_max_ms'], 0)} |"
+        )
+    lines += ["", *_accuracy_clips(acc)]
+    for name in GATED_READINGS:
+        row = acc["summary"].get(name)
+        if row:
+            delay_ok = float(row["delay_p95_ms"]) <= period_ms + 100.0
+            lines.append(
+                f"Target, {name}: recall >= {TARGET_GATED_RECALL} "
+                f"({fmt(row['recall'], 3)}): {verdict(ok=row['recall'] >= TARGET_GATED_RECALL)}; "
+                f"delay p95 <= {fmt(period_ms + 100.0, 0)} ms ({fmt(row['delay_p95_ms'], 0)}): "
+                f"{verdict(ok=delay_ok)}."
+            )
+    still = acc.get("false_motion")
+    if still:
+        lines.append(
+            f"False motion on the still room ({still['clip']}, its first "
+            f"{fmt(still['seconds'], 0)} s, {still['due_frames']} due frames after the first): "
+            f"{still['motion_frames']} frames ({fmt(100.0 * still['share'])} %; largest changed "
+            f"share {fmt(100.0 * still['max_changed'], 2)} %). Target < "
+            f"{fmt(100.0 * TARGET_FALSE_MOTION, 0)} %: "
+            f"{verdict(ok=still['share'] < TARGET_FALSE_MOTION)}."
+        )
+    return [*lines, ""]
+
+
+def _accuracy_clips(acc: dict[str, Any]) -> list[str]:
+    """Recall per clip and reading, with the share of due frames the gate sent."""
+    clips = acc.get("clips", [])
+    if not clips:
+        return []
+    names = list(acc["summary"])
+    lines = [
+        (
+            "Recall per clip (reference faces on the due frames; gated readings: share of due "
+            "frames sent to the detector):"
+        ),
+        "",
+        "| clip | s | faces | " + " | ".join(names) + " |",
+        "|---|---:|---:|" + "---:|" * len(names),
+    ]
+    for clip in clips:
+        cells = []
+        for name in names:
+            row = clip["readings"][name]
+            cell = fmt(row["recall"], 3)
+            if row.get("verdicts"):
+                cell += f" ({fmt(row['detected_frames'] / max(row['due_frames'], 1), 2)})"
+            cells.append(cell)
+        faces = clip["readings"][names[0]]["reference_faces"]
+        lines.append(
+            f"| {clip['clip']} | {fmt(clip['seconds'])} | {faces} | " + " | ".join(cells) + " |"
+        )
+    return [*lines, ""]
+
+
+def gating_section(results: dict[str, Any]) -> list[str]:
+    gating = results.get("gating")
+    if not gating:
+        return []
+    runs: dict[str, list[dict[str, Any]]] = gating.get("runs", {})
+    lines = [
+        "## Motion gating: capacity and CPU",
+        "",
+        (
+            f"{gating['cameras']} RTSP cameras, 640x360 at 25 fps (0.8 Mbit/s), detect_fps 5: "
+            "a fixed view of an empty room with people passing 10 s a minute, each camera from "
+            "its own offset in the minute; motion gating off and on, interleaved, "
+            f"{fmt(gating['seconds'], 0)} s windows. On time: ungated, every camera >= 4.5 "
+            "detections/s; gated, no stale due frame, every stream read at its rate and every "
+            "camera detected at least at the recheck rate."
+        ),
+        "",
+        (
+            "| motion | run | on time | detections/s (slowest camera) | CPU cores | CPU ms per "
+            "camera-s | stale/s | grabbed/camera-s | p99 ms (in-service) | load |"
+        ),
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += _gating_rows(runs)
+    idle = gating.get("idle")
+    if idle:
+        lines += [
+            "",
+            f"{idle['cameras']} cameras on the still room (no one passes), the same settings:",
+            "",
+            (
+                "| motion | run | on time | detections/s (slowest camera) | CPU cores | CPU ms "
+                "per camera-s | stale/s | grabbed/camera-s | p99 ms (in-service) | load |"
+            ),
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            *_gating_rows(idle["runs"]),
+        ]
+        per_camera = {
+            arm: _median([r["cpu_ms_per_camera_s"] for r in arm_runs])
+            for arm, arm_runs in idle["runs"].items()
+            if arm_runs
+        }
+        if "gated" in per_camera and "ungated" in per_camera:
+            lines += [
+                "",
+                (
+                    f"Idle CPU per camera, median: gated {fmt(per_camera['gated'])} ms/s, "
+                    f"ungated {fmt(per_camera['ungated'])} ms/s "
+                    f"({fmt(per_camera['gated'] / per_camera['ungated'], 2)} of ungated)."
+                ),
+            ]
+    return [*lines, ""]
+
+
+def _gating_rows(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    return [
+        f"| {arm} | {number} | {'yes' if run['on_time'] else 'no'} "
+        f"| {fmt(run['total_fps'])} ({fmt(run['min_camera_fps'], 2)}) "
+        f"| {fmt(run['cpu_cores_used'], 2)} | {fmt(run['cpu_ms_per_camera_s'])} "
+        f"| {fmt(run['stale_per_s'])} | {fmt(run['grabbed_per_camera_s'])} "
+        f"| {fmt(run['p99_ms'], 0)} ({fmt(run['internal_p99_ms'], 0)}) | {fmt(run['load_1min'])} |"
+        for arm, arm_runs in runs.items()
+        for number, run in enumerate(arm_runs, start=1)
+    ]
+
+
 SECTIONS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
     ceilings_section,
     throughput_section,
@@ -313,4 +660,9 @@ SECTIONS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
     latency_section,
     memory_section,
     slowclients_section,
+    tracking_section,
+    memory_snapshots_section,
+    volume_section,
+    accuracy_section,
+    gating_section,
 )

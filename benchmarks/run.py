@@ -20,6 +20,19 @@ Owns the scenarios, their order and parameters, the searches, and the output: ev
 * decoders: the same 720p RTSP cameras read with each decoder setting (OpenCV, PyAV, PyAV
   skipping the loop filter) at a fixed count, PyAV's keyframes_only at detect_fps 0.5 beside
   OpenCV, and capacity again with PyAV skipping the loop filter.
+* tracking: throughput's 8 file cameras with tracking off against tracking, events and
+  `crop` snapshots (with a `snapshot_dir`) on, interleaved in pairs: the ratio of
+  detections/s per pair, and the events and snapshots the service counted.
+* memory_snapshots: the memory scenario's 16 RTSP cameras with snapshots off and `crop`,
+  interleaved: peak RSS of each.
+* volume: MQTT messages per camera-minute on real clips played in real time at detect_fps 5:
+  faces messages under `on_change` and `every_frame` against track events.
+* accuracy: what each way of reading a stream loses (decoders, skip_loop_filter,
+  keyframes_only, the 640x360 substream, motion gating) against the detector on every frame
+  of the shared clips (benchmarks/accuracy.py); no service, not load-sensitive.
+* gating: motion gating's gain on 640x360 RTSP substreams of a fixed room with people passing
+  10 s a minute: gated against ungated at one camera count, interleaved in pairs, and the
+  CPU per camera of 16 idle cameras (a still scene) gated against ungated.
 
 Figures measured more than once are reported as best and median; the load average is recorded
 before every scenario, since the machine may be shared.
@@ -46,16 +59,16 @@ if str(REPO) not in sys.path:  # run as a script: the package and the test suppo
     sys.path.insert(0, str(REPO))
 
 from benchmarks import ceilings, slowclients  # noqa: E402
-from benchmarks.media import P360, P720, P1080, Clips, start_rtsp  # noqa: E402
-from benchmarks.service_run import Camera, ServiceResult, run_service  # noqa: E402
-from tests.support.paths import MODEL_ROOT  # noqa: E402
+from benchmarks.media import P360, P720, P1080, Clips, Scene, start_rtsp  # noqa: E402
+from benchmarks.service_run import Camera, Observed, ServiceResult, run_service  # noqa: E402
+from tests.support.paths import MEDIA, MODEL_ROOT  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 SCENARIOS = (
     "ceilings", "naive", "throughput", "capacity", "latency", "memory", "substream", "decoders",
-    "slowclients",
+    "slowclients", "tracking", "memory_snapshots", "volume", "accuracy", "gating",
 )  # fmt: skip
 CAMERA_COUNTS = (1, 4, 8, 16)
 STREAM_FPS = 25
@@ -68,6 +81,36 @@ DECODERS: dict[str, dict[str, Any]] = {
     "pyav, skip_loop_filter": {"decoder": "pyav", "skip_loop_filter": True},
 }
 MEMORY_CAMERAS = 16
+TRACKING_CAMERAS = 8
+# The two arms of the tracking scenario, as `defaults` (tracking is on by default).
+TRACKING_ARMS: dict[str, dict[str, Any]] = {
+    "off": {"tracking": {"enabled": False}},
+    "on": {"snapshots": {"mode": "crop"}},
+}
+SNAPSHOT_MODES = ("off", "crop")
+VOLUME_CLIPS = {
+    "event_faces": MEDIA / "videos" / "openmpf_video_01_event_faces_640x480.mp4",
+    "hikers": MEDIA / "videos" / "openmpf_video_02_hikers_walking_640x480.mp4",
+    "one_by_one": MEDIA / "sample-videos" / "one-by-one-person-detection.mp4",
+}
+VOLUME_POLICIES = ("on_change", "every_frame")
+ROOM = MEDIA / "sample-videos" / "one-by-one-person-detection.mp4"
+ACCURACY_CLIPS = (*sorted((MEDIA / "videos").glob("*.mp4")), ROOM)
+ROOM_EMPTY_S = 5.0
+"""The room clip's first seconds, before the first person walks in (at 6 s)."""
+# People walk through the room from 6 s on; one camera-minute shows 10 s of them.
+PASSING_SCENE = Scene(source=ROOM, empty_s=ROOM_EMPTY_S, people_from_s=6.0, people_s=10.0)
+IDLE_SCENE = Scene(source=ROOM, empty_s=ROOM_EMPTY_S)
+GATING_ARMS: dict[str, dict[str, Any]] = {
+    "ungated": {"motion": {"enabled": False}},
+    "gated": {"motion": {"enabled": True}},
+}
+GATING_CAMERAS = 48
+GATING_OFFSETS_S = (0, 10, 20, 30, 40, 50)
+"""Where in the scene's minute each camera starts (cycled): a sixth of the cameras at a time
+see people, as independent cameras would, instead of all at once."""
+IDLE_CAMERAS = 16
+RECHECK_S = 2.0
 XML = MODEL_ROOT / "intel" / "face-detection-0204" / "FP16-INT8" / "face-detection-0204.xml"
 
 
@@ -86,13 +129,15 @@ class Bench:
         self.cores = ceilings.cores()
         self.repeats: int = args.repeats or (1 if self.quick else 2)
         self.capacity_s: float = args.capacity_seconds or (20.0 if self.quick else 60.0)
+        self.gating_cameras: int = args.gating_cameras or GATING_CAMERAS
         self.results: dict[str, Any] = {"machine": machine(), "started": stamp, "load": {}}
         if args.reuse is not None:
             # Scenarios not run now are taken from an earlier run (e.g. its ceilings).
             earlier = json.loads(args.reuse.read_text())
             for key in ("ceilings", "naive", "throughput", "capacity", "naive_capacity",
                         "latency", "memory", "substream_capacity", "decoders",
-                        "decoder_capacity"):  # fmt: skip
+                        "decoder_capacity", "tracking", "memory_snapshots",
+                        "volume", "accuracy", "gating"):  # fmt: skip
                 if key in earlier:
                     self.results[key] = earlier[key]
             self.results["reused_from"] = str(args.reuse)
@@ -111,13 +156,14 @@ class Bench:
     def service(
         self, *, cameras: list[Camera], detect_fps: float, seconds: float, warmup_s: float = 5.0,
         rss_interval_s: float = 1.0, neighbours: dict[str, int] | None = None,
-        defaults: dict[str, Any] | None = None,
+        defaults: dict[str, Any] | None = None, observed: Observed | None = None,
     ) -> ServiceResult:  # fmt: skip
         self._runs += 1
         return run_service(
             cameras=cameras, detect_fps=detect_fps, warmup_s=warmup_s, seconds=seconds,
             workdir=self.work / f"service-{self._runs}", cache_dir=self.cache / "openvino",
             rss_interval_s=rss_interval_s, neighbours=neighbours, defaults_overrides=defaults,
+            observed=observed,
         )  # fmt: skip
 
     def rtsp_cameras(
@@ -380,11 +426,18 @@ class Bench:
 
     def memory(self) -> None:
         seconds = 600.0 if self.long else (60.0 if self.quick else 120.0)
+        self.results["memory"] = self._memory_run(seconds=seconds)
+        print(f"memory: { {k: v for k, v in self.results['memory'].items() if k != 'samples'} }")
+
+    def _memory_run(
+        self, *, seconds: float, defaults: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """16 RTSP cameras at detect_fps 5 for `seconds`: peak RSS, RSS growth, the samples."""
         server, cameras = self.rtsp_cameras(count=MEMORY_CAMERAS, seconds=seconds + 90)
         try:
             result = self.service(
                 cameras=cameras, detect_fps=DETECT_FPS, seconds=seconds, warmup_s=5.0,
-                rss_interval_s=2.0,
+                rss_interval_s=2.0, defaults=defaults,
             )  # fmt: skip
         finally:
             server.kill()
@@ -396,7 +449,7 @@ class Bench:
         last = [rss for t, rss in samples if t >= end_t - 30]
         start_mb = statistics.median(base) if base else float("nan")
         end_mb = statistics.median(last) if last else float("nan")
-        self.results["memory"] = {
+        return {
             "cameras": MEMORY_CAMERAS,
             "seconds": seconds,
             "peak_rss_mb": round(result.peak_rss_mb, 1),
@@ -404,9 +457,11 @@ class Bench:
             "rss_end_mb": round(end_mb, 1),
             "growth_pct": round(100.0 * (end_mb - start_mb) / start_mb, 2),
             "min_camera_fps": round(result.min_camera_fps, 2),
+            "cpu_cores_used": round(result.cpu_s / result.seconds, 2),
+            "load_1min": round(os.getloadavg()[0], 2),
+            "track_counters": result.track_counters,
             "samples": [(round(t, 1), round(rss, 1)) for t, rss in samples],
         }
-        print(f"memory: { {k: v for k, v in self.results['memory'].items() if k != 'samples'} }")
 
     def substream(self) -> None:
         ceiling = self._ceiling()
@@ -460,6 +515,286 @@ class Bench:
             start=capacity + 1,
             measure=lambda n: self._service_capacity_step(n, defaults=cheapest),
         )
+
+    def tracking(self) -> None:
+        """What tracks, events and snapshots cost at full speed: throughput's 8 file cameras
+        (`realtime: false`, every frame inferred) with tracking off, then with tracking and
+        `crop` snapshots on (files in a `snapshot_dir` too), interleaved in pairs so a shared
+        machine's drift falls on both arms alike; each pair gives one ratio."""
+        seconds = 12.0
+        pairs = 4 if self.quick else 6
+        clip = str(self.clips.base(profile=P720))
+        cameras = [
+            Camera(id=f"f{i}", url=clip, loop=True, realtime=False) for i in range(TRACKING_CAMERAS)
+        ]
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in TRACKING_ARMS}
+        for _ in range(pairs):
+            for arm, defaults in TRACKING_ARMS.items():
+                result = self.service(
+                    cameras=cameras, detect_fps=float(STREAM_FPS), seconds=seconds,
+                    defaults=defaults, observed=Observed(snapshot_dir=arm == "on"),
+                )  # fmt: skip
+                runs[arm].append(tracking_run(result))
+                print(f"tracking {arm}: {runs[arm][-1]}", flush=True)
+            self.results["tracking"] = tracking_summary(
+                runs=runs, cameras=TRACKING_CAMERAS, seconds=seconds
+            )
+            self.save()
+
+    def memory_snapshots(self) -> None:
+        """Peak RSS with snapshots off and `crop` on the memory scenario's 16 RTSP cameras,
+        interleaved (off, crop, off, crop, ...)."""
+        seconds = 90.0
+        pairs = 1 if self.quick else 2
+        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in SNAPSHOT_MODES}
+        for _ in range(pairs):
+            for mode in SNAPSHOT_MODES:
+                run = self._memory_run(seconds=seconds, defaults={"snapshots": {"mode": mode}})
+                runs[mode].append(run)
+                shown = {k: v for k, v in run.items() if k != "samples"}
+                print(f"memory_snapshots {mode}: {shown}", flush=True)
+                self.results["memory_snapshots"] = {
+                    "cameras": MEMORY_CAMERAS, "seconds": seconds, "runs": runs,
+                }  # fmt: skip
+                self.save()
+
+    def accuracy(self) -> None:
+        """Every way of reading each shared clip against the detector on its every frame."""
+        from benchmarks import accuracy  # noqa: PLC0415 - the detector loads only if run
+
+        detector = accuracy.FrameDetector(model_xml=XML, cache_dir=self.cache / "openvino")
+        clips: list[dict[str, Any]] = []
+        try:
+            for clip in ACCURACY_CLIPS:
+                substream = self.clips.substream_of(clip=clip)
+                clips.append(
+                    accuracy.evaluate_clip(clip=clip, substream=substream, detector=detector)
+                )
+                print(f"accuracy {clip.name}: {accuracy.summarise(clips[-1:])}", flush=True)
+        finally:
+            detector.close()
+        self.results["accuracy"] = {
+            "detect_fps": DETECT_FPS,
+            "threshold": accuracy.THRESHOLD,
+            "match_iou": accuracy.MATCH_IOU,
+            "summary": accuracy.summarise(clips),
+            "clips": clips,
+            "false_motion": accuracy.false_motion(clip=ROOM, until_s=ROOM_EMPTY_S),
+        }
+
+    def gating(self) -> None:
+        """Gated against ungated on the same 640x360 cameras of a room people pass through,
+        interleaved in pairs, then 16 cameras on the still room: CPU per camera."""
+        seconds = 20.0 if self.quick else 40.0
+        pairs = 2 if self.quick else 3
+        count = self.gating_cameras
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in GATING_ARMS}
+        for _ in range(pairs):
+            for arm, defaults in GATING_ARMS.items():
+                runs[arm].append(
+                    self._gating_run(count=count, scene=PASSING_SCENE, seconds=seconds,
+                                     defaults=defaults)
+                )  # fmt: skip
+                print(f"gating {arm} {count} cameras: {runs[arm][-1]}", flush=True)
+                self.results["gating"] = {"cameras": count, "seconds": seconds, "runs": runs}
+                self.save()
+        idle: dict[str, list[dict[str, Any]]] = {arm: [] for arm in GATING_ARMS}
+        for _ in range(max(1, pairs - 1)):
+            for arm, defaults in GATING_ARMS.items():
+                idle[arm].append(
+                    self._gating_run(count=IDLE_CAMERAS, scene=IDLE_SCENE, seconds=seconds,
+                                     defaults=defaults)
+                )  # fmt: skip
+                print(f"gating idle {arm}: {idle[arm][-1]}", flush=True)
+                self.results["gating"]["idle"] = {"cameras": IDLE_CAMERAS, "runs": idle}
+                self.save()
+
+    def _gating_run(
+        self, *, count: int, scene: Scene, seconds: float, defaults: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One run of `count` substream cameras showing `scene`, each from its own offset."""
+        warmup = 8.0
+        clip = self.clips.scene(scene=scene)
+        length = seconds + warmup + 2.0 * count + 60.0  # opens are serialised, ~1 s each
+        offsets = [GATING_OFFSETS_S[i % len(GATING_OFFSETS_S)] for i in range(count)]
+        mounts = {
+            f"sub{i}": self.clips.repeated(clip=clip, seconds=length, offset_s=offset)
+            for i, offset in enumerate(offsets)
+        }
+        server = start_rtsp(mounts=mounts)
+        cameras = [Camera(id=f"cam{i}", url=server.url(f"sub{i}")) for i in range(count)]
+        try:
+            result = self.service(
+                cameras=cameras, detect_fps=DETECT_FPS, seconds=seconds, warmup_s=warmup,
+                neighbours={"rtsp_server": server.pid}, defaults=defaults,
+            )  # fmt: skip
+        finally:
+            server.kill()
+        return gating_run(result=result, gated=bool(defaults["motion"]["enabled"]))
+
+    def volume(self) -> None:
+        """MQTT messages per camera-minute: each clip plays (looping, in real time, at
+        detect_fps 5) on one camera per publish policy, all in one service, with the
+        subscriber counting faces messages and track events."""
+        seconds = 60.0
+        cameras = [
+            Camera(
+                id=f"{name}-{policy}",
+                url=str(path),
+                loop=True,
+                settings={"publish": {"policy": policy}},
+            )
+            for name, path in VOLUME_CLIPS.items()
+            for policy in VOLUME_POLICIES
+        ]
+        result = self.service(
+            cameras=cameras, detect_fps=DETECT_FPS, seconds=seconds, warmup_s=2.0,
+            observed=Observed(kinds=("faces", "events")),
+        )  # fmt: skip
+        self.results["volume"] = volume_rows(result=result)
+        print(f"volume: {self.results['volume']}", flush=True)
+
+
+def gating_run(*, result: ServiceResult, gated: bool) -> dict[str, Any]:
+    """One gating run's figures and whether every camera was on time.
+
+    Ungated, on time is the capacity scenario's rule (every camera >= 4.5 detections/s).
+    Gated, a camera publishes only the frames it sends, so on time is: no due frame skipped
+    as stale, every stream read at its full rate, and every camera detected at least at
+    about the recheck rate; the p99 capture-to-receipt latency is recorded beside it (the
+    service's gated and dropped counters are not read by service_run yet).
+    """
+    run = {
+        "gated": gated,
+        "total_fps": round(result.total_fps, 1),
+        "min_camera_fps": round(result.min_camera_fps, 2),
+        "cpu_cores_used": round(result.cpu_s / result.seconds, 3),
+        "cpu_ms_per_camera_s": round(1000.0 * result.cpu_s / result.seconds / result.cameras, 1),
+        "thread_cores": result.thread_cores,
+        "neighbour_cores": result.neighbour_cores,
+        "stale_per_s": round(result.stale_per_s, 2),
+        "grabbed_per_camera_s": round(result.grabbed_per_camera_s, 1),
+        "p99_ms": round(result.percentile(99), 1),
+        "internal_p99_ms": round(result.percentile(99, internal=True), 1),
+        "all_started": result.all_started,
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
+    return {**run, "on_time": gating_on_time(run)}
+
+
+def gating_on_time(run: dict[str, Any]) -> bool:
+    """Whether every camera of a gating run was on time (`gating_run` says what that is)."""
+    if not run["all_started"]:
+        return False
+    if not run["gated"]:
+        return bool(run["min_camera_fps"] >= PASS_FPS)
+    # A still camera's rechecks come at the first due frame `recheck_interval_s` after the
+    # last one sent, up to a detect period later: a rate a little under 1 / interval.
+    return bool(
+        run["stale_per_s"] < 0.1
+        and run["grabbed_per_camera_s"] >= 0.95 * STREAM_FPS
+        and run["min_camera_fps"] >= 0.8 / RECHECK_S
+    )
+
+
+def tracking_run(result: ServiceResult) -> dict[str, Any]:
+    """One arm's run of the tracking scenario: speed, CPU, and the track counters."""
+    return {
+        "total_fps": round(result.total_fps, 2),
+        "cpu_cores_used": round(result.cpu_s / result.seconds, 3),
+        "fps_per_core": round(result.total_fps * result.seconds / max(result.cpu_s, 1e-9), 2),
+        "event_loop_cores": result.thread_cores.get("event_loop"),
+        "seconds": round(result.seconds, 2),
+        # The 1-minute load average as the window ended: how crowded the machine was.
+        "load_1min": round(os.getloadavg()[0], 2),
+        "all_started": result.all_started,
+        "window": result.track_counters,
+        "totals": result.track_totals,
+        "snapshot_files": result.snapshot_files,
+    }
+
+
+def tracking_summary(
+    *, runs: dict[str, list[dict[str, Any]]], cameras: int, seconds: float
+) -> dict[str, Any]:
+    """The pairs' ratios on/off of detections/s (median and spread), and each arm's figures.
+
+    Also the ratio of detections per CPU-second: where other tenants take a varying share of
+    the CPU, detections/s follows that share, and work per CPU-second is the steadier figure.
+    """
+    pairs = list(zip(runs["off"], runs["on"], strict=False))
+    valid = [(off, on) for off, on in pairs if _counted(off) and _counted(on)]
+    ratios = [on["total_fps"] / off["total_fps"] for off, on in valid]
+    per_core = [on["fps_per_core"] / off["fps_per_core"] for off, on in valid]
+    return {
+        "cameras": cameras,
+        "seconds": seconds,
+        "pairs": len(ratios),
+        "pairs_left_out": len(pairs) - len(valid),
+        "ratios": [round(r, 4) for r in ratios],
+        "ratio": spread(ratios),
+        "per_core_ratios": [round(r, 4) for r in per_core],
+        "per_core_ratio": spread(per_core),
+        # Each arm over the pairs counted, so both arms describe the same windows.
+        "arms": {
+            arm: {
+                key: spread([pair[index][key] for pair in valid])
+                for key in ("total_fps", "fps_per_core", "cpu_cores_used")
+            }
+            for index, arm in enumerate(("off", "on"))
+            if valid
+        },
+        "runs": runs,
+    }
+
+
+def _counted(run: dict[str, Any]) -> bool:
+    """Whether a run's window counted anything: every camera had published before it, and
+    faces messages arrived in it (a run the subscriber heard nothing from has no speed)."""
+    return bool(run.get("all_started", True)) and run["total_fps"] > 0 and run["fps_per_core"] > 0
+
+
+def volume_rows(*, result: ServiceResult) -> dict[str, Any]:
+    """Per clip: faces messages per minute under each policy, track events per minute (from
+    each policy's camera: the same clip, so nearly the same tracks) and by type."""
+    minutes = result.seconds / 60.0
+    rows: dict[str, Any] = {}
+    for name, path in VOLUME_CLIPS.items():
+        row: dict[str, Any] = {"clip": path.name, "clip_seconds": clip_seconds(path)}
+        for policy in VOLUME_POLICIES:
+            camera_id = f"{name}-{policy}"
+            types = result.event_types.get(camera_id, {})
+            row[policy] = {
+                "faces_per_min": round(result.messages["faces"][camera_id] / minutes, 1),
+                "events_per_min": round(result.messages["events"][camera_id] / minutes, 1),
+                "events_by_type_per_min": {k: round(v / minutes, 1) for k, v in types.items()},
+            }
+        rows[name] = row
+    return {"seconds": round(result.seconds, 1), "detect_fps": DETECT_FPS, "clips": rows}
+
+
+def clip_seconds(path: Path) -> float:
+    """A clip's length from its frame count and rate (what looping repeats)."""
+    import cv2  # noqa: PLC0415 - heavy imports only where measured
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return round(frames / fps, 1) if fps else math.nan
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median and the range around it: what a noisy shared machine allows to be said."""
+    if not values:
+        return {"median": math.nan, "min": math.nan, "max": math.nan}
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
 
 
 def naive_run(*, urls: Sequence[str], every: int, loop_file: bool, seconds: float) -> Any:
@@ -517,6 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="repeats of ceilings/throughput runs")
     parser.add_argument("--capacity-seconds", type=float, help="window of each capacity step")
     parser.add_argument("--docs", action="store_true", help="rewrite docs/benchmarks.md")
+    parser.add_argument("--gating-cameras", type=int, help="cameras of the gating scenario")
     parser.add_argument(
         "--reuse", type=Path, help="an earlier results.json: keep what this run does not redo"
     )

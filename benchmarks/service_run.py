@@ -2,9 +2,11 @@
 
 Owns: the generated configuration (`edge-facedet run`, publish policy every_frame, metrics
 on, the local Mosquitto), the process (`tests.support.service.ServiceProcess`, which waits for
-systemd's READY=1), an MQTT subscriber that timestamps every faces message on receipt, and an
-RSS sampler reading /proc. From those: detections/s per camera over a window, latency from
-each payload's `capture_ts` to its receipt (one machine, one clock), RSS over time and its peak.
+systemd's READY=1), an MQTT subscriber that timestamps every faces message (and, when asked,
+every track event) on receipt, and an RSS sampler reading /proc. From those: detections/s per
+camera over a window, latency from each payload's `capture_ts` to its receipt (one machine, one
+clock), messages per camera and topic, the service's own counters of track events and
+snapshots, RSS over time and its peak.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ START_TIMEOUT_S = 120.0
 
 
 class FaceCounter:
-    """Subscribes to every camera's faces topic under one prefix; keeps (receipt, payload)."""
+    """Subscribes to every camera's faces topic under one prefix, and to each further topic
+    kind in `kinds` (e.g. "events"); keeps (receipt, topic, payload)."""
 
-    def __init__(self, *, prefix: str) -> None:
+    def __init__(self, *, prefix: str, kinds: tuple[str, ...] = ("faces",)) -> None:
         self._prefix = prefix
+        self._kinds = ("faces", *(kind for kind in kinds if kind != "faces"))
         self.received: list[tuple[float, str, bytes]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -62,7 +66,7 @@ class FaceCounter:
         self._client.loop_stop()
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe(f"{self._prefix}/cameras/+/faces", qos=0)
+        client.subscribe([(f"{self._prefix}/cameras/+/{kind}", 0) for kind in self._kinds])
 
     def _on_subscribe(self, *_: Any) -> None:
         self._subscribed.set()
@@ -86,6 +90,10 @@ class FaceCounter:
                 return True
             time.sleep(0.2)
         return False
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self._kinds
 
     def window(self, *, start: float, end: float) -> list[tuple[float, str, bytes]]:
         with self._lock:
@@ -169,6 +177,17 @@ class ServiceResult:
     """The service's CPU cores over the window by thread role: `readers` (threads named
     `cam-<id>`: decoding, BGR, resize), `event_loop` (the main thread: scheduling, results,
     MQTT) and `other` (OpenVINO's inference threads, the metrics server)."""
+    messages: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Messages received over the window by topic kind ("faces", "events", ...) and camera."""
+    event_types: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Track events received over the window by camera and type (new, update, end)."""
+    track_counters: dict[str, float] = field(default_factory=dict)
+    """The service's counters of track events (`events_<type>`) and snapshots
+    (`snapshots_<result>`), summed over cameras, increase over the window."""
+    track_totals: dict[str, float] = field(default_factory=dict)
+    """The same counters' values at the end of the window (since the service started)."""
+    snapshot_files: int = 0
+    """Files in the run's snapshot directory when the window ended (0 without one)."""
 
     @property
     def total_fps(self) -> float:
@@ -192,6 +211,8 @@ class Camera:
     detect_url: str | None = None
     loop: bool = False
     realtime: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The camera's own settings over `defaults` (e.g. `{"publish": {"policy": "on_change"}}`)."""
 
 
 def service_config(
@@ -207,7 +228,7 @@ def service_config(
             entry["loop"] = True
         if not camera.realtime:
             entry["realtime"] = False
-        entries.append(entry)
+        entries.append({**entry, **camera.settings})
     return {
         "node_id": "bench",
         "model": {
@@ -231,20 +252,36 @@ def service_config(
     }
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What a run watches beyond the faces topic, and the node settings that go with it."""
+
+    kinds: tuple[str, ...] = ("faces",)
+    """Topic kinds the subscriber counts ("events": every track event, parsed for its type)."""
+    snapshot_dir: bool = False
+    """Give the node a `snapshot_dir` in the run's work directory (files beside MQTT)."""
+
+
 def run_service(
     *, cameras: list[Camera], detect_fps: float, warmup_s: float, seconds: float,
     workdir: Path, cache_dir: Path, rss_interval_s: float = 1.0,
     model_overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None,
     defaults_overrides: dict[str, Any] | None = None, neighbours: dict[str, int] | None = None,
+    observed: Observed | None = None,
 ) -> ServiceResult:  # fmt: skip
     """Start the service, wait `warmup_s` after READY, count for `seconds`, stop it."""
+    observed = observed or Observed()
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
     config = service_config(
         cameras=cameras, detect_fps=detect_fps, prefix=prefix, cache_dir=cache_dir,
         model_overrides=model_overrides, defaults_overrides=defaults_overrides,
     )  # fmt: skip
+    snapshots = workdir / "snapshots"
+    if observed.snapshot_dir:
+        snapshots.mkdir(parents=True, exist_ok=True)
+        config["snapshot_dir"] = {"path": str(snapshots)}
     service = ServiceProcess(directory=workdir, config=config, env=env, watchdog_usec=None)
-    with FaceCounter(prefix=prefix) as counter:
+    with FaceCounter(prefix=prefix, kinds=observed.kinds) as counter:
         service.start()
         try:
             service.wait_ready(timeout=READY_TIMEOUT_S)
@@ -262,7 +299,7 @@ def run_service(
             if broker is not None:
                 watched["broker"] = broker
             neighbours_before = {name: _cpu_s(p) for name, p in watched.items()}
-            counters_before = _frame_counters(service)
+            counters_before = _counters(service)
             cpu_before = _cpu_s(pid)
             threads_before = _thread_cpu_s(service)
             start = time.time()
@@ -270,7 +307,8 @@ def run_service(
             end = time.time()
             cpu_s = _cpu_s(pid) - cpu_before
             threads_after = _thread_cpu_s(service)
-            counters_after = _frame_counters(service)
+            counters_after = _counters(service)
+            snapshot_files = _count_files(snapshots)
             neighbour_cores = {
                 name: round((_cpu_s(p) - neighbours_before[name]) / (end - start), 3)
                 for name, p in watched.items()
@@ -283,24 +321,20 @@ def run_service(
                 service.terminate(timeout=20)
             service.close()
             clear_retained(prefix=prefix)
-        window = counter.window(start=start, end=end)
-    counts = {camera.id: 0 for camera in cameras}
-    latencies: list[float] = []
-    internal: list[float] = []
-    for received, topic, payload in window:
-        camera_id = topic.split("/")[-2]
-        counts[camera_id] = counts.get(camera_id, 0) + 1
-        body = json.loads(payload)
-        captured = datetime.fromisoformat(body["capture_ts"].replace("Z", "+00:00"))
-        latencies.append((received - captured.timestamp()) * 1000.0)
-        internal.append(float(body["latency_ms"]))
+        tally = _tally(
+            counter.window(start=start, end=end),
+            camera_ids=[camera.id for camera in cameras],
+            kinds=counter.kinds,
+        )
     elapsed = end - start
     return ServiceResult(
         cameras=len(cameras),
         seconds=elapsed,
-        per_camera={camera_id: count / elapsed for camera_id, count in counts.items()},
-        latencies_ms=latencies,
-        internal_latencies_ms=internal,
+        per_camera={
+            camera_id: count / elapsed for camera_id, count in tally.messages["faces"].items()
+        },
+        latencies_ms=tally.latencies_ms,
+        internal_latencies_ms=tally.internal_latencies_ms,
         rss=sampler.samples,
         peak_rss_mb=sampler.peak_mb,
         cpu_s=cpu_s,
@@ -316,16 +350,86 @@ def run_service(
             role: round((threads_after[role] - threads_before[role]) / elapsed, 3)
             for role in threads_after
         },
+        messages=tally.messages,
+        event_types=tally.event_types,
+        track_counters=_track_counters(counters_after, before=counters_before),
+        track_totals=_track_counters(counters_after),
+        snapshot_files=snapshot_files,
     )
 
 
-def _frame_counters(service: ServiceProcess) -> dict[str, float]:
-    """Sums over cameras of the service's frame counters, as a Prometheus scrape sees them."""
-    samples = service.metrics()
+@dataclass
+class _Tally:
+    """The subscriber's window, counted: messages by kind and camera, event types, latencies."""
+
+    messages: dict[str, dict[str, int]]
+    event_types: dict[str, dict[str, int]]
+    latencies_ms: list[float] = field(default_factory=list)
+    internal_latencies_ms: list[float] = field(default_factory=list)
+
+
+def _tally(
+    window: list[tuple[float, str, bytes]], *, camera_ids: list[str], kinds: tuple[str, ...]
+) -> _Tally:
+    tally = _Tally(
+        messages={kind: dict.fromkeys(camera_ids, 0) for kind in kinds},
+        event_types={camera_id: {} for camera_id in camera_ids},
+    )
+    for received, topic, payload in window:
+        camera_id, kind = topic.split("/")[-2:]
+        tally.messages[kind][camera_id] = tally.messages[kind].get(camera_id, 0) + 1
+        if kind == "events":
+            event_type = str(json.loads(payload).get("type"))
+            types = tally.event_types.setdefault(camera_id, {})
+            types[event_type] = types.get(event_type, 0) + 1
+        elif kind == "faces":
+            body = json.loads(payload)
+            captured = datetime.fromisoformat(body["capture_ts"].replace("Z", "+00:00"))
+            tally.latencies_ms.append((received - captured.timestamp()) * 1000.0)
+            tally.internal_latencies_ms.append(float(body["latency_ms"]))
+    return tally
+
+
+def _track_counters(
+    after: dict[str, float], *, before: dict[str, float] | None = None
+) -> dict[str, float]:
+    """The track event and snapshot counters of a scrape, less those of `before` if given."""
     return {
+        key: value - (before or {}).get(key, 0.0)
+        for key, value in after.items()
+        if key.startswith(TRACK_COUNTER_PREFIXES)
+    }
+
+
+TRACK_COUNTER_PREFIXES = ("events_", "snapshots_")
+# Labelled families summed over cameras, one sum per value of the other label.
+_LABELLED = (
+    ("edge_facedet_events_published_total", "type", "events"),
+    ("edge_facedet_snapshots_total", "result", "snapshots"),
+)
+
+
+def _counters(service: ServiceProcess) -> dict[str, float]:
+    """Sums over cameras of the service's frame counters (`stale`, `captured`), and of its
+    track events by type (`events_new`, ...) and snapshots by result (`snapshots_published`,
+    ...), as a Prometheus scrape sees them."""
+    samples = service.metrics()
+    sums = {
         key: sum(samples.get(f"edge_facedet_frames_{key}_total", {}).values())
         for key in ("stale", "captured")
     }
+    for name, label, short in _LABELLED:
+        for labels, value in samples.get(name, {}).items():
+            key = f"{short}_{dict(labels).get(label, '?')}"
+            sums[key] = sums.get(key, 0.0) + value
+    return sums
+
+
+def _count_files(directory: Path) -> int:
+    """Regular files under `directory` (0 when it does not exist)."""
+    if not directory.is_dir():
+        return 0
+    return sum(1 for path in directory.rglob("*") if path.is_file())
 
 
 def _broker_pid() -> int | None:

@@ -1,5 +1,8 @@
 """The `edge-facedet check-config FILE` report: the problems, or a summary of what runs.
 
+With `--against RUNNING_FILE` it also prints what a reload of a service running that file
+would change (config/diff.py), so an operator can look before `systemctl reload`.
+
 With shards (`--shard I/N`, or a file or `$EDGE_FACEDET_SHARD` that shards), it also shows
 the assignment: which cameras each shard runs and what they cost, as every replica computes
 it, so an operator sees imbalance before deploying.
@@ -12,6 +15,7 @@ import os
 from typing import TYPE_CHECKING
 
 from edge_facedet.config import ConfigError, display_detect_url, display_url, load_config
+from edge_facedet.config.diff import diff_configs
 from edge_facedet.config.shard import Shard, shard_node_id, shard_settings
 from edge_facedet.config.unit_sandbox import hidden_camera_files
 from edge_facedet.sharding import assign, camera_loads, shard_loads
@@ -38,11 +42,14 @@ def check_config(
     err: TextIO,
     credentials_dir: Path | None = None,
     shard: Shard | None = None,
+    against: Path | None = None,
 ) -> int:
     """`edge-facedet check-config FILE`: 0 and a summary if valid, else 2 and the problems.
 
     `credentials_dir` replaces `$CREDENTIALS_DIRECTORY`, which only the unit sets. `shard`
     (`--shard I/N`) lists what that shard runs; without it, a sharded file gets the table.
+    `against`: the file the running service loaded; the reload's changes are printed too
+    (exit 2 if that file does not load either: there is nothing to compare with).
     """
     environ = dict(os.environ)
     if credentials_dir is not None:
@@ -50,6 +57,7 @@ def check_config(
     try:
         config = load_config(path, environ=environ)
         shard_lines = _shard_report(config, shard=shard, environ=environ)
+        running = None if against is None else load_config(against, environ=environ)
     except ConfigError as exc:
         err.write(f"{exc}\n")
         return EXIT_USAGE
@@ -79,6 +87,9 @@ def check_config(
         out.write(f"metrics: http://{_host_port(metrics.host, metrics.port)}/metrics\n")
     else:
         out.write("metrics: disabled\n")
+    if running is not None:
+        out.write(f"reload against {against}:\n")
+        out.writelines(f"  {line}\n" for line in diff_configs(running, config).lines())
     return EXIT_OK
 
 

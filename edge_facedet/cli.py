@@ -131,7 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"edge-facedet: invalid configuration: {args.config}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        code = asyncio.run(Service(config=config, shard=shard).run())
+        code = asyncio.run(Service(config=config, shard=shard, config_path=Path(args.config)).run())
     except (ModelLoadError, SnapshotDirError) as exc:
         log.error("invalid configuration: %s: %s", args.config, exc)  # noqa: TRY400 - no trace
         code = EXIT_USAGE
@@ -167,6 +167,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         err=sys.stderr,
         credentials_dir=credentials,
         shard=args.shard,
+        against=None if args.against is None else Path(args.against),
     )
 
 
@@ -313,6 +314,13 @@ def _add_check_config_parser(commands: _Subparsers) -> None:
         metavar="I/N",
         help="list the cameras shard I of N runs and every shard's cost (default: the whole "
         "assignment table when the file or $EDGE_FACEDET_SHARD shards)",
+    )
+    check.add_argument(
+        "--against",
+        metavar="RUNNING_FILE",
+        help="also print what reloading the service running RUNNING_FILE with FILE would "
+        "change: cameras added, removed or changed (with the fields), MQTT, and what applies "
+        "only at the next start",
     )
     check.set_defaults(handler=_cmd_check_config)
 

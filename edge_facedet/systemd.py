@@ -1,4 +1,4 @@
-"""The systemd notify protocol (READY, WATCHDOG, STATUS, STOPPING), written by hand.
+"""The systemd notify protocol (READY, RELOADING, WATCHDOG, STATUS, STOPPING), written by hand.
 
 sd_notify(3) is one datagram to the AF_UNIX socket named in $NOTIFY_SOCKET (a leading '@'
 means the abstract namespace). Without $NOTIFY_SOCKET every call does nothing, so the
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from edge_facedet.logthrottle import every_power_of_two
@@ -76,6 +77,12 @@ class SystemdNotifier:
 
     def ready(self, status: str = "") -> None:
         self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+
+    def reloading(self, status: str = "") -> None:
+        """A reload began; `ready()` ends it. MONOTONIC_USEC lets systemd (253+, with
+        Type=notify-reload) match this to the reload it asked for."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}" + (f"\nSTATUS={status}" if status else ""))
 
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")

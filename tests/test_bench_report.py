@@ -12,8 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from benchmarks.accuracy import ClipReference, match_count, score
 from benchmarks.report import (
     GENERATED_MARKER,
     NOTES_MARKER,
@@ -24,6 +26,8 @@ from benchmarks.report import (
     write_docs,
     write_markdown,
 )
+from benchmarks.run import gating_on_time, tracking_summary
+from edge_facedet.frames import Detections
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "benchmarks.md"
@@ -201,3 +205,157 @@ def test_slowclients_scenario_renders_one_row_per_phase(tmp_path: Path) -> None:
         "| 1000 slow clients | 15.0 | 212 | 30 | 301.5 | 140 (0) | 1.2 / 4.8 / 9.0 | 10.0 "
         "| too_many 812 |"
     ) in text
+
+
+def _track_run(fps: float, *, published: float = 0.0) -> dict[str, Any]:
+    return {
+        "total_fps": fps, "cpu_cores_used": 1.9, "fps_per_core": fps / 1.9, "seconds": 12.0,
+        "window": {"events_new": 24.0, "events_update": 12.0, "events_end": 36.0,
+                   "snapshots_published": published, "snapshots_failed": 0.0,
+                   "snapshots_dropped": 0.0},
+        "totals": {"events_new": 40.0, "events_update": 20.0, "events_end": 30.0,
+                   "snapshots_published": 2 * published},
+        "snapshot_files": 17,
+    }  # fmt: skip
+
+
+def test_tracking_memory_and_volume_scenarios_render_their_figures(tmp_path: Path) -> None:
+    runs = {
+        "off": [_track_run(100.0), _track_run(120.0), _track_run(110.0), _track_run(90.0)],
+        "on": [_track_run(97.0, published=60.0), _track_run(108.0, published=60.0),
+               _track_run(110.0, published=60.0), _track_run(0.0)],
+    }  # fmt: skip
+    memory_run = {"peak_rss_mb": 378.0, "rss_end_mb": 370.0, "min_camera_fps": 4.9, "samples": []}
+    crop_run = {**memory_run, "peak_rss_mb": 392.5, "track_counters": {"snapshots_published": 80}}
+    volume_row = {
+        "clip": "hikers.mp4", "clip_seconds": 17.4,
+        "on_change": {"faces_per_min": 120.0, "events_per_min": 30.0,
+                      "events_by_type_per_min": {"new": 10.0, "update": 8.0, "end": 12.0}},
+        "every_frame": {"faces_per_min": 300.0, "events_per_min": 31.0},
+    }  # fmt: skip
+    results = {
+        **_results(),
+        "tracking": tracking_summary(runs=runs, cameras=8, seconds=12.0),
+        "memory_snapshots": {
+            "cameras": 16, "seconds": 90.0, "runs": {"off": [memory_run], "crop": [crop_run]},
+        },
+        "volume": {"seconds": 60.0, "detect_fps": 5.0, "clips": {"hikers": volume_row}},
+    }  # fmt: skip
+    text = write_markdown(results=results, out=tmp_path)
+    # Pair ratios 0.97, 0.9, 1.0: the median and the spread, and the target judged on the median;
+    # the fourth pair, whose window heard no faces message, is left out of every figure.
+    assert "| tracking off | 110.0 (100.0-120.0) |" in text
+    assert "median 0.970 (min-max 0.900-1.000; pairs 0.970, 0.900, 1.000)." in text
+    assert "per CPU-second per pair: median 0.970 (min-max 0.900-1.000)." in text
+    assert "Target: ratio >= 0.95: detections/s met; per CPU-second met." in text
+    assert "Pairs left out: 1 " in text
+    assert "| 1 | 2.0 / 1.0 / 3.0 | 5.0 / 0.0 / 0.0 | 90 | 120 | 17 |" in text
+    assert "| 4 (left out) | 2.0 / 1.0 / 3.0 | 0.0 / 0.0 / 0.0 | 90 | 0 | 17 |" in text
+    assert "| crop | 1 | 392.5 | 370.0 | 4.90 | 80 |" in text
+    assert "off 378.0 MB, crop 392.5 MB, difference +14.5 MB." in text
+    assert "| hikers.mp4 | 17.4 | 120.0 | 300.0 | 30.0 / 31.0 | 10.0 / 8.0 / 12.0 | 4.0 |" in text
+
+
+def _faces(*boxes: tuple[float, float, float, float]) -> Detections:
+    """Faces of a 100x100 frame at confidence 0.9, boxes normalised."""
+    norm = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return Detections(
+        boxes_px=norm * 100.0, boxes_norm=norm, confidences=np.full(len(norm), 0.9, np.float32)
+    )
+
+
+FACE = (0.2, 0.2, 0.4, 0.4)
+ELSEWHERE = (0.6, 0.6, 0.8, 0.8)
+
+
+def _face_from_frame_7() -> ClipReference:
+    """One second at 25 fps; a face from frame 7 on (due frames at 5/s: 0, 5, 10, 15, 20)."""
+    return ClipReference(
+        clocks=np.arange(25, dtype=np.float64) / 25.0,
+        faces=[_faces(FACE) if index >= 7 else _faces() for index in range(25)],
+    )
+
+
+def test_a_reading_that_skips_frames_shows_its_last_faces_and_reports_a_new_face_late() -> None:
+    ref = _face_from_frame_7()
+    every_due = score(ref=ref, detected={i: ref.faces[i] for i in (0, 5, 10, 15, 20)})
+    assert (every_due.reference_faces, every_due.matched, every_due.extra) == (3, 3, 0)
+    assert every_due.delays_ms == pytest.approx((120.0,))  # frame 7 -> due frame 10
+    # Detected at frames 0 and 15 only (a gate closed at 5 and 10): due frame 10 shows frame
+    # 0's faces (none), 15 and 20 show frame 15's; the face is first reported at frame 15.
+    skipping = score(ref=ref, detected={0: ref.faces[0], 15: ref.faces[15]})
+    assert (skipping.matched, skipping.detected_frames, skipping.never_reported) == (2, 2, 0)
+    assert skipping.recall == pytest.approx(2 / 3)
+    assert skipping.delays_ms == pytest.approx((320.0,))
+    # A face reported where the reference has none is an extra, and no match.
+    shifted = score(ref=ref, detected={i: _faces(ELSEWHERE) for i in (0, 5, 10, 15, 20)})
+    assert (shifted.matched, shifted.extra, shifted.never_reported) == (0, 5, 1)
+
+
+def test_faces_match_one_to_one_at_half_overlap() -> None:
+    truth = _faces(FACE, ELSEWHERE).boxes_norm
+    # IoU of (0.2, 0.2, 0.4, 0.4) with a box shifted by 0.05: 0.15 x 0.2 / (0.08 - 0.03) = 0.6.
+    assert match_count(truth, _faces((0.25, 0.2, 0.45, 0.4)).boxes_norm) == 1
+    # Shifted by 0.08: 0.12 x 0.2 / (0.08 - 0.024) = 0.43, below 0.5.
+    assert match_count(truth, _faces((0.28, 0.2, 0.48, 0.4)).boxes_norm) == 0
+    # Two found boxes on one true face match it once.
+    assert match_count(truth[:1], _faces(FACE, FACE).boxes_norm) == 1
+
+
+def _gating_run(*, on_time: bool, cpu: float) -> dict[str, Any]:
+    return {
+        "on_time": on_time, "total_fps": 60.0, "min_camera_fps": 0.5, "cpu_cores_used": cpu,
+        "cpu_ms_per_camera_s": 1000.0 * cpu / 16, "stale_per_s": 0.0,
+        "grabbed_per_camera_s": 25.0, "p99_ms": 80.0, "internal_p99_ms": 40.0, "load_1min": 1.5,
+    }  # fmt: skip
+
+
+def test_accuracy_and_gating_scenarios_render_their_figures(tmp_path: Path) -> None:
+    reading = {
+        "reference_faces": 100, "matched": 99, "recall": 0.99, "extra": 1, "due_frames": 50,
+        "detected_frames": 20, "verdicts": {"motion": 15, "gated": 30},
+    }  # fmt: skip
+    summary = {
+        "recall": 0.99, "extra_per_frame": 0.02, "detected_share": 0.4, "tracks": 7,
+        "never_reported": 0, "delay_p50_ms": 120.0, "delay_p95_ms": 320.0, "delay_max_ms": 400.0,
+    }  # fmt: skip
+    results = {
+        **_results(),
+        "accuracy": {
+            "detect_fps": 5.0, "threshold": 0.5, "match_iou": 0.5,
+            "summary": {"motion gating": summary},
+            "clips": [{"clip": "room.mp4", "seconds": 139.3,
+                       "readings": {"motion gating": reading}}],
+            "false_motion": {"clip": "room.mp4", "seconds": 5.0, "due_frames": 24,
+                             "motion_frames": 0, "share": 0.0, "max_changed": 0.0004},
+        },
+        "gating": {
+            "cameras": 48, "seconds": 40.0,
+            "runs": {"ungated": [_gating_run(on_time=False, cpu=1.9)],
+                     "gated": [_gating_run(on_time=True, cpu=1.2)]},
+            "idle": {"cameras": 16, "runs": {"ungated": [_gating_run(on_time=True, cpu=1.6)],
+                                             "gated": [_gating_run(on_time=True, cpu=0.4)]}},
+        },
+    }  # fmt: skip
+    text = write_markdown(results=results, out=tmp_path)
+    assert "| motion gating | 0.990 | 0.020 | 0.400 | 7 (0) | 120 / 320 / 400 |" in text
+    assert "| room.mp4 | 139.3 | 100 | 0.990 (0.40) |" in text
+    # 320 ms is above one detect period (200 ms) plus 100 ms.
+    assert "recall >= 0.98 (0.990): met; delay p95 <= 300 ms (320): **not met**." in text
+    assert "0 frames (0.0 %; largest changed share 0.04 %). Target < 5 %: met." in text
+    assert "| ungated | 1 | no | 60.0 (0.50) | 1.90 | 118.8 | 0.0 | 25.0 | 80 (40) | 1.5 |" in text
+    assert "gated 25.0 ms/s, ungated 100.0 ms/s (0.25 of ungated)." in text
+
+
+def test_a_gated_camera_is_on_time_at_its_recheck_rate_and_without_stale_frames() -> None:
+    # Rechecks every 2 s land on the next due frame, up to 2.2 s apart: 0.44/s is on time.
+    gated = {**_gating_run(on_time=True, cpu=1.0), "gated": True, "all_started": True}
+    gated["min_camera_fps"] = 0.44
+    assert gating_on_time(gated)
+    assert not gating_on_time({**gated, "stale_per_s": 1.8})
+    assert not gating_on_time({**gated, "grabbed_per_camera_s": 20.0})
+    assert not gating_on_time({**gated, "min_camera_fps": 0.3})
+    # Ungated, the capacity scenario's rule: every camera at least 4.5 detections/s.
+    ungated = {**gated, "gated": False, "min_camera_fps": 4.6}
+    assert gating_on_time(ungated)
+    assert not gating_on_time({**ungated, "min_camera_fps": 4.4})

@@ -630,7 +630,9 @@ def test_pyav_keyframes_only_hands_on_exactly_the_keyframes_each_as_it_arrives(
     """The test clips have B-frames, so the decoder reorders and would hold each keyframe
     back until later keyframes arrive; keyframes are at most 2 s apart (GOP 50 at 25 fps,
     with x264's scene cuts between)."""
-    clip = h264_clip.clip(seconds=12)  # 300 frames
+    # Continuous footage (not `repeated`): frames are matched by their pixels. 640x480
+    # encodes and decodes in a fraction of 720p's time, and has the same B-frames.
+    clip = h264_clip.clip(seconds=12, width=640, height=480)  # 300 frames
     with av.open(str(clip)) as container:
         assert container.streams.video[0].codec_context.has_b_frames
     images, keyframes = _full_decode(clip)
@@ -697,7 +699,7 @@ def test_pyav_keyframes_only_with_a_stall_timeout_below_the_keyframe_interval_re
 ) -> None:
     """Packets that keep coming without a frame are a stall too: with a keyframe every 2 s
     and a 1 s stall timeout the reader reconnects instead of waiting inside one grab."""
-    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
+    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=12)})
     reader, recorder = make_reader(
         camera_id="gop", url=server.url("cam"),
         timeouts=dataclasses.replace(TIMEOUTS, read_s=1.0, stall_s=1.0),
@@ -718,8 +720,8 @@ def test_rtsp_camera_reconnects_to_a_reconfigured_server_while_another_never_pau
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
     metrics: Metrics,
 ) -> None:
-    clip_720p = h264_clip.clip(seconds=12)
-    clip_480p = h264_clip.clip(seconds=12, width=640, height=480, source=HIKERS_VIDEO)
+    clip_720p = h264_clip.repeated(seconds=12)
+    clip_480p = h264_clip.repeated(seconds=12, width=640, height=480, source=HIKERS_VIDEO)
     flaky = rtsp_server(mounts={"cam": clip_720p})
     steady = rtsp_server(mounts={"cam": clip_480p})
     flaky_reader, flaky_frames = make_reader(camera_id="flaky", url=flaky.url("cam"))
@@ -810,7 +812,7 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     max_lag_s: float,
     decoder: Decoder,
 ) -> None:
-    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=20)})
+    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=20)})
     recorder = Recorder()
     detector = _BusyDetector(burn_s=0.1)
 
@@ -882,7 +884,7 @@ def test_stalled_rtsp_stream_is_detected_within_its_read_timeout_and_recovered(
     rtsp_server: Callable[..., RtspServer],
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
 ) -> None:
-    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
+    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=12)})
     timeouts = dataclasses.replace(TIMEOUTS, read_s=1.0, stall_s=1.0)
     reader, recorder = make_reader(camera_id="stall", url=server.url("cam"), timeouts=timeouts)
     recorder.wait_for_frames(3)
@@ -915,7 +917,7 @@ def test_frame_arriving_later_than_the_stall_timeout_is_a_stall(
 ) -> None:
     """A grab that succeeds, but only after the stall timeout (a camera that freezes for a
     while, inside the read timeout), is a stall: the reader reconnects and says so."""
-    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=12)})
+    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=12)})
     timeouts = dataclasses.replace(TIMEOUTS, read_s=8.0, stall_s=1.0)
     reader, recorder = make_reader(camera_id="freeze", url=server.url("cam"), timeouts=timeouts)
     recorder.wait_for_frames(3)

@@ -34,7 +34,9 @@ from pydantic_core import PydanticUndefined
 from edge_facedet.config import (
     CameraConfig,
     CameraSettings,
+    FieldOfView,
     HttpAuthConfig,
+    MainStreamConfig,
     MetricsConfig,
     ModelConfig,
     MotionConfig,
@@ -69,6 +71,8 @@ SECTIONS: dict[tuple[str, ...], tuple[type[BaseModel], frozenset[str] | None]] =
     ("defaults", "tracking"): (TrackingConfig, None),
     ("defaults", "snapshots"): (SnapshotConfig, None),
     ("defaults", "motion"): (MotionConfig, None),
+    ("defaults", "main_stream"): (MainStreamConfig, None),
+    ("defaults", "main_stream", "map"): (FieldOfView, None),
     ("snapshot_dir",): (SnapshotDirConfig, None),
     ("shard",): (ShardConfig, None),
     ("defaults", "roi"): (Roi, None),

@@ -199,7 +199,7 @@ def test_probes_and_resources(rendered: dict[str, Rendered]) -> None:
         }
         assert all(probe["port"] == "metrics" for probe in probes.values()), where
         assert probes["readinessProbe"]["path"] == "/healthz", where
-        assert probes["livenessProbe"]["path"] == probes["startupProbe"]["path"] == "/metrics"
+        assert probes["livenessProbe"]["path"] == probes["startupProbe"]["path"] == "/livez"
         resources = main["resources"]
         assert resources["requests"] == resources["limits"], f"{where}: Guaranteed QoS"
         assert {"cpu", "memory"} <= set(resources["limits"]), where

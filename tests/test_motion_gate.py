@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from edge_facedet.config import ServiceConfig
@@ -199,3 +200,39 @@ def test_a_reader_counts_every_frame_once_with_gating_on(room_clip: Path) -> Non
     assert captured == skipped + count("stale") + gated + len(frames) + count("dropped")
     assert gated >= 20  # of the 30 due frames of the 6 s empty room, 3 are rechecks
     assert sum(frame.recheck for frame in frames) == 3
+
+
+class _GreySource:
+    """A source whose small grey picture is given: the gate reads only `gray`."""
+
+    def __init__(self) -> None:
+        self.picture = np.full((120, 213), 90, np.uint8)
+
+    def gray(self, *, height: int) -> np.ndarray:
+        assert height == self.picture.shape[0]
+        return self.picture
+
+
+def test_a_whole_view_change_is_sent_not_gated() -> None:
+    # A close-up passing a fixed camera changes most of the picture on several due frames in
+    # a row: the detector recalibrates each time, and the gate must still send them.
+    from edge_facedet.sources.gate import MotionGate, Verdict
+
+    source = _GreySource()
+    gate = MotionGate(
+        settings=GateSettings(recheck_interval_s=100.0),
+        activity=CameraActivity(),
+        detect_fps=DETECT_FPS,
+    )
+    verdicts = []
+    for step in range(12):
+        verdicts.append(gate.decide(source=source, clock_s=step / DETECT_FPS))
+        gate.sent(clock_s=step / DETECT_FPS)
+    assert verdicts[-1] is Verdict.GATED  # a still picture is gated once calibrated
+    sent = []
+    for step in range(12, 17):
+        # Two thirds of the view change brightly on every frame (something close to the lens).
+        source.picture = source.picture.copy()
+        source.picture[:, :140] = 30 if step % 2 else 220
+        sent.append(gate.decide(source=source, clock_s=step / DETECT_FPS))
+    assert sent == [Verdict.MOTION] * 5, sent

@@ -99,6 +99,9 @@ def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
 class _Idle:
     """A session that sends nothing: for MqttConnection on its own."""
 
+    async def reconcile(self, link: Any) -> None:
+        pass
+
     def on_connected(self) -> None:
         pass
 

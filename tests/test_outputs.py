@@ -149,7 +149,10 @@ async def test_mqtt_output_announces_home_assistant_only_when_enabled() -> None:
             retained.sent(topic, message)
         expected = discovery_messages(node_id="n1", topic_prefix="edge-facedet/n1", cameras=cameras)
         cleared = [("edge-facedet/n1/cameras/door/snapshot", b"")]
-        assert sent == cleared + ([(m.topic, m.payload) for m in expected] if enabled else [])
+        # The manifest of the announced cameras, so a later run can clear dropped ones.
+        manifest = [("edge-facedet/n1/cameras", b'["door","yard"]')]
+        discovery = [(m.topic, m.payload) for m in expected] if enabled else []
+        assert sent == cleared + manifest + discovery
 
 
 def test_topics_are_spelled_once() -> None:

@@ -304,6 +304,8 @@ async def test_cancel_without_close_says_offline(mqtt_broker: BrokerAddress) -> 
         async with mqtt_subscriber(f"{p}/status", host=host, port=port) as sub:
             task = asyncio.create_task(publisher.run())
             assert await publisher.wait_connected(5)
+            # `online` follows the first connect's manifest read (up to a second).
+            await sub.wait_for(lambda m: [x.payload for x in m] == [b"online"])
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

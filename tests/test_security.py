@@ -203,7 +203,7 @@ async def test_no_secret_in_logs_metrics_health_mqtt_or_check_config(
     viewer_password = f"Viewer-{marker}"
     # At first the broker knows another password for `svc`: the service is refused.
     broker = private_broker(users={"svc": f"Other-{marker}", "viewer": viewer_password})
-    server = rtsp_server(mounts={"lobby": h264_clip.clip(seconds=60, width=640, height=480)})
+    server = rtsp_server(mounts={"lobby": h264_clip.repeated(seconds=60, width=640, height=480)})
     (tmp_path / "camera.pass").write_text(camera_secret + "\n")
     (tmp_path / "mqtt.pass").write_text(mqtt_secret + "\n")
     node, prefix = new_node()
@@ -354,7 +354,7 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
     from tests.test_camera import CallbackSink
 
     secret = f"RtspS3cret-{uuid.uuid4().hex}"
-    server = rtsp_server(mounts={"cam": h264_clip.clip(seconds=60, width=640, height=480)})
+    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=60, width=640, height=480)})
     url = server.url("cam", userinfo=f"user:{secret}")
 
     # 1. A consumer bug whose exception text quotes the camera URL (as FFmpeg errors do).

@@ -68,7 +68,7 @@ async def test_four_cameras_publish_schema_valid_faces_metrics_and_notify(
     rtsp_server: Callable[..., RtspServer],
     services: Callable[..., ServiceProcess],
 ) -> None:
-    server = rtsp_server(mounts={"lobby": h264_clip.clip(seconds=60)})
+    server = rtsp_server(mounts={"lobby": h264_clip.repeated(seconds=60)})
     node = f"test-{uuid.uuid4().hex[:10]}"
     prefix = f"edge-facedet/{node}"
     cameras = [

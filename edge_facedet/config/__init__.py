@@ -16,6 +16,7 @@ This package owns everything between the operator's YAML file and a validated, i
 - `camera_urls`: the URLs handed to the decoders (`detect_open_url`) or shown in logs
   (`display_url`, `display_detect_url`).
 - `unit_sandbox`: camera files the systemd unit cannot see (`check-config` warns).
+- `mainstream`: snapshots from the main stream of a camera detected on its substream.
 - `shard`: which share of the cameras this replica runs (`shard:`, `EDGE_FACEDET_SHARD`),
   resolved to a `Shard`; the assignment itself is `edge_facedet.sharding`.
 
@@ -34,6 +35,7 @@ from edge_facedet.config.camera_urls import detect_open_url, display_detect_url,
 from edge_facedet.config.errors import ConfigError
 from edge_facedet.config.httpauth import HttpAuthConfig
 from edge_facedet.config.loader import MAX_CONFIG_BYTES, MAX_YAML_DEPTH, load_config
+from edge_facedet.config.mainstream import FieldOfView, MainStreamConfig, main_stream_active
 from edge_facedet.config.model import ModelConfig
 from edge_facedet.config.motion import MotionConfig
 from edge_facedet.config.mqtt import MqttConfig, QosConfig, TlsConfig
@@ -55,7 +57,9 @@ __all__ = [
     "CameraSettings",
     "ConfigError",
     "Decoder",
+    "FieldOfView",
     "HttpAuthConfig",
+    "MainStreamConfig",
     "MetricsConfig",
     "ModelConfig",
     "MotionConfig",
@@ -79,5 +83,6 @@ __all__ = [
     "display_detect_url",
     "display_url",
     "load_config",
+    "main_stream_active",
     "resolve_shard",
 ]

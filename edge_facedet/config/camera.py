@@ -23,6 +23,7 @@ from edge_facedet.config.base import (
     StrictModel,
 )
 from edge_facedet.config.errors import field_error
+from edge_facedet.config.mainstream import MainStreamConfig
 from edge_facedet.config.motion import MotionConfig
 from edge_facedet.config.publish import PublishConfig, PublishPolicy
 from edge_facedet.config.secrets import SecretSource
@@ -83,6 +84,11 @@ class CameraSettings(StrictModel):
         default_factory=MotionConfig,
         description="Motion gating: skip the detector while the scene is still; a camera's "
         "keys are merged over `defaults.motion`.",
+    )
+    main_stream: MainStreamConfig = Field(
+        default_factory=MainStreamConfig,
+        description="Snapshots from the main stream `url` while detecting on `detect_url`; a "
+        "camera's keys are merged over `defaults.main_stream`.",
     )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
     realtime: bool = Field(

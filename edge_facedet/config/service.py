@@ -51,7 +51,7 @@ def _default_node_id() -> str:
 
 
 # Settings merged key-wise rather than replaced when both defaults and a camera give them.
-_MERGED_SECTIONS: Final = ("publish", "tracking", "snapshots", "motion")
+_MERGED_SECTIONS: Final = ("publish", "tracking", "snapshots", "motion", "main_stream")
 
 
 class ServiceConfig(StrictModel):

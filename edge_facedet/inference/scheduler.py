@@ -62,15 +62,8 @@ class Scheduler:
         self._on_inflight = on_inflight
         self._batch_wait_s = batch_wait_s
         self._wakeup = Wakeup(loop=loop or asyncio.get_running_loop())
-        drop = on_drop or (lambda _camera_id: None)
-        self._slots = [
-            _Slot(
-                camera_id=camera_id,
-                on_drop=lambda camera_id=camera_id: drop(camera_id),  # type: ignore[misc]
-                wakeup=self._wakeup,
-            )
-            for camera_id in camera_ids
-        ]
+        self._drop = on_drop or (lambda _camera_id: None)
+        self._slots = [self._new_slot(camera_id) for camera_id in camera_ids]
         self._by_id = {slot.camera_id: slot for slot in self._slots}
         self._next_slot = 0
         # Slots whose recheck frame was passed over once: served as equals from now on.
@@ -87,6 +80,35 @@ class Scheduler:
 
     def slot(self, camera_id: str) -> LatestFrameSlot:
         return self._by_id[camera_id]
+
+    def _new_slot(self, camera_id: str) -> _Slot:
+        drop = self._drop
+        return _Slot(camera_id=camera_id, on_drop=lambda: drop(camera_id), wakeup=self._wakeup)
+
+    def add_camera(self, camera_id: str) -> LatestFrameSlot:
+        """A slot for a camera a reload added (or restarted); served from the next batch."""
+        if camera_id in self._by_id:
+            raise ValueError(f"camera {camera_id!r} already has a slot")
+        slot = self._new_slot(camera_id)
+        self._slots = [*self._slots, slot]
+        self._by_id[camera_id] = slot
+        self._reindexed()
+        return slot
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Forget a camera's slot (a reload removed or restarted it); a frame waiting in it is
+        not inferred. Its reader must be stopped: puts into the orphaned slot go nowhere."""
+        slot = self._by_id.pop(camera_id, None)
+        if slot is None:
+            return
+        self._slots = [other for other in self._slots if other is not slot]
+        self._reindexed()
+
+    def _reindexed(self) -> None:
+        # Round-robin positions are indices into `_slots`: after a change they name other
+        # cameras, so the pass-over marks are dropped (each costs at most one batch's wait).
+        self._passed_over.clear()
+        self._next_slot = self._next_slot % len(self._slots) if self._slots else 0
 
     @property
     def inflight(self) -> int:

@@ -6,6 +6,8 @@ can reach a metrics page.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from edge_facedet.outputs.httpserver import DROP_REASONS
@@ -53,6 +55,10 @@ FACE_HEIGHT_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 EVENT_TYPES = ("new", "update", "end")
 SNAPSHOT_RESULTS = ("published", "failed", "dropped")
+MAIN_SNAPSHOT_RESULTS = ("main", "fallback", "down", "evicted", "behind", "fov_mismatch")
+MAIN_STREAM_STATES = ("connecting", "streaming", "reconnecting", "stopped")
+SNAPSHOT_LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+RELOAD_RESULTS = ("ok", "invalid", "failed")
 
 
 class Metrics:
@@ -182,8 +188,19 @@ class Metrics:
             "detect_fps 5 (the camera's `cost:` where given).",
             registry=r,
         )
+        self.config_reloads = Counter(
+            "edge_facedet_config_reloads",
+            "Configuration reloads (SIGHUP, `systemctl reload`) by result: ok (applied), "
+            "invalid (the file was refused; the old configuration runs on), failed (applying "
+            "raised; see the log).",
+            ["result"],
+            registry=r,
+        )
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result=result)
         self.http = HttpMetrics(registry=r)
         self.tracks = TrackMetrics(registry=r)
+        self.main_stream = MainStreamMetrics(registry=r)
 
     def register_camera(self, camera_id: str) -> None:
         """Create every per-camera series at zero, so dashboards see cameras before frames."""
@@ -202,6 +219,36 @@ class Metrics:
         self.camera_up.labels(camera=camera_id).set(0)
         self.camera_lag_seconds.labels(camera=camera_id).set(0)
         self.tracks.register_camera(camera_id)
+
+    def unregister_camera(self, camera_id: str) -> None:
+        """Remove a camera's series (a reload removed it): no stale `camera_up` stays."""
+        families = (
+            self.frames_captured,
+            self.frames_skipped,
+            self.frames_dropped,
+            self.frames_stale,
+            self.frames_gated,
+            self.frames_inferred,
+            self.faces_detected,
+            self.camera_reconnects,
+            self.pipeline_latency_seconds,
+            self.camera_up,
+            self.camera_lag_seconds,
+            self.tracks.open,
+            self.tracks.started,
+            self.tracks.snapshot_bytes,
+            self.tracks.face_height,
+            self.tracks.face_confidence,
+        )
+        for family in families:
+            with contextlib.suppress(KeyError):
+                family.remove(camera_id)
+        for kind in EVENT_TYPES:
+            with contextlib.suppress(KeyError):
+                self.tracks.events.remove(camera_id, kind)
+        for result in SNAPSHOT_RESULTS:
+            with contextlib.suppress(KeyError):
+                self.tracks.snapshots.remove(camera_id, result)
 
 
 class TrackMetrics:
@@ -263,6 +310,103 @@ class TrackMetrics:
             self.events.labels(camera=camera_id, type=kind)
         for result in SNAPSHOT_RESULTS:
             self.snapshots.labels(camera=camera_id, result=result)
+
+
+class MainStreamMetrics:
+    """Main streams demuxed for snapshots (sources/mainstream.py) and the snapshots taken
+    from them (outputs/snapshots/mainframe.py). Thread-safe: readers and the snapshot
+    worker report from their own threads."""
+
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        r = registry
+        self.state_info = Gauge(
+            "edge_facedet_main_stream_state",
+            "1 for the main-stream reader's current state (connecting, streaming, "
+            "reconnecting, stopped), 0 for the others.",
+            ["camera", "state"],
+            registry=r,
+        )
+        self.buffered_bytes = Gauge(
+            "edge_facedet_main_stream_buffered_bytes",
+            "Compressed main-stream packets held for snapshots, in bytes.",
+            ["camera"],
+            registry=r,
+        )
+        self.packets_dropped = Counter(
+            "edge_facedet_main_stream_packets_dropped",
+            "Main-stream packets not kept: before the first keyframe, or in a GOP longer than "
+            "the buffer's bounds.",
+            ["camera"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "edge_facedet_main_stream_reconnects",
+            "Main-stream reconnect attempts after a fault.",
+            ["camera"],
+            registry=r,
+        )
+        self.offset_seconds = Gauge(
+            "edge_facedet_main_stream_offset_seconds",
+            "The main stream's arrival of a moment minus the substream's, as found by the "
+            "latest main-stream snapshot (positive: the main stream arrives later).",
+            ["camera"],
+            registry=r,
+        )
+        self.snapshots = Counter(
+            "edge_facedet_snapshots_main",
+            "Snapshots of main-stream cameras by outcome: main (taken from the main stream), "
+            "fallback (the main stream's render failed after the event said main; the "
+            "substream's picture was used), down, evicted, behind, fov_mismatch (the main "
+            "stream could not serve it when asked; the event says detect).",
+            ["camera", "result"],
+            registry=r,
+        )
+        self.latency_seconds = Histogram(
+            "edge_facedet_main_snapshot_latency_seconds",
+            "From the face's capture to its main-stream JPEG.",
+            ["camera"],
+            buckets=SNAPSHOT_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._dropped_seen: dict[str, int] = {}
+
+    def register_camera(self, camera_id: str) -> None:
+        for state in MAIN_STREAM_STATES:
+            self.state_info.labels(camera=camera_id, state=state).set(0)
+        for result in MAIN_SNAPSHOT_RESULTS:
+            self.snapshots.labels(camera=camera_id, result=result)
+        self.buffered_bytes.labels(camera=camera_id).set(0)
+        self.packets_dropped.labels(camera=camera_id)
+        self.reconnects.labels(camera=camera_id)
+        self.offset_seconds.labels(camera=camera_id).set(0)
+        self.latency_seconds.labels(camera=camera_id)
+
+    # MainStreamWatcher (sources/mainstream.py)
+    def state(self, camera_id: str, state: object) -> None:
+        current = str(getattr(state, "value", state))
+        for name in MAIN_STREAM_STATES:
+            self.state_info.labels(camera=camera_id, state=name).set(int(name == current))
+
+    def buffered(self, camera_id: str, *, bytes_held: int, packets_dropped: int) -> None:
+        self.buffered_bytes.labels(camera=camera_id).set(bytes_held)
+        # The ring counts over its life; the counter takes what is new.
+        new = packets_dropped - self._dropped_seen.get(camera_id, 0)
+        if new > 0:
+            self.packets_dropped.labels(camera=camera_id).inc(new)
+            self._dropped_seen[camera_id] = packets_dropped
+
+    def reconnected(self, camera_id: str) -> None:
+        self.reconnects.labels(camera=camera_id).inc()
+
+    # MainSnapshotWatcher (outputs/snapshots/mainframe.py)
+    def snapshot(self, camera_id: str, result: str) -> None:
+        self.snapshots.labels(camera=camera_id, result=result).inc()
+
+    def offset(self, camera_id: str, seconds: float) -> None:
+        self.offset_seconds.labels(camera=camera_id).set(seconds)
+
+    def latency(self, camera_id: str, seconds: float) -> None:
+        self.latency_seconds.labels(camera=camera_id).observe(seconds)
 
 
 class HttpMetrics:

@@ -57,6 +57,12 @@ class _CameraOutput:
     """Detections from here down to confidence_threshold only feed the tracker."""
     activity: CameraActivity
     """Faces in view, for the camera's motion gate (read by its reader thread)."""
+    run_id: str
+    """Part of the camera's faces `event_id`s: the service's, or a new one for a camera a
+    reload (re)started, whose reader counts `seq` from 0 again."""
+    started_at: float = float("-inf")
+    """When a reload (re)started the camera (monotonic): frames of its previous reader still
+    in the detector then are not published under the new run id."""
     status: CameraStatus | None = None
     down_at: float = float("-inf")
     """When the camera last went down (monotonic): results of frames captured before it that
@@ -94,23 +100,10 @@ class ResultPipeline:
         self._metrics = metrics
         self._model_name = model_name
         self.device = device
-        self._cameras: dict[str, _CameraOutput] = {}
-        for camera in cameras:
-            roi = camera.roi
-            self._cameras[camera.id] = _CameraOutput(
-                config=camera,
-                gate=PublishGate(config=camera.publish),
-                roi=(roi.x_min, roi.y_min, roi.x_max, roi.y_max) if roi else None,
-                inferred=metrics.frames_inferred.labels(camera=camera.id),
-                faces=metrics.faces_detected.labels(camera=camera.id),
-                latency=metrics.pipeline_latency_seconds.labels(camera=camera.id),
-                face_height=metrics.tracks.face_height.labels(camera=camera.id),
-                face_confidence=metrics.tracks.face_confidence.labels(camera=camera.id),
-                low_confidence=min(camera.confidence_threshold, camera.tracking.low_confidence)
-                if camera.tracking.enabled
-                else camera.confidence_threshold,
-                activity=CameraActivity(),
-            )
+        # Replaced whole, never changed in place: health() iterates it from the HTTP thread.
+        self._cameras: dict[str, _CameraOutput] = {
+            camera.id: self._camera_output(camera, run_id=run_id) for camera in cameras
+        }
         self.tracks = TrackOutputs(
             cameras=cameras,
             id_prefix=lambda camera_id: f"{node_id}-{camera_id}-{run_id}",
@@ -126,6 +119,52 @@ class ResultPipeline:
         self._stopping = False
         self._tracks_ended = False
 
+    def _camera_output(
+        self, camera: CameraConfig, *, run_id: str, started_at: float = float("-inf")
+    ) -> _CameraOutput:
+        metrics = self._metrics
+        roi = camera.roi
+        return _CameraOutput(
+            config=camera,
+            gate=PublishGate(config=camera.publish),
+            roi=(roi.x_min, roi.y_min, roi.x_max, roi.y_max) if roi else None,
+            inferred=metrics.frames_inferred.labels(camera=camera.id),
+            faces=metrics.faces_detected.labels(camera=camera.id),
+            latency=metrics.pipeline_latency_seconds.labels(camera=camera.id),
+            face_height=metrics.tracks.face_height.labels(camera=camera.id),
+            face_confidence=metrics.tracks.face_confidence.labels(camera=camera.id),
+            low_confidence=min(camera.confidence_threshold, camera.tracking.low_confidence)
+            if camera.tracking.enabled
+            else camera.confidence_threshold,
+            activity=CameraActivity(),
+            run_id=run_id,
+            started_at=started_at,
+        )
+
+    # -- cameras a reload adds or removes (on the loop) ------------------------------------
+
+    def add_camera(self, camera: CameraConfig, *, run_id: str) -> None:
+        """Start handling `camera` (a reload added or restarted it); `run_id` is new, so
+        its ids do not repeat those of an earlier camera with the same id in this run."""
+        output = self._camera_output(camera, run_id=run_id, started_at=self._clock())
+        self._cameras = {**self._cameras, camera.id: output}
+        self.tracks.add_camera(camera, id_prefix=f"{self._node_id}-{camera.id}-{run_id}")
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Stop handling a camera a reload removed or restarts: its open tracks end (reason
+        `reload`), and its results still in the detector and its reader's last statuses are
+        ignored from now on."""
+        if camera_id not in self._cameras:
+            return
+        self.tracks.end_all(camera_id, reason=EndReason.RELOAD)
+        self.tracks.remove_camera(camera_id)
+        self._cameras = {k: v for k, v in self._cameras.items() if k != camera_id}
+
+    def replace_output(self, old: ResultSink, new: ResultSink) -> None:
+        """Hand everything from now on to `new` instead of `old` (MQTT settings reloaded)."""
+        self._outputs = tuple(new if sink is old else sink for sink in self._outputs)
+        self.tracks.replace_output(old, new)
+
     # -- results (called by the scheduler for every finished batch) --------------------
 
     def handle_batch(self, frames: Sequence[Frame], result: BatchResult) -> None:
@@ -136,7 +175,9 @@ class ResultPipeline:
         self.last_inference_monotonic = now
         self.frames_inferred += len(frames)
         for frame, rows in zip(frames, result.rows, strict=True):
-            output = self._cameras[frame.camera_id]
+            output = self._cameras.get(frame.camera_id)
+            if output is None or frame.capture_monotonic < output.started_at:
+                continue  # a camera a reload removed or restarted since the frame was taken
             settings = output.config
             candidates = to_detections(
                 rows,
@@ -170,7 +211,7 @@ class ResultPipeline:
                 continue
             payload = faces_payload(
                 node_id=self._node_id,
-                run_id=self._run_id,
+                run_id=output.run_id,
                 camera_id=frame.camera_id,
                 seq=frame.seq,
                 capture_time=frame.capture_time,
@@ -229,9 +270,9 @@ class ResultPipeline:
             self.publish_state(status.camera_id)
 
     def publish_state(self, camera_id: str) -> None:
-        output = self._cameras[camera_id]
-        status = output.status
-        if status is None:
+        output = self._cameras.get(camera_id)
+        status = None if output is None else output.status
+        if output is None or status is None:
             return
         output.last_state_sent = self._clock()
         output.last_state_sent_name = status.state.value

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 class SnapshotQueue(Protocol):
     """Where snapshot jobs go (outputs.snapshots.worker.SnapshotWorker)."""
 
+    def prepare(self, job: SnapshotJob) -> SnapshotJob:
+        """`job` as it will be rendered: with the main stream's packets attached when its
+        camera's main stream can serve it (`job.main`), else as it is."""
+        ...
+
     def submit(self, job: SnapshotJob) -> bool:
         """Queue `job` without blocking; False when the queue is full (the job is dropped)."""
         ...
@@ -72,6 +77,28 @@ class TrackOutputs:
         self._open = dict.fromkeys(self._cameras, 0)
         self._snapshot_failures = 0
 
+    # -- cameras a reload adds or removes ---------------------------------------------------
+
+    def add_camera(self, camera: CameraConfig, *, id_prefix: str) -> None:
+        """Track a camera a reload added or restarted; `id_prefix` as in the constructor."""
+        self._configs = {**self._configs, camera.id: camera}
+        if camera.tracking.enabled:
+            self._cameras = {
+                **self._cameras,
+                camera.id: CameraTracks(camera=camera, id_prefix=id_prefix),
+            }
+            self._open[camera.id] = 0
+            self._metrics.open.labels(camera=camera.id).set(0)
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Forget a camera (end its tracks first: `end_all`); its late snapshots are dropped."""
+        self._configs = {k: v for k, v in self._configs.items() if k != camera_id}
+        self._cameras = {k: v for k, v in self._cameras.items() if k != camera_id}
+        self._open.pop(camera_id, None)
+
+    def replace_output(self, old: ResultSink, new: ResultSink) -> None:
+        self._outputs = tuple(new if sink is old else sink for sink in self._outputs)
+
     def tracking(self, camera_id: str) -> bool:
         return camera_id in self._cameras
 
@@ -105,8 +132,15 @@ class TrackOutputs:
         metrics = self._metrics
         for decided, request in zip(observation.events, observation.snapshots, strict=True):
             event = decided
-            if request is not None and not self._submit(camera_id, request=request):
-                event = dataclasses.replace(decided, snapshot=False, snapshot_source=None)
+            if request is not None:
+                # The event goes out before the JPEG exists: its snapshot_source is the
+                # picture the job was queued with (the main stream only when its packets for
+                # this moment are pinned); a later failure of that render falls back to the
+                # detected picture, counted and logged (snapshots/worker.py).
+                source = self._submit(camera_id, request=request)
+                event = dataclasses.replace(
+                    decided, snapshot=source is not None, snapshot_source=source
+                )
             payload = event_payload(event=event)
             for sink in self._outputs:
                 sink.publish_event(camera_id=camera_id, payload=payload)
@@ -119,12 +153,14 @@ class TrackOutputs:
             metrics.open.labels(camera=camera_id).set(open_now)
             self._on_open_changed(camera_id)
 
-    def _submit(self, camera_id: str, *, request: SnapshotRequest) -> bool:
+    def _submit(self, camera_id: str, *, request: SnapshotRequest) -> str | None:
+        """Queue the snapshot; the source of its picture ("main" | "detect"), None if not
+        queued."""
         queue = self._snapshot_queue
         config = self._configs[camera_id].snapshots
         if queue is None:
-            return False
-        accepted = queue.submit(
+            return None
+        job = queue.prepare(
             SnapshotJob(
                 camera_id=camera_id,
                 event_id=request.event_id,
@@ -136,14 +172,17 @@ class TrackOutputs:
                 time=request.time,
             )
         )
-        if not accepted:
+        if not queue.submit(job):
             self._metrics.snapshots.labels(camera=camera_id, result="dropped").inc()
-        return accepted
+            return None
+        return "detect" if job.main is None else "main"
 
     def on_snapshot(self, result: SnapshotResult) -> None:
         """The worker's result, on the loop: hand the JPEG to every output, count it."""
         camera_id = result.job.camera_id
         metrics = self._metrics
+        if camera_id not in self._configs:
+            return  # removed by a reload: its retained snapshot was cleared, not to come back
         if result.jpeg is not None:
             for sink in self._outputs:
                 sink.set_snapshot(camera_id=camera_id, jpeg=result.jpeg)

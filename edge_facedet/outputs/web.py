@@ -70,8 +70,11 @@ class WebOutput:
         self._closed = asyncio.Event()
 
     def images(self, camera_id: str) -> SnapshotMode:
-        """The camera's image mode (its snapshots.mode): off means metadata only."""
-        return self.cameras[camera_id].snapshots.mode
+        """The camera's image mode (its snapshots.mode): off means metadata only, and so
+        does a camera this output does not know (added by a reload after the page's routes
+        were made): no picture of it is kept or served."""
+        camera = self.cameras.get(camera_id)
+        return SnapshotMode.OFF if camera is None else camera.snapshots.mode
 
     # -- Output, on the event loop ------------------------------------------------------------
 

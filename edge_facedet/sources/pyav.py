@@ -123,20 +123,11 @@ class PyAvSource:
         sideways = quarter_turns % 2 == 1
         # Scaled to the stored orientation of the display size, then turned: the common,
         # unrotated frame still takes one swscale pass and no copy.
-        width, height = (size[1], size[0]) if sideways else size
-        try:
-            # One swscale pass converts and resizes, never making a full-size BGR copy.
-            converted = self._reformatter.reformat(
-                frame, width=width, height=height, format="bgr24",
-                interpolation="BILINEAR", threads=1,
-            )  # fmt: skip
-            image = converted.to_ndarray()
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise SourceError(f"could not convert a frame: {_reason(exc)}") from None
-        if quarter_turns:
-            image = np.rot90(image, k=quarter_turns)
+        stored = (size[1], size[0]) if sideways else size
+        # One swscale pass converts and resizes, never making a full-size BGR copy.
+        image = _scaled(self._reformatter, frame, stored=stored, pixel_format="bgr24")
         display = (frame.height, frame.width) if sideways else (frame.width, frame.height)
-        return np.ascontiguousarray(image, dtype=np.uint8), *display
+        return image, *display
 
     def gray(self, *, height: int) -> NDArray[np.uint8]:
         frame = self._frame
@@ -146,20 +137,10 @@ class PyAvSource:
         display_width, display_height = _display_size(frame)
         width = max(1, round(height * display_width / display_height))
         stored = (height, width) if quarter_turns % 2 else (width, height)
-        try:
-            # Straight from the decoded planes to a small grey picture: swscale scales the
-            # luma plane only, no full-size BGR is made. Bilinear (swscale widens its filter
-            # to the downscale ratio); area averaging costs several times as much.
-            converted = self._gray_reformatter.reformat(
-                frame, width=stored[0], height=stored[1], format="gray",
-                interpolation="BILINEAR", threads=1,
-            )  # fmt: skip
-            image = converted.to_ndarray()
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise SourceError(f"could not convert a frame: {_reason(exc)}") from None
-        if quarter_turns:
-            image = np.rot90(image, k=quarter_turns)
-        return np.ascontiguousarray(image, dtype=np.uint8)
+        # Straight from the decoded planes to a small grey picture: swscale scales the luma
+        # plane only, no full-size BGR is made. Bilinear (swscale widens its filter to the
+        # downscale ratio); area averaging costs several times as much.
+        return _scaled(self._gray_reformatter, frame, stored=stored, pixel_format="gray")
 
     def picture(self) -> Picture:
         frame = self._frame
@@ -237,6 +218,29 @@ class PyAvPicture:
         if quarter_turns:
             image = np.rot90(image, k=quarter_turns)
         return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def _scaled(
+    reformatter: VideoReformatter,
+    frame: VideoFrame,
+    *,
+    stored: tuple[int, int],
+    pixel_format: str,
+) -> NDArray[np.uint8]:
+    """`frame` scaled to `stored` (width, height in its stored orientation) in one swscale
+    pass, then turned upright by its rotation side data."""
+    try:
+        converted = reformatter.reformat(
+            frame, width=stored[0], height=stored[1], format=pixel_format,
+            interpolation="BILINEAR", threads=1,
+        )  # fmt: skip
+        image = converted.to_ndarray()
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise SourceError(f"could not convert a frame: {_reason(exc)}") from None
+    quarter_turns = _quarter_turns(frame)
+    if quarter_turns:
+        image = np.rot90(image, k=quarter_turns)
+    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def _display_size(frame: VideoFrame) -> tuple[int, int]:

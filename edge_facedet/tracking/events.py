@@ -35,6 +35,8 @@ class EndReason(enum.Enum):
     """The camera stopped streaming (reconnecting, failed or at the end of its file)."""
     SHUTDOWN = "shutdown"
     """The service stopped."""
+    RELOAD = "reload"
+    """A configuration reload removed or changed the camera (a changed camera restarts)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,14 +1,16 @@
 """H.264 test clips made with Debian's ffmpeg from the real footage in the shared media folder.
 
 Clips are cached per pytest session, keyed by their parameters, so several tests asking for
-"10 s of 720p@25" share one encode. Besides plain clips it makes the damaged and unusual files
-the camera tests need: a truncated copy, a copy with garbage written over its middle, and a
-stream whose resolution changes mid-way.
+"10 s of 720p@25" share one encode. Besides plain clips it makes long streams as copies of a
+short clip (`repeated`), and the damaged and unusual files the camera tests need: a truncated
+copy, a copy with garbage written over its middle, and a stream whose resolution changes
+mid-way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import shutil
 import subprocess
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
+# The unit `ClipMaker.repeated` copies: one of the short clips the camera tests make anyway.
+REPEAT_UNIT_S = 4
 
 
 class ClipMaker:
@@ -53,6 +57,41 @@ class ClipMaker:
             "-vf", f"scale={width}:{height},setsar=1", "-r", str(fps),
             "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p",
             "-b:v", "3M", *container_args,
+            output=target,
+        )  # fmt: skip
+        return target
+
+    def repeated(
+        self,
+        *,
+        seconds: float,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = 25,
+        source: Path = FACE_VIDEO,
+        unit_s: int = REPEAT_UNIT_S,
+    ) -> Path:
+        """An MP4 at least `seconds` long: one `unit_s` clip, copied end to end.
+
+        For tests that need a stream to *last* (an RTSP mount plays its clip once), not new
+        pictures: the footage is a short loop anyway, and encoding a long clip (upscaled to
+        720p at that) was among the suite's slowest steps, while a stream copy is a mux only.
+        Every copy starts with a keyframe and the timestamps run on without a jump, so the
+        readers see one continuous stream. Not for tests that match frames by their pixels:
+        each copy repeats the unit's frames.
+        """
+        copies = max(1, math.ceil(seconds / unit_s))
+        unit = self.clip(seconds=unit_s, width=width, height=height, fps=fps, source=source)
+        if copies == 1:
+            return unit
+        target = self._cached(f"repeated-{unit.stem}-x{copies}", suffix="mp4")
+        if target.exists():
+            return target
+        listing = self._cache_dir / f".list-{target.stem}.txt"
+        listing.write_text(f"file '{unit}'\n" * copies)
+        run_ffmpeg(
+            "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
+            "-movflags", "+faststart",
             output=target,
         )  # fmt: skip
         return target

@@ -74,6 +74,9 @@ REPEAT_LOG_S = 300.0
 class Session(Protocol):
     """What the connection's owner sends over each live connection (the MQTT output)."""
 
+    async def reconcile(self, link: Link) -> None:
+        """First thing on a connection: read what an earlier run left (`read_retained`)."""
+
     def on_connected(self) -> None:
         """A new connection: whatever is retained must be sent again."""
 
@@ -105,7 +108,40 @@ class Link:
         self._rejection: ReasonCode | None = None
         # Once per topic and connection: a denied faces topic would otherwise log per frame.
         self._denied_topics: set[str] = set()
+        # read_retained()'s waits, by topic; fed by the connection's message pump.
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
         watch_publish_failures(client, self._record_rejection)
+
+    async def read_retained(self, topic: str, *, timeout_s: float) -> bytes | None:
+        """The message retained on `topic`, or None if none came within `timeout_s`.
+
+        Subscribes only for the wait: the service reads nothing else from its broker.
+        """
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[topic] = future
+
+        async def subscribe_and_wait() -> bytes:
+            await self._client.subscribe(topic, qos=1, timeout=timeout_s)
+            return await future
+
+        try:
+            # The whole read is bounded: a broker that never answers the SUBSCRIBE must not
+            # hold the session (the output then goes on without the earlier run's manifest).
+            return await asyncio.wait_for(subscribe_and_wait(), timeout_s)
+        except (asyncio.TimeoutError, aiomqtt.MqttError):
+            return None
+        finally:
+            self._waiting.pop(topic, None)
+            with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._client.unsubscribe(topic, timeout=timeout_s), timeout_s
+                )
+
+    def received(self, message: aiomqtt.Message) -> None:
+        """A message from the broker (only retained reads subscribe to anything)."""
+        future = self._waiting.get(message.topic.value)
+        if future is not None and not future.done() and isinstance(message.payload, bytes):
+            future.set_result(message.payload)
 
     @property
     def closing(self) -> bool:
@@ -353,7 +389,7 @@ class MqttConnection:
         link = Link(
             client=client, broker=self._broker, metrics=self._metrics, closing=self._closing
         )
-        lost = asyncio.create_task(_connection_lost(client))
+        lost = asyncio.create_task(_connection_lost(client, link))
         try:
             # One guard for the whole session rather than one per message: a guard is a task
             # and an asyncio.wait, and faces messages go out at the detector's rate.
@@ -380,6 +416,7 @@ class MqttConnection:
                 lost.exception()  # retrieved: the connection loss is handled by the caller
 
     async def _session(self, link: Link, session: Session) -> None:
+        await session.reconcile(link)
         await session.send_retained(link)
         await link.publish(self._status("online"))
         await session.send_pending(link)
@@ -421,11 +458,11 @@ async def _guarded(awaitable: Awaitable[_T], lost: asyncio.Task[None]) -> _T:
     raise aiomqtt.MqttError(f"connection lost: {cause}") from cause
 
 
-async def _connection_lost(client: aiomqtt.Client) -> None:
-    """Finish (with MqttError) when the connection drops.
+async def _connection_lost(client: aiomqtt.Client, link: Link) -> None:
+    """Finish (with MqttError) when the connection drops; hand any message to `link`.
 
-    Nothing is subscribed, so the message iterator yields nothing; its end is aiomqtt's
-    public signal for a disconnect.
+    Only `Link.read_retained` subscribes, briefly, so the message iterator yields little;
+    its end is aiomqtt's public signal for a disconnect.
     """
-    async for _ in client.messages:
-        pass
+    async for message in client.messages:
+        link.received(message)

@@ -44,6 +44,7 @@ __all__ = [
     "DiscoveryMessage",
     "binary_sensor_config",
     "discovery_messages",
+    "discovery_topics",
     "event_config",
     "expire_after_s",
     "image_config",
@@ -246,6 +247,15 @@ class _ConfigBuilder(Protocol):
     ) -> dict[str, Any]: ...
 
 
+_ENTITY_KINDS = (
+    ("sensor", "faces"),
+    ("binary_sensor", "face_present"),
+    ("event", "events"),
+    ("image", "snapshot"),
+)
+"""(component, suffix) of every entity `_entities` may give a camera."""
+
+
 def _entities(camera: CameraConfig) -> list[tuple[str, str, _ConfigBuilder | None]]:
     """(component, suffix, builder) of each entity a camera may have; see the module
     docstring. The builder is None for an entity `camera` does not get (now): its discovery
@@ -261,6 +271,21 @@ def _entities(camera: CameraConfig) -> list[tuple[str, str, _ConfigBuilder | Non
         ("binary_sensor", "face_present", binary_sensor_config),
         ("event", "events", event_config if camera.tracking.enabled else None),
         ("image", "snapshot", image_config if camera.snapshots.enabled else None),
+    ]
+
+
+def discovery_topics(
+    *, node_id: str, camera_id: str, discovery_prefix: str = DISCOVERY_PREFIX
+) -> list[str]:
+    """Every discovery topic a camera may have announced, whatever its settings were: what
+    is cleared when the camera is removed (its config may be gone by then)."""
+    return [
+        discovery_topic(
+            component=component,
+            object_id=f"{node_id}_{camera_id}_{suffix}",
+            discovery_prefix=discovery_prefix,
+        )
+        for component, suffix in _ENTITY_KINDS
     ]
 
 

@@ -53,6 +53,10 @@ class Outbox:
     def popleft(self) -> Message:
         return self._queue.popleft()
 
+    def messages(self) -> list[Message]:
+        """What waits, oldest first (an output taking over this one's queue reads it)."""
+        return list(self._queue)
+
     def requeue(self, message: Message) -> None:
         """Put back a message whose publish failed: it is the oldest, so it goes first."""
         if len(self._queue) == self._queue.maxlen:
@@ -87,6 +91,14 @@ class LatestByKey:
         """`message` was acknowledged; a newer one set while it was in flight stays unsent."""
         if self._latest.get(key) is message:
             self._unsent.pop(key, None)
+
+    def discard(self, key: str) -> None:
+        """Forget `key`: its message is neither kept nor sent again."""
+        self._latest.pop(key, None)
+        self._unsent.pop(key, None)
+
+    def items(self) -> list[tuple[str, Message]]:
+        return list(self._latest.items())
 
     def mark_all_unsent(self) -> None:
         """A new connection: the broker may have lost its retained store."""

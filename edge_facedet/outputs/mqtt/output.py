@@ -17,6 +17,13 @@ session that decides what goes out on each connection:
 After a connect that sent announcements, the states and snapshots go out once more
 `REANNOUNCE_DELAY_S` later (see there why).
 
+Cameras that go away leave nothing retained: `forget_camera` (a reload removed the camera)
+replaces its state, snapshot and discovery topics with empty retained messages, and the
+retained manifest `<prefix>/cameras` lists the cameras announced, so on its first connect an
+output reads the manifest an earlier run left (`reconcile`) and clears the cameras no longer
+configured before it says `online`. A reload that changes the MQTT settings makes a new
+output that `take_over`s the old one's queue and latest messages.
+
 Home Assistant discovery is not built here: `outputs.build.build_mqtt_output` hands
 homeassistant.py's messages in as the `announcer`.
 """
@@ -25,11 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import TYPE_CHECKING, Protocol
 
 from edge_facedet.outputs.mqtt.connection import MqttConnection
 from edge_facedet.outputs.mqtt.errors import BrokerIdentity
+from edge_facedet.outputs.mqtt.homeassistant import discovery_topics
 from edge_facedet.outputs.mqtt.outbox import LatestByKey, Message, Outbox
 from edge_facedet.outputs.mqtt.topics import Topics, check_topic
 
@@ -53,6 +62,10 @@ log = logging.getLogger(__name__)
 # later: enough for HA to have subscribed, too short for anyone to notice the gap. Not a
 # setting: it only repeats messages that are already retained.
 REANNOUNCE_DELAY_S = 1.0
+# How long the first connect waits for the retained manifest an earlier run left. A broker
+# sends retained messages right after its SUBACK, so this is only waited out when there is
+# none (the node's first run ever, or a broker that lost its store).
+MANIFEST_WAIT_S = 1.0
 
 
 class Announcer(Protocol):
@@ -82,8 +95,12 @@ class MqttOutput:
         announcer: Announcer | None = None,
     ) -> None:
         self._config = config
+        self._node_id = node_id
         self._announcer = announcer
         self._topics = Topics.for_node(node_id=node_id, prefix=config.topic_prefix)
+        # The cameras announced, in order: the manifest's content.
+        self._announced: dict[str, None] = {}
+        self._reconciled = False
         self._outbox = Outbox(maxlen=config.outbox_size, on_drop=metrics.mqtt_dropped.inc)
         # Camera states and snapshots by camera id, other retained messages by topic.
         self._states = LatestByKey()
@@ -133,20 +150,79 @@ class MqttOutput:
 
         A camera with snapshots off gets an empty retained snapshot: a picture of a person
         that an earlier configuration left retained on the broker is deleted, not kept.
+        Called again by a reload for the cameras it adds or restarts; the manifest follows.
         """
         for camera in cameras:
+            self._announced[camera.id] = None
+            # A camera removed earlier in this run and now back: its clearing is void.
+            self._retained.discard(self._topics.camera_state(camera.id))
+            self._retained.discard(self._topics.camera_snapshot(camera.id))
             if not camera.snapshots.enabled:
                 self.set_retained(
                     topic=self._topics.camera_snapshot(camera.id),
                     payload=b"",
                     qos=self._config.qos.state,
                 )
+        self._set_manifest()
         if self._announcer is None:
             return
         for message in self._announcer(cameras=cameras):
             self.set_retained(
                 topic=message.topic, payload=message.payload, qos=self._config.qos.state
             )
+
+    def forget_camera(self, camera_id: str) -> None:
+        """A reload removed the camera: clear its retained topics and drop it from the
+        manifest; a state or snapshot still waiting for the broker is not sent."""
+        self._states.discard(camera_id)
+        self._snapshots.discard(camera_id)
+        self._announced.pop(camera_id, None)
+        self._clear_retained(camera_id)
+        self._set_manifest()
+
+    @property
+    def announced(self) -> tuple[str, ...]:
+        """The camera ids of the manifest."""
+        return tuple(self._announced)
+
+    def _clear_retained(self, camera_id: str) -> None:
+        """Empty retained messages on every retained topic the camera may have."""
+        topics = [self._topics.camera_state(camera_id), self._topics.camera_snapshot(camera_id)]
+        if self._announcer is not None:
+            topics += discovery_topics(node_id=self._node_id, camera_id=camera_id)
+        for topic in topics:
+            self.set_retained(topic=topic, payload=b"", qos=self._config.qos.state)
+
+    def _set_manifest(self) -> None:
+        payload = json.dumps(list(self._announced), separators=(",", ":")).encode()
+        self.set_retained(topic=self._topics.manifest, payload=payload, qos=self._config.qos.state)
+
+    def take_over(self, old: MqttOutput) -> None:
+        """Continue `old`'s work (a reload changed the MQTT settings; `old` is closed): its
+        queued faces and events, latest states, snapshots and retained messages, moved to
+        this output's prefix. Announcements are the caller's to repeat (their bodies name
+        the prefix)."""
+        for message in old._outbox.messages():
+            self._outbox.append(self._moved(message, old=old))
+        for target, source in (
+            (self._states, old._states),
+            (self._snapshots, old._snapshots),
+            (self._retained, old._retained),
+        ):
+            for key, message in source.items():
+                moved = self._moved(message, old=old)
+                target.set(moved.topic if source is old._retained else key, moved)
+        self._announced = dict(old._announced)
+        self._wakeup.set()
+
+    def _moved(self, message: Message, *, old: MqttOutput) -> Message:
+        topic = self._topics.reprefixed(message.topic, old=old._topics)
+        qos = message.qos
+        if topic.endswith("/faces"):
+            qos = self._config.qos.faces
+        elif topic.endswith("/events"):
+            qos = self._config.qos.events
+        return Message(topic, message.payload, qos, retain=message.retain)
 
     def publish_faces(self, *, camera_id: str, payload: bytes) -> None:
         """Queue a faces message; never blocks. A full outbox drops (and counts) its oldest."""
@@ -201,6 +277,21 @@ class MqttOutput:
         await self._connection.close()
 
     # -- the connection's Session -----------------------------------------------------------
+
+    async def reconcile(self, link: Link) -> None:
+        """Once per output, before the retained messages: clear what the manifest an earlier
+        run left names and this configuration does not (a camera removed while stopped)."""
+        if self._reconciled:
+            return
+        payload = await link.read_retained(self._topics.manifest, timeout_s=MANIFEST_WAIT_S)
+        self._reconciled = True
+        stale = [
+            camera_id for camera_id in _manifest_ids(payload) if camera_id not in self._announced
+        ]
+        for camera_id in stale:
+            self._clear_retained(camera_id)
+        if stale:
+            log.info("MQTT: cleared the retained topics of removed camera(s) %s", ", ".join(stale))
 
     def on_connected(self) -> None:
         self._states.mark_all_unsent()
@@ -282,3 +373,25 @@ class MqttOutput:
             # connection. With QoS 1 that may duplicate it; subscribers dedupe on event_id.
             self._outbox.requeue(message)
             raise
+
+
+def _manifest_ids(payload: bytes | None) -> list[str]:
+    """The camera ids of a manifest (none for a missing or malformed one)."""
+    if not payload:
+        return []
+    try:
+        ids = json.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(ids, list):
+        return []
+    valid = []
+    for camera_id in ids:
+        if not isinstance(camera_id, str):
+            continue
+        try:
+            Topics("x").camera_state(camera_id)  # only ids that make topic levels
+        except ValueError:
+            continue
+        valid.append(camera_id)
+    return valid

@@ -5,6 +5,10 @@ A node's topics live under one prefix (`mqtt.topic_prefix`, by default
 
 * `<prefix>/status` (retained): `online`, `offline` (the Last Will) or `stopped`;
 * `<prefix>/shard` (retained, only when sharded): the shard's index, count, cameras and cost;
+* `<prefix>/config` (retained): the configuration file loaded last (time, sha256, result of
+  the last start or reload, its problems, what applies at the next start);
+* `<prefix>/cameras` (retained): the manifest, a JSON list of the camera ids announced, so a
+  later start can clear the retained topics of cameras no longer configured;
 * `<prefix>/cameras/<id>/state` (retained): the camera's latest state;
 * `<prefix>/cameras/<id>/faces`: one message per published frame;
 * `<prefix>/cameras/<id>/events`: a face track's `new`, `update` and `end` (not retained);
@@ -69,6 +73,20 @@ class Topics:
     @property
     def shard(self) -> str:
         return f"{self.prefix}/shard"
+
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}/config"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.prefix}/cameras"
+
+    def reprefixed(self, topic: str, *, old: Topics) -> str:
+        """`topic` moved from `old`'s prefix to this one (unchanged if not under `old`)."""
+        if topic.startswith(old.prefix + "/"):
+            return self.prefix + topic[len(old.prefix) :]
+        return topic
 
     def camera_state(self, camera_id: str) -> str:
         return self.under("cameras", camera_id, "state")

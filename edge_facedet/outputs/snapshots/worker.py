@@ -7,16 +7,25 @@ in a worker thread; one at a time, because snapshots must not take the cores the
 and the detector need, and so each camera's snapshots come out in the order asked for. The
 result goes back to `on_result` on the loop: a failure is a result with `error`, never an
 exception that would end the TaskGroup.
+
+A job with `main` (a camera detected on its substream, mainframe.py) is rendered from the
+main stream's picture; when that fails for any reason the job falls back to its own
+(substream) picture, the result says `source="detect"`, and the fallback is counted and
+logged (powers of two).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edge_facedet.logthrottle import every_power_of_two
+from edge_facedet.outputs.snapshots.mainframe import MainStreamMissError
 from edge_facedet.outputs.snapshots.render import render_snapshot
 
 if TYPE_CHECKING:
@@ -26,6 +35,7 @@ if TYPE_CHECKING:
 
     from edge_facedet.config.snapshots import SnapshotConfig, SnapshotMode
     from edge_facedet.frames import Picture
+    from edge_facedet.outputs.snapshots.mainframe import MainStreamRef, MainStreams
     from edge_facedet.outputs.snapshots.store import SnapshotStore
     from edge_facedet.tracking.events import Box
 
@@ -53,6 +63,9 @@ class SnapshotJob:
     """Every face detected in the best face's frame (blurred_frame hides them all)."""
     time: datetime
     """The best face's capture time (UTC, timezone-aware); names the file."""
+    main: MainStreamRef | None = None
+    """The main stream's packets for this face (`SnapshotWorker.prepare`); None: render
+    `picture`, the detected stream's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +77,8 @@ class SnapshotResult:
     """Why rendering or storing failed; None on success."""
     path: Path | None
     """The stored file; None without a store or when storing failed."""
+    source: str = "detect"
+    """Whose picture was rendered: "main" (the camera's `url`) or "detect"."""
 
 
 class SnapshotWorker:
@@ -77,6 +92,7 @@ class SnapshotWorker:
         on_result: Callable[[SnapshotResult], None],
         max_queued: int = 16,
         prune_interval_s: float = PRUNE_INTERVAL_S,
+        main_streams: MainStreams | None = None,
     ) -> None:
         if max_queued < 1:
             raise ValueError(f"max_queued must be at least 1, got {max_queued}")
@@ -90,11 +106,22 @@ class SnapshotWorker:
         # stop marker even when the queue is full.
         self._queue: asyncio.Queue[SnapshotJob | None] = asyncio.Queue()
         self._closing = False
+        self._main = main_streams
+        self._fallbacks = 0
 
     @property
     def queued(self) -> int:
         """Jobs waiting (not counting the one being rendered)."""
         return self._queue.qsize()
+
+    def prepare(self, job: SnapshotJob) -> SnapshotJob:
+        """`job` with the main stream's packets pinned where its camera has a main stream
+        that can serve it (on the loop, microseconds; mainframe.MainStreams.attach)."""
+        main = self._main
+        if main is None or job.camera_id not in main:
+            return job
+        ref = main.attach(job.camera_id, moment=job.time.timestamp())
+        return job if ref is None else dataclasses.replace(job, main=ref)
 
     def submit(self, job: SnapshotJob) -> bool:
         """Queue `job` (on the loop, never blocks); False when full or closing."""
@@ -153,25 +180,64 @@ class SnapshotWorker:
 
     def _process(self, job: SnapshotJob) -> SnapshotResult:
         """In the worker thread: render, then store; failures become the result's error."""
+        jpeg = self._render_main(job) if job.main is not None else None
+        source = "detect" if jpeg is None else "main"
         try:
-            jpeg = render_snapshot(
-                picture=job.picture,
-                mode=job.mode,
-                config=job.config,
-                box_norm=job.box_norm,
-                boxes_norm=job.boxes_norm,
-            )
+            if jpeg is None:
+                jpeg = render_snapshot(
+                    picture=job.picture,
+                    mode=job.mode,
+                    config=job.config,
+                    box_norm=job.box_norm,
+                    boxes_norm=job.boxes_norm,
+                )
         except Exception as exc:  # noqa: BLE001 - reported in the result, never raised
             return SnapshotResult(job, None, f"rendering failed: {_describe(exc)}", None)
         if self._store is None:
-            return SnapshotResult(job, jpeg, None, None)
+            return SnapshotResult(job, jpeg, None, None, source)
         try:
             path = self._store.write(
                 camera_id=job.camera_id, event_id=job.event_id, jpeg=jpeg, when=job.time
             )
         except Exception as exc:  # noqa: BLE001 - reported in the result, never raised
-            return SnapshotResult(job, jpeg, f"storing failed: {_describe(exc)}", None)
-        return SnapshotResult(job, jpeg, None, path)
+            return SnapshotResult(job, jpeg, f"storing failed: {_describe(exc)}", None, source)
+        return SnapshotResult(job, jpeg, None, path, source)
+
+    def _render_main(self, job: SnapshotJob) -> bytes | None:
+        """The JPEG from the main stream, or None (counted and logged: the caller falls
+        back to the job's own picture)."""
+        main, ref = self._main, job.main
+        assert main is not None and ref is not None  # noqa: S101 - prepare() attached it
+        try:
+            taken = main.take(
+                job.camera_id,
+                ref=ref,
+                detected=job.picture,
+                boxes_norm=(job.box_norm, *job.boxes_norm),
+            )
+            jpeg = render_snapshot(
+                picture=taken.picture,
+                mode=job.mode,
+                config=job.config,
+                box_norm=taken.box_norm,
+                boxes_norm=taken.boxes_norm,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure falls back, never raises
+            main.fallback(job.camera_id)
+            self._fallbacks += 1
+            if every_power_of_two(self._fallbacks):
+                reason = str(exc) if isinstance(exc, MainStreamMissError) else _describe(exc)
+                log.warning(
+                    "camera %s: snapshot of %s from the main stream failed (%s); the "
+                    "detected stream's picture is used (fallbacks so far: %d)",
+                    job.camera_id,
+                    job.event_id,
+                    reason,
+                    self._fallbacks,
+                )
+            return None
+        main.used(job.camera_id, seconds=time.time() - ref.moment)
+        return jpeg
 
     def _deliver(self, result: SnapshotResult) -> None:
         try:

@@ -1,0 +1,152 @@
+"""The refining step of a main-stream snapshot: the detector again, on the face's region.
+
+The box mapped from the substream lands near the face in the main picture, not on it: the
+two streams' moments differ by a frame or two and the substream's box is coarse. Running the
+detector on a generous square around the mapped box, resized to the network's input, finds
+the face at the main stream's resolution; the face that overlaps the mapped box most is the
+snapshot's face.
+
+The worker thread runs its own small synchronous model (`SyncFaceDetector`): one infer
+request on one CPU thread, compiled once at start. The service's `OpenVinoDetector` is an
+async batching queue owned by the event loop; submitting to it from the worker would mean a
+round trip through the loop for each snapshot and a place in the detectors' batches,
+competing with the cameras, while a one-thread request has a bounded, separate cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from numpy.typing import NDArray
+
+__all__ = [
+    "REGION_SCALE",
+    "FaceFinder",
+    "Refined",
+    "SyncFaceDetector",
+    "iou",
+    "refine_box",
+    "region_around",
+]
+
+REGION_SCALE = 2.0
+"""The square searched is this many times the mapped box's longer side."""
+MIN_OVERLAP = 0.3
+"""A face found in the region replaces the mapped box only if it overlaps it this much
+(IoU); otherwise it is another face and the mapped box is kept."""
+MIN_CONFIDENCE = 0.5
+
+PixelBox = tuple[float, float, float, float]
+
+
+class FaceFinder(Protocol):
+    """Faces in one image at the network's input size: (N, 5) confidence, box normalised."""
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
+
+    def find(self, image: NDArray[np.uint8]) -> NDArray[np.float32]: ...
+
+
+class SyncFaceDetector:
+    """face-detection-0204 compiled for one synchronous request on one CPU thread."""
+
+    def __init__(self, *, model_xml: Path, cache_dir: Path | None = None) -> None:
+        import openvino as ov  # noqa: PLC0415 - only the service pays OpenVINO's import
+
+        from edge_facedet.inference.compilation import (  # noqa: PLC0415
+            CompileOptions,
+            compile_detector_model,
+        )
+        from edge_facedet.inference.model import PerformanceHint  # noqa: PLC0415
+
+        options = CompileOptions(
+            device="CPU",
+            performance_hint=PerformanceHint.LATENCY,
+            infer_requests=1,
+            inference_threads=1,
+            cache_dir=cache_dir,
+        )
+        model = compile_detector_model(model_xml=model_xml, options=options, core=ov.Core())
+        self._input_size = model.input_size
+        self._request = model.compiled.create_infer_request()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._input_size
+
+    def find(self, image: NDArray[np.uint8]) -> NDArray[np.float32]:
+        from edge_facedet.inference.postprocess import split_batch  # noqa: PLC0415
+
+        self._request.infer({0: image[np.newaxis]})
+        raw = np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        return split_batch(raw, batch=1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Refined:
+    box: PixelBox
+    """The face in the main picture's pixels."""
+    refined: bool
+    """False: no face in the region overlapped the mapped box; `box` is the mapped one."""
+
+
+def iou(a: PixelBox, b: PixelBox) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def region_around(box: PixelBox, *, width: int, height: int) -> tuple[int, int, int, int]:
+    """A square of REGION_SCALE x the box's longer side around its centre, kept inside the
+    picture (shifted, then cut only if the picture is smaller than the square)."""
+    side = min(REGION_SCALE * max(box[2] - box[0], box[3] - box[1]), width, height)
+    side = max(side, 1.0)
+    centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    left = min(max(centre_x - side / 2, 0.0), width - side)
+    top = min(max(centre_y - side / 2, 0.0), height - side)
+    return (
+        math.floor(left),
+        math.floor(top),
+        min(math.ceil(left + side), width),
+        min(math.ceil(top + side), height),
+    )
+
+
+def refine_box(image: NDArray[np.uint8], *, mapped: PixelBox, finder: FaceFinder) -> Refined:
+    """The face overlapping `mapped` (pixels of `image`), found at the region's resolution."""
+    height, width = image.shape[:2]
+    left, top, right, bottom = region_around(mapped, width=width, height=height)
+    region = image[top:bottom, left:right]
+    network = cv2.resize(region, finder.input_size, interpolation=cv2.INTER_AREA)
+    rows = finder.find(np.ascontiguousarray(network, dtype=np.uint8))
+    best: PixelBox | None = None
+    best_overlap = MIN_OVERLAP
+    scale = (right - left, bottom - top)
+    for confidence, x_min, y_min, x_max, y_max in rows.tolist():
+        if confidence < MIN_CONFIDENCE:
+            continue
+        candidate = (
+            left + min(max(x_min, 0.0), 1.0) * scale[0],
+            top + min(max(y_min, 0.0), 1.0) * scale[1],
+            left + min(max(x_max, 0.0), 1.0) * scale[0],
+            top + min(max(y_max, 0.0), 1.0) * scale[1],
+        )
+        overlap = iou(candidate, mapped)
+        if overlap >= best_overlap:
+            best, best_overlap = candidate, overlap
+    if best is None:
+        return Refined(box=mapped, refined=False)
+    return Refined(box=best, refined=True)
