@@ -47,6 +47,7 @@ from edge_facedet.outputs.pipeline import ResultPipeline
 from edge_facedet.outputs.snapshots.mainwiring import MainStreamSet
 from edge_facedet.outputs.snapshots.store import SnapshotStore
 from edge_facedet.outputs.snapshots.worker import SnapshotWorker
+from edge_facedet.outputs.web import WebOutput
 from edge_facedet.reload import OK, Reloader, ReloadReport, file_sha256
 from edge_facedet.sharding import camera_loads, plan_shard
 from edge_facedet.sources.decoders import prefer_rtsp_over_tcp
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
     from edge_facedet.inference.slots import LatestFrameSlot
     from edge_facedet.outputs.base import Output
     from edge_facedet.outputs.snapshots.worker import SnapshotResult
-    from edge_facedet.outputs.web import WebOutput
 
 log = logging.getLogger(__name__)
 
@@ -621,7 +621,7 @@ class Service:
             self._dropped.pop(camera_id, None)
             self.metrics.unregister_camera(camera_id)
             for output in self.outputs:
-                if isinstance(output, MqttOutput):
+                if isinstance(output, (MqttOutput, WebOutput)):
                     output.forget_camera(camera_id)
             log.info("camera %s: removed by the reload", camera_id)
         starting = [owned[camera_id] for camera_id in (*diff.added, *changed)]

@@ -434,3 +434,21 @@ def test_half_open_clients_and_tile_polling_do_not_stop_metrics_or_healthz() -> 
             attackers.close()
             poller.join(5)
         assert len(attackers.sockets) + attackers.refused >= 150
+
+
+def test_cameras_a_reload_adds_or_removes_come_and_go_on_the_page() -> None:
+    with site() as started:
+        added = _camera("late", "frame")
+        assert get(started.port, "/api/cameras/late/latest.jpg").status == 404
+        started.web.announce(cameras=[added])
+        started.web.latest.put(
+            frame=_frame("late", 1, picture=True), detections=_faces(1), candidates=_faces(1)
+        )
+        answer = get(started.port, "/api/cameras/late/latest.jpg")
+        assert answer.status == 200 and answer.body[:2] == b"\xff\xd8"
+        ids = [c["id"] for c in json.loads(get(started.port, "/api/cameras").body)["cameras"]]
+        assert "late" in ids
+        started.web.forget_camera("late")
+        assert get(started.port, "/api/cameras/late/latest.jpg").status == 404
+        ids = [c["id"] for c in json.loads(get(started.port, "/api/cameras").body)["cameras"]]
+        assert "late" not in ids

@@ -74,7 +74,9 @@ class MetricsServer:
         routes = self._routes(auth)
         # With credentials set, an unknown path asks for them too: a 404 answered to anyone
         # would tell which camera ids exist (their image paths answer 401).
-        not_found = auth.guard(_not_found) if auth is not None else _not_found
+        not_found: Callable[[Request], Response] = self._fallback
+        if auth is not None:
+            not_found = auth.guard(not_found)
         self._server = HttpServer(
             host=host,
             port=port,
@@ -134,6 +136,15 @@ class MetricsServer:
             headers = (("Content-Encoding", "gzip"),)
         return Response(status=HTTPStatus.OK, body=body, content_type=content_type, headers=headers)
 
+    def _fallback(self, request: Request) -> Response:
+        """A path no fixed route has: a camera's tile (cameras come and go with reloads),
+        else 404."""
+        if self.web is not None:
+            tile = self.web.camera_tile(request)
+            if tile is not None:
+                return tile
+        return NOT_FOUND
+
     def _livez(self, request: Request) -> Response:
         """200 unless the process is wedged: the systemd watchdog's rule (frames flow, or no
         camera is streaming), so a liveness probe restarts a stuck detector but not a node
@@ -158,7 +169,3 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _not_found(_request: Request) -> Response:
-    return NOT_FOUND

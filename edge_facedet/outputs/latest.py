@@ -59,8 +59,8 @@ class LatestFrames:
 
     def __init__(self, *, camera_ids: Iterable[str]) -> None:
         self._latest: dict[str, LatestFrame | None] = dict.fromkeys(camera_ids)
-        # The dict's keys never change, and a value is one reference replaced whole: the lock
-        # only makes the read-modify-write of the counters explicit, it is never held long.
+        # A reload replaces the dict whole (add/remove), and a value is one reference replaced
+        # whole: readers need no lock; the lock orders the writers, never held long.
         self._lock = threading.Lock()
 
     def put(self, *, frame: Frame, detections: Detections, candidates: Detections) -> None:
@@ -84,6 +84,16 @@ class LatestFrames:
                 frames=frames,
                 faces_total=faces_total,
             )
+
+    def add(self, camera_id: str) -> None:
+        """A camera a reload added (or restarted): its frames are kept from now on."""
+        with self._lock:
+            self._latest = {**self._latest, camera_id: None}
+
+    def remove(self, camera_id: str) -> None:
+        """A camera a reload removed: its last frame (and picture) is let go."""
+        with self._lock:
+            self._latest = {k: v for k, v in self._latest.items() if k != camera_id}
 
     def get(self, camera_id: str) -> LatestFrame | None:
         """The camera's latest frame (None before its first, or for an unknown camera)."""

@@ -79,7 +79,20 @@ class WebOutput:
     # -- Output, on the event loop ------------------------------------------------------------
 
     def announce(self, *, cameras: Sequence[CameraConfig]) -> None:
-        """The cameras are known from the constructor (the routes are made before this)."""
+        """The cameras, at the start and again for those a reload adds or restarts (their
+        tiles appear; a changed snapshots mode applies at once)."""
+        with self._lock:
+            self.cameras.update({camera.id: camera for camera in cameras})
+        for camera in cameras:
+            self.latest.add(camera.id)
+
+    def forget_camera(self, camera_id: str) -> None:
+        """A reload removed the camera: no tile, no kept picture or snapshot of it."""
+        with self._lock:
+            self.cameras.pop(camera_id, None)
+            self._states.pop(camera_id, None)
+            self._camera_snapshots.pop(camera_id, None)
+        self.latest.remove(camera_id)
 
     def publish_faces(self, *, camera_id: str, payload: bytes) -> None:
         """Faces come from `latest` instead (every processed frame, whatever the policy)."""

@@ -17,6 +17,7 @@ browser and proxy caches).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from http import HTTPStatus
 from importlib import resources
@@ -72,6 +73,10 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Camera ids are letters, digits, _ and - (config's ID_PATTERN): the path needs no quoting.
+_TILE_PATH = re.compile(r"/api/cameras/([A-Za-z0-9][A-Za-z0-9_-]{0,63})/latest\.jpg")
+
+
 class WebRoutes:
     """The page's routes over a `WebOutput`; `health` is the service's /healthz figures."""
 
@@ -96,10 +101,15 @@ class WebRoutes:
         routes["/api/cameras"] = self._cameras
         routes["/api/events"] = self._events
         routes["/api/events/snapshot.jpg"] = self._event_snapshot
-        for camera_id in self._web.cameras:
-            # Camera ids are letters, digits, _ and -: the path needs no quoting.
-            routes[f"/api/cameras/{camera_id}/latest.jpg"] = self._tile_of(camera_id)
         return routes
+
+    def camera_tile(self, request: Request) -> Response | None:
+        """`/api/cameras/<id>/latest.jpg` of any camera the page knows now (a reload may add
+        one after the routes were made); None for any other path."""
+        match = _TILE_PATH.fullmatch(request.path)
+        if match is None or match.group(1) not in self._web.cameras:
+            return None
+        return self._tile(match.group(1))
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -172,12 +182,6 @@ class WebRoutes:
         if jpeg is None:
             return _answer(HTTPStatus.NOT_FOUND, b"no snapshot kept for this event\n")
         return _answer(HTTPStatus.OK, jpeg, content_type=JPEG)
-
-    def _tile_of(self, camera_id: str) -> Callable[[Request], Response]:
-        def tile(request: Request) -> Response:
-            return self._tile(camera_id)
-
-        return tile
 
     def _tile(self, camera_id: str) -> Response:
         mode = self._web.images(camera_id)
