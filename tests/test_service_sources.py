@@ -111,7 +111,9 @@ async def test_pyav_decoder_and_skip_loop_filter_reach_the_running_service(
     by_camera = {c: detections_by_seq(faces_of(sub.messages, prefix, c)) for c in ids}
     for camera in ids:
         assert sorted(by_camera[camera]) == list(range(frames)), camera
-        assert "streaming" in states_of(sub.messages, prefix, camera), camera
+        # Read faster than real time, a 3 s file may go from streaming to stopped before
+        # its state is sent (only a camera's latest state waits for the broker).
+        assert states_of(sub.messages, prefix, camera)[-1] in {"streaming", "stopped"}, camera
     assert sum(len(faces) for faces in by_camera["av"].values()) >= frames  # faces are seen
     # The control: same settings, same frames, same detections (inference is deterministic).
     assert by_camera["av-again"] == by_camera["av"]

@@ -73,7 +73,8 @@ class MotionGate:
         # close to the lens filling the view: the frame goes to the detector, which costs one
         # inference per lighting step instead of missing that person (measured: a close-up
         # passing a fixed camera recalibrated 5 due frames in a row with a face in view).
-        if result.motion or result.recalibrated:
+        # (A first picture is a calibration too, with nothing changed: that one is not.)
+        if result.motion or (result.recalibrated and result.changed > 0):
             return Verdict.MOTION
         if self._activity.faces_in_view:
             return Verdict.ACTIVE
