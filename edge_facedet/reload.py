@@ -5,7 +5,7 @@ every secret and TLS file), plus the start checks that apply to a running servic
 model files, the metrics address, the snapshot directory: a field that applies at the next
 start must not make that start fail). A file that fails any of them is refused whole: the
 service runs on with the configuration it has. A valid one is compared with the running one
-(config/diff.py) and the difference handed to the `ReloadTarget` (the service), which
+(config/diff.py) and the difference handed to the `ReloadTarget` (runtime/liveconfig.py), which
 starts, stops or restarts the cameras that changed and reconnects MQTT with changed settings;
 fields that cannot change in a running process are named and apply at the next start.
 

@@ -112,7 +112,8 @@ def camera(**overrides: Any) -> CameraConfig:
 # key then fails here with its name instead of quietly becoming "0" or "OFF".
 _JINJA = SandboxedEnvironment(undefined=StrictUndefined)
 FACE_COUNTS = (0, 1, 2, 5)
-# What the node publishes on <prefix>/status (mqtt/connection.py: birth, Last Will, clean stop).
+# What the node publishes on <prefix>/status (mqtt/connection.py: Last Will; mqtt/session.py:
+# birth, clean stop).
 NODE_STATUSES = {"online": True, "offline": False, "stopped": False}
 
 

@@ -3,72 +3,43 @@
 Owns the per-camera output side: thresholds and filters (post-processing), the publish
 policy, the faces and state payloads handed to every output (base.py's `ResultSink`), the
 per-frame metrics, and the flow figures that health, the systemd watchdog and STATUS= are
-computed from. Face tracks, their events and snapshots are tracks.py's (`TrackOutputs`): the
-pipeline hands it every frame of a tracking camera and its status changes.
+computed from. What it keeps per camera is cameraoutput.py's `CameraOutput`. Face tracks,
+their events and snapshots are tracks.py's (`TrackOutputs`): the pipeline hands it every
+frame of a tracking camera and its status changes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from edge_facedet.inference.postprocess import to_detections
-from edge_facedet.outputs.payloads import PublishGate, camera_state_payload, faces_payload
+from edge_facedet.outputs.cameraoutput import CameraOutput
+from edge_facedet.outputs.payloads import faces_payload
 from edge_facedet.outputs.tracks import TrackOutputs
-from edge_facedet.sources.activity import CameraActivity
-from edge_facedet.sources.status import CameraState, CameraStatus
+from edge_facedet.sources.status import CameraState
 from edge_facedet.tracking.events import EndReason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from prometheus_client import Counter, Histogram
-
     from edge_facedet.config import CameraConfig
-    from edge_facedet.frames import Detections, Frame
+    from edge_facedet.frames import Frame
     from edge_facedet.inference.detector import BatchResult
     from edge_facedet.outputs.base import ResultSink
     from edge_facedet.outputs.latest import LatestFrames
     from edge_facedet.outputs.metrics import Metrics
     from edge_facedet.outputs.tracks import SnapshotQueue
+    from edge_facedet.sources.activity import CameraActivity
+    from edge_facedet.sources.status import CameraStatus
 
 log = logging.getLogger(__name__)
 
 # A camera state is re-published at least this often even when nothing changed, so a
 # subscriber sees fresh fps figures; state changes are published at once.
 STATE_REFRESH_S = 10.0
-
-
-@dataclass(slots=True)
-class _CameraOutput:
-    config: CameraConfig
-    gate: PublishGate
-    roi: tuple[float, float, float, float] | None
-    # The camera's metric series, resolved once (`labels()` per frame showed in profiles).
-    inferred: Counter
-    faces: Counter
-    latency: Histogram
-    face_height: Histogram
-    face_confidence: Histogram
-    low_confidence: float
-    """Detections from here down to confidence_threshold only feed the tracker."""
-    activity: CameraActivity
-    """Faces in view, for the camera's motion gate (read by its reader thread)."""
-    run_id: str
-    """Part of the camera's faces `event_id`s: the service's, or a new one for a camera a
-    reload (re)started, whose reader counts `seq` from 0 again."""
-    started_at: float = float("-inf")
-    """When a reload (re)started the camera (monotonic): frames of its previous reader still
-    in the detector then are not published under the new run id."""
-    status: CameraStatus | None = None
-    down_at: float = float("-inf")
-    """When the camera last went down (monotonic): results of frames captured before it that
-    are still in the detector then must not open tracks after their `end`."""
-    last_state_sent: float = float("-inf")
-    last_state_sent_name: str | None = None
 
 
 class ResultPipeline:
@@ -101,8 +72,9 @@ class ResultPipeline:
         self._model_name = model_name
         self.device = device
         # Replaced whole, never changed in place: health() iterates it from the HTTP thread.
-        self._cameras: dict[str, _CameraOutput] = {
-            camera.id: self._camera_output(camera, run_id=run_id) for camera in cameras
+        self._cameras: dict[str, CameraOutput] = {
+            camera.id: CameraOutput.create(camera, metrics=metrics, run_id=run_id)
+            for camera in cameras
         }
         self.tracks = TrackOutputs(
             cameras=cameras,
@@ -119,34 +91,14 @@ class ResultPipeline:
         self._stopping = False
         self._tracks_ended = False
 
-    def _camera_output(
-        self, camera: CameraConfig, *, run_id: str, started_at: float = float("-inf")
-    ) -> _CameraOutput:
-        metrics = self._metrics
-        roi = camera.roi
-        return _CameraOutput(
-            config=camera,
-            gate=PublishGate(config=camera.publish),
-            roi=(roi.x_min, roi.y_min, roi.x_max, roi.y_max) if roi else None,
-            inferred=metrics.frames_inferred.labels(camera=camera.id),
-            faces=metrics.faces_detected.labels(camera=camera.id),
-            latency=metrics.pipeline_latency_seconds.labels(camera=camera.id),
-            face_height=metrics.tracks.face_height.labels(camera=camera.id),
-            face_confidence=metrics.tracks.face_confidence.labels(camera=camera.id),
-            low_confidence=min(camera.confidence_threshold, camera.tracking.low_confidence)
-            if camera.tracking.enabled
-            else camera.confidence_threshold,
-            activity=CameraActivity(),
-            run_id=run_id,
-            started_at=started_at,
-        )
-
     # -- cameras a reload adds or removes (on the loop) ------------------------------------
 
     def add_camera(self, camera: CameraConfig, *, run_id: str) -> None:
         """Start handling `camera` (a reload added or restarted it); `run_id` is new, so
         its ids do not repeat those of an earlier camera with the same id in this run."""
-        output = self._camera_output(camera, run_id=run_id, started_at=self._clock())
+        output = CameraOutput.create(
+            camera, metrics=self._metrics, run_id=run_id, started_at=self._clock()
+        )
         self._cameras = {**self._cameras, camera.id: output}
         self.tracks.add_camera(camera, id_prefix=f"{self._node_id}-{camera.id}-{run_id}")
 
@@ -201,10 +153,7 @@ class ResultPipeline:
             output.activity.update(
                 faces=faces, open_tracks=self.tracks.open_tracks(frame.camera_id)
             )
-            output.inferred.inc()
-            if faces:
-                output.faces.inc(faces)
-                self._observe_faces(output, detections)
+            output.count_frame(detections)
             latency_s = self._clock() - frame.capture_monotonic
             output.latency.observe(latency_s)
             if not output.gate.should_publish(face_count=faces, now_monotonic=now):
@@ -225,15 +174,6 @@ class ResultPipeline:
             )
             for sink in self._outputs:
                 sink.publish_faces(camera_id=frame.camera_id, payload=payload)
-
-    @staticmethod
-    def _observe_faces(output: _CameraOutput, detections: Detections) -> None:
-        boxes = detections.boxes_px
-        for height, confidence in zip(
-            (boxes[:, 3] - boxes[:, 1]).tolist(), detections.confidences.tolist(), strict=True
-        ):
-            output.face_height.observe(height)
-            output.face_confidence.observe(confidence)
 
     def activity(self, camera_id: str) -> CameraActivity:
         """The camera's "faces in view" flag, for its reader's motion gate."""
@@ -256,14 +196,7 @@ class ResultPipeline:
             output.down_at = self._clock()
             self.tracks.end_all(status.camera_id, reason=EndReason.CAMERA_DOWN)
         if previous is None or previous.state != status.state:
-            level = logging.WARNING if status.state is CameraState.RECONNECTING else logging.INFO
-            log.log(
-                level,
-                "camera %s: %s%s",
-                status.camera_id,
-                status.state.value,
-                f" ({status.last_error})" if status.last_error else "",
-            )
+            _log_state(status)
         now = self._clock()
         changed = output.last_state_sent_name != status.state.value
         if changed or now - output.last_state_sent >= STATE_REFRESH_S:
@@ -271,25 +204,14 @@ class ResultPipeline:
 
     def publish_state(self, camera_id: str) -> None:
         output = self._cameras.get(camera_id)
-        status = None if output is None else output.status
-        if output is None or status is None:
+        if output is None or output.status is None:
             return
-        output.last_state_sent = self._clock()
-        output.last_state_sent_name = status.state.value
-        payload = camera_state_payload(
-            camera_id=camera_id,
-            state=status.state.value,
-            fps_in=status.fps_in,
-            fps_out=status.fps_out,
-            last_error=status.last_error,
-            reconnects=status.reconnects,
-            frame_width=status.frame_width,
-            frame_height=status.frame_height,
+        output.publish_state(
+            self._outputs,
+            sent_at=self._clock(),
             open_tracks=self.tracks.open_tracks(camera_id),
             now=datetime.now(timezone.utc),
         )
-        for sink in self._outputs:
-            sink.set_camera_state(camera_id=camera_id, payload=payload)
 
     def begin_shutdown(self) -> None:
         """The service is stopping: cameras that stop now end their tracks at `end_tracks`,
@@ -309,11 +231,7 @@ class ResultPipeline:
     # -- flow figures --------------------------------------------------------------------
 
     def cameras_streaming(self) -> int:
-        return sum(
-            1
-            for output in self._cameras.values()
-            if output.status is not None and output.status.state is CameraState.STREAMING
-        )
+        return sum(1 for output in self._cameras.values() if output.streaming)
 
     def frames_flowing(self, *, window_s: float) -> bool:
         """True when a frame went through the detector within the last `window_s`."""
@@ -331,10 +249,7 @@ class ResultPipeline:
         return self.frames_flowing(window_s=window_s) or self.cameras_streaming() == 0
 
     def health(self, *, window_s: float) -> tuple[bool, dict[str, Any]]:
-        cameras = {
-            camera_id: (output.status.state.value if output.status else "starting")
-            for camera_id, output in self._cameras.items()
-        }
+        cameras = {camera_id: output.state_name for camera_id, output in self._cameras.items()}
         flowing = self.frames_flowing(window_s=window_s)
         return flowing, {
             "frames_flowing": flowing,
@@ -345,9 +260,17 @@ class ResultPipeline:
 
     def status_line(self) -> str:
         enabled = len(self._cameras)
-        fps = sum(
-            output.status.fps_out
-            for output in self._cameras.values()
-            if output.status is not None and output.status.state is CameraState.STREAMING
-        )
+        fps = sum(output.fps_to_detector for output in self._cameras.values())
         return f"{self.cameras_streaming()}/{enabled} cameras streaming, {fps:.1f} fps to detector"
+
+
+def _log_state(status: CameraStatus) -> None:
+    """Log a camera's new state: reconnecting is a warning, the others are news."""
+    level = logging.WARNING if status.state is CameraState.RECONNECTING else logging.INFO
+    log.log(
+        level,
+        "camera %s: %s%s",
+        status.camera_id,
+        status.state.value,
+        f" ({status.last_error})" if status.last_error else "",
+    )

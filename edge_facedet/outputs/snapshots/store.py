@@ -7,10 +7,11 @@ blocks (file system), so the worker calls it from a thread; a lock makes it safe
 * Atomic: the JPEG goes to a hidden temp file in the same directory (`.<name>.<random>.tmp`),
   is fsynced and then renamed over the final name, and the directory is fsynced. A reader of
   the directory sees whole `.jpg` files or none; temp files a crash left are removed at start.
-* Bounded: an in-memory index (scanned once at start, at most `max_files` entries) holds each
-  file's time and size, so a write neither rescans the directory nor stats its files. Before
-  each write the oldest files are deleted until the total fits `max_bytes` with the new one
-  and no file is older than `max_age_s`; `prune()` applies the age bound between writes.
+* Bounded: an in-memory index (storeindex.py; scanned once at start, at most `max_files`
+  entries) holds each file's time and size, so a write neither rescans the directory nor
+  stats its files. Before each write the oldest files are deleted until the total fits
+  `max_bytes` with the new one and no file is older than `max_age_s`; `prune()` applies the
+  age bound between writes.
   Files that do not follow the name pattern are not ours: they are neither indexed, counted
   nor deleted.
 * Space: no write that would leave less than `min_free_bytes` free (`SnapshotDirFull`), and a
@@ -24,15 +25,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import heapq
 import os
 import re
 import secrets
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from edge_facedet.outputs.snapshots.storeindex import (
+    FILE_NAME,
+    TIME_FORMAT,
+    IndexEntry,
+    SnapshotIndex,
+    file_time,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -44,8 +51,6 @@ __all__ = ["SnapshotDirError", "SnapshotDirFull", "SnapshotStore"]
 FIELD = "snapshot_dir.path"
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$")
-_TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
-_FILE_NAME = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)-([A-Za-z0-9][A-Za-z0-9_-]{0,199})\.jpg$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_MODE = 0o640
 _DIR_MODE = 0o750
@@ -58,17 +63,6 @@ class SnapshotDirError(Exception):
 
 class SnapshotDirFull(OSError):  # noqa: N818 - the name the callers know it by
     """The file system has less free space than `min_free_bytes` (or ran out mid-write)."""
-
-
-@dataclass(slots=True)
-class _Entry:
-    camera_id: str
-    name: str
-    time: float
-    """POSIX seconds of the snapshot's time (from the file name)."""
-    size: int
-    seq: int
-    """Which heap item is current for this event (older ones are skipped as stale)."""
 
 
 def _utc_now() -> datetime:
@@ -99,10 +93,7 @@ class SnapshotStore:
         self._max_files = max_files
         self._lock = threading.Lock()
         self._started = False
-        self._entries: dict[tuple[str, str], _Entry] = {}
-        self._heap: list[tuple[float, int, tuple[str, str]]] = []
-        self._seq = 0
-        self._total = 0
+        self._index = SnapshotIndex()
 
     @property
     def path(self) -> Path:
@@ -111,11 +102,11 @@ class SnapshotStore:
     @property
     def total_bytes(self) -> int:
         """Bytes of the indexed snapshot files."""
-        return self._total
+        return self._index.total_bytes
 
     @property
     def file_count(self) -> int:
-        return len(self._entries)
+        return len(self._index)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -155,51 +146,21 @@ class SnapshotStore:
             self._prune_locked(incoming=0)
 
     def _scan(self) -> None:
-        found: list[_Entry] = []
+        found: list[IndexEntry] = []
         with _open_dir(self._root) as root_fd:
             for item in os.scandir(root_fd):
                 if _is_temp(item.name) and not item.is_dir(follow_symlinks=False):
                     _unlink(item.name, dir_fd=root_fd)
                 elif _CAMERA_ID.match(item.name) and item.is_dir(follow_symlinks=False):
-                    found.extend(self._scan_camera(root_fd, camera_id=item.name))
+                    found.extend(_scan_camera(root_fd, camera_id=item.name))
         found.sort(key=lambda entry: entry.time)
         for entry in found:
-            previous = self._entries.get((entry.camera_id, _event_of(entry.name)))
+            previous = self._index.indexed(entry)
             if previous is not None:
                 # A crash between renaming a newer snapshot into place and deleting the
                 # event's older one: keep the newer.
                 self._delete(previous)
-            self._add(entry)
-
-    def _scan_camera(self, root_fd: int, *, camera_id: str) -> list[_Entry]:
-        entries: list[_Entry] = []
-        try:
-            camera_fd = os.open(camera_id, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root_fd)
-        except OSError:
-            return entries  # swapped for something else since scandir: not ours
-        try:
-            for item in os.scandir(camera_fd):
-                if _is_temp(item.name) and not item.is_dir(follow_symlinks=False):
-                    _unlink(item.name, dir_fd=camera_fd)
-                    continue
-                match = _FILE_NAME.match(item.name)
-                if match is None or not item.is_file(follow_symlinks=False):
-                    continue
-                when = _file_time(match.group(1))
-                if when is None:
-                    continue  # digits that are no date: not a name we wrote
-                entries.append(
-                    _Entry(
-                        camera_id=camera_id,
-                        name=item.name,
-                        time=when,
-                        size=item.stat(follow_symlinks=False).st_size,
-                        seq=0,
-                    )
-                )
-        finally:
-            os.close(camera_fd)
-        return entries
+            self._index.add(entry)
 
     # -- write ----------------------------------------------------------------------------
 
@@ -225,7 +186,7 @@ class SnapshotStore:
                 f"({self._config.max_bytes})"
             )
         utc = when.astimezone(timezone.utc)
-        name = f"{utc.strftime(_TIME_FORMAT)}-{event_id}.jpg"
+        name = f"{utc.strftime(TIME_FORMAT)}-{event_id}.jpg"
         self.start()
         with self._lock:
             self._require_space(len(jpeg))
@@ -234,7 +195,7 @@ class SnapshotStore:
                 with _open_dir(self._root) as root_fd, _camera_dir(root_fd, camera_id) as dir_fd:
                     _write_atomically(dir_fd, name=name, data=jpeg)
                     self._replace(
-                        _Entry(
+                        IndexEntry(
                             camera_id=camera_id,
                             name=name,
                             time=utc.timestamp(),
@@ -276,16 +237,11 @@ class SnapshotStore:
         oldest_allowed = self._clock().timestamp() - self._config.max_age_s
         max_files = self._max_files - (1 if incoming else 0)
         deleted = 0
-        while self._heap:
-            time, seq, key = self._heap[0]
-            entry = self._entries.get(key)
-            if entry is None or entry.seq != seq:
-                heapq.heappop(self._heap)  # superseded by a later write of the same event
-                continue
+        while (entry := self._index.oldest()) is not None:
             over = (
-                self._total + incoming > self._config.max_bytes
-                or len(self._entries) > max_files
-                or time < oldest_allowed
+                self._index.total_bytes + incoming > self._config.max_bytes
+                or len(self._index) > max_files
+                or entry.time < oldest_allowed
             )
             if not over:
                 break
@@ -295,34 +251,16 @@ class SnapshotStore:
 
     # -- index ----------------------------------------------------------------------------
 
-    def _add(self, entry: _Entry) -> None:
-        self._seq += 1
-        entry.seq = self._seq
-        key = (entry.camera_id, _event_of(entry.name))
-        self._entries[key] = entry
-        self._total += entry.size
-        heapq.heappush(self._heap, (entry.time, entry.seq, key))
-        if len(self._heap) > 2 * len(self._entries) + 64:
-            # Every replaced snapshot leaves a stale heap item; rebuild before they pile up.
-            self._heap = [(e.time, e.seq, k) for k, e in self._entries.items()]
-            heapq.heapify(self._heap)
-
-    def _replace(self, entry: _Entry) -> None:
+    def _replace(self, entry: IndexEntry) -> None:
         """Index the file just renamed into place; delete the event's previous file."""
-        previous = self._entries.get((entry.camera_id, _event_of(entry.name)))
+        previous = self._index.indexed(entry)
         if previous is not None and previous.name != entry.name:
             self._delete(previous)
         elif previous is not None:
-            self._forget(previous)  # overwritten by the rename
-        self._add(entry)
+            self._index.forget(previous)  # overwritten by the rename
+        self._index.add(entry)
 
-    def _forget(self, entry: _Entry) -> None:
-        key = (entry.camera_id, _event_of(entry.name))
-        if self._entries.get(key) is entry:
-            del self._entries[key]
-            self._total -= entry.size
-
-    def _delete(self, entry: _Entry) -> None:
+    def _delete(self, entry: IndexEntry) -> None:
         """Delete the file, then forget it: if deleting fails (a read-only remount), the
         index still counts it and a later write tries again."""
         try:
@@ -333,22 +271,39 @@ class SnapshotStore:
                 _unlink(entry.name, dir_fd=camera_fd)
         except FileNotFoundError:
             pass  # the camera folder is gone (removed by hand): so is the file
-        self._forget(entry)
+        self._index.forget(entry)
 
 
-def _file_time(text: str) -> float | None:
-    """POSIX seconds of a file name's UTC time; None if it is no valid time."""
+def _scan_camera(root_fd: int, *, camera_id: str) -> list[IndexEntry]:
+    """The camera folder's snapshot files; removes temp files a crash left in it."""
+    entries: list[IndexEntry] = []
     try:
-        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return None
-
-
-def _event_of(name: str) -> str:
-    match = _FILE_NAME.match(name)
-    if match is None:  # pragma: no cover - only names of this pattern are indexed
-        raise ValueError(f"not a snapshot file name: {name}")
-    return match.group(2)
+        camera_fd = os.open(camera_id, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root_fd)
+    except OSError:
+        return entries  # swapped for something else since scandir: not ours
+    try:
+        for item in os.scandir(camera_fd):
+            if _is_temp(item.name) and not item.is_dir(follow_symlinks=False):
+                _unlink(item.name, dir_fd=camera_fd)
+                continue
+            match = FILE_NAME.match(item.name)
+            if match is None or not item.is_file(follow_symlinks=False):
+                continue
+            when = file_time(match.group(1))
+            if when is None:
+                continue  # digits that are no date: not a name we wrote
+            entries.append(
+                IndexEntry(
+                    camera_id=camera_id,
+                    name=item.name,
+                    time=when,
+                    size=item.stat(follow_symlinks=False).st_size,
+                    seq=0,
+                )
+            )
+    finally:
+        os.close(camera_fd)
+    return entries
 
 
 def _not_writable(exc: OSError) -> str:
