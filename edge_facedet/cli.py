@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from edge_facedet import __version__
 from edge_facedet.home import exit_on_missing_home
 from edge_facedet.inference.model import Precision, precision_names
+from edge_facedet.malloc import tune_malloc
 from edge_facedet.preflight import start_problem, warn_debug_variables
 from edge_facedet.redact import RedactingFormatter, url_secrets
 from edge_facedet.telemetry import disable_openvino_telemetry
@@ -48,7 +49,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PRECISION_CHOICES = precision_names()
 
 
-def _setup_logging(level: str, *, secrets: Sequence[str] = ()) -> None:
+def setup_logging(level: str, *, secrets: Sequence[str] = ()) -> None:
+    """Root logging to stderr through the redacting formatter, scrubbing `secrets`."""
     # Under systemd the journal stamps every line itself.
     under_journal = "JOURNAL_STREAM" in os.environ
     fmt = "%(levelname)s %(name)s: %(message)s"
@@ -112,6 +114,8 @@ def _add_model_selection(parser: argparse.ArgumentParser, *, device: bool = True
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # First, before OpenCV, OpenVINO or the service start a thread (malloc.py).
+    tune_malloc(environ=os.environ)
     from edge_facedet.config import ConfigError, load_config, resolve_shard
     from edge_facedet.outputs.snapshots.store import SnapshotDirError
     from edge_facedet.service import ModelLoadError, Service
@@ -124,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"edge-facedet: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args.log_level, secrets=secrets)
+    setup_logging(args.log_level, secrets=secrets)
     warn_debug_variables(os.environ)
     problem = start_problem(config)  # a setting that validates but cannot work here: exit 2
     if problem is not None:
@@ -436,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_bench(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command != "run":
-        _setup_logging(os.environ.get("EDGE_FACEDET_LOG_LEVEL", "WARNING"))
+        setup_logging(os.environ.get("EDGE_FACEDET_LOG_LEVEL", "WARNING"))
     with exit_on_missing_home(code=EXIT_USAGE):
         code: int = args.handler(args)
     return code

@@ -4,13 +4,17 @@ The steps `OpenVinoDetector` runs once, at construction: core-wide properties (m
 CPU threads), reading the IR and reshaping it to the batch size with the pre-processing built
 into the graph (u8 BGR NHWC frames in, so no float conversion or transpose in Python),
 compiling it for the device with the performance hint, and sizing the infer requests.
+A plain AUTO on a host without a GPU or NPU device node is compiled as AUTO:CPU
+(`device_to_compile`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import openvino as ov
@@ -20,7 +24,6 @@ from edge_facedet.inference.model import PerformanceHint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ __all__ = [
     "DetectorInfo",
     "bgr_u8_nhwc_input",
     "compile_detector_model",
+    "device_to_compile",
     "precision_of",
 ]
 
@@ -114,6 +118,28 @@ def bgr_u8_nhwc_input(model: ov.Model) -> ov.Model:
     return ppp.build()
 
 
+ACCELERATOR_NODES = (("/dev/dri", "renderD*"), ("/dev/accel", "accel*"), ("/dev", "dxg"))
+"""Device nodes (folder, pattern) without which OpenVINO's GPU and NPU plugins find no device
+on Linux: Intel GPUs' render nodes, NPUs' accel nodes, and WSL2's GPU node."""
+
+
+def device_to_compile(
+    device: str, *, nodes: tuple[tuple[str, str], ...] = ACCELERATOR_NODES
+) -> str:
+    """`device`, except a plain AUTO on a Linux host with none of `nodes`: AUTO:CPU.
+
+    To choose, AUTO loads every plugin and asks it for devices, and a loaded plugin stays
+    mapped with its start-up allocations for the process's life (the GPU and NPU plugins'
+    share is measured by benchmarks/memory.py), although without these nodes AUTO can only
+    choose the CPU. AUTO:CPU keeps AUTO's behaviour with the one candidate it would have found.
+    """
+    if device != "AUTO" or not sys.platform.startswith("linux"):
+        return device
+    if any(next(Path(folder).glob(pattern), None) for folder, pattern in nodes):
+        return device
+    return "AUTO:CPU"
+
+
 def _configure_core(core: ov.Core, options: CompileOptions) -> None:
     """Core-wide properties: the model cache and the CPU plugin's thread count."""
     if options.cache_dir is not None:
@@ -186,7 +212,10 @@ def compile_detector_model(
         core, model_xml, batch_size=options.batch_size, preprocessing=preprocessing
     )
     hint = options.performance_hint.value
-    compiled = core.compile_model(model, options.device, {"PERFORMANCE_HINT": hint})
+    device = device_to_compile(options.device)
+    if device != options.device:
+        log.debug("no GPU or NPU device node on this host: compiling for %s", device)
+    compiled = core.compile_model(model, device, {"PERFORMANCE_HINT": hint})
     infer_requests = options.infer_requests or _default_infer_requests(compiled)
     info = DetectorInfo(
         model_path=str(model_xml),
