@@ -24,7 +24,6 @@ INFO = StreamInfo(
     width=1280,
     height=720,
     time_base=1 / 90000,
-    start_time_realtime=None,
 )
 
 
@@ -148,17 +147,20 @@ class _Finder:
 
 def test_refining_takes_the_face_overlapping_the_mapped_box() -> None:
     image = np.zeros((720, 1280, 3), np.uint8)
-    mapped = (600.0, 300.0, 660.0, 380.0)  # 80 px high: a 160 px square around it
+    mapped = (600.0, 300.0, 660.0, 380.0)  # 80 px high: a 320 px square around it
     left, top, right, bottom = region_around(mapped, width=1280, height=720)
-    assert (right - left, bottom - top) == (160, 160)
+    assert (right - left, bottom - top) == (320, 320)
+    # ...but never smaller than the network's input: the main stream's pixels at 1:1.
+    left, top, right, bottom = region_around(mapped, width=1280, height=720, min_side=448)
+    assert (left, top, right - left, bottom - top) == (406, 116, 448, 448)
     # In the region's normalised coordinates: one face near the mapped box, one far off.
-    near = [0.9, 0.30, 0.28, 0.72, 0.76]
+    near = [0.9, 0.44, 0.40, 0.58, 0.60]
     far = [0.95, 0.0, 0.0, 0.1, 0.1]
     finder = _Finder([far, near])
     refined = refine_box(image, mapped=mapped, finder=finder)
     assert finder.seen == (448, 448, 3)
     assert refined.refined
     assert iou(refined.box, mapped) > 0.5
-    assert refined.box[0] == pytest.approx(left + 0.30 * 160)
+    assert refined.box[0] == pytest.approx(left + 0.44 * 448)
     alone = refine_box(image, mapped=mapped, finder=_Finder([far]))
     assert not alone.refined and alone.box == mapped

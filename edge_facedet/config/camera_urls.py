@@ -29,7 +29,7 @@ def detect_open_url(
 
     Contains the password: never log it; log `display_detect_url(camera)` instead.
     """
-    return _with_credentials(
+    return with_credentials(
         camera,
         url=camera.detect_url or camera.url,
         environ=environ,
@@ -37,13 +37,15 @@ def detect_open_url(
     )
 
 
-def _with_credentials(
+def with_credentials(
     camera: CameraConfig,
     *,
     url: str,
     environ: Mapping[str, str] | None,
     credentials_dir: Path | None,
 ) -> str:
+    """`url` (any of the camera's URLs) with the camera's `username:` and `password:` in
+    it; `url` as it is without a username. Contains the password: never log it."""
     if camera.username is None:
         return url
     userinfo = quote(camera.username, safe="")

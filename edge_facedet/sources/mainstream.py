@@ -25,7 +25,7 @@ import av.error
 
 from edge_facedet.backoff import Backoff
 from edge_facedet.sources.packetring import PacketRing, StreamInfo
-from edge_facedet.sources.pyav import _ffmpeg_options
+from edge_facedet.sources.pyav import ffmpeg_options
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -129,7 +129,7 @@ class MainStreamReader:
         try:
             container = av.open(
                 self._url,
-                options=_ffmpeg_options(url=self._url, read_timeout_s=self._read_timeout_s),
+                options=ffmpeg_options(url=self._url, read_timeout_s=self._read_timeout_s),
                 metadata_errors="replace",
             )
         except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -155,6 +155,8 @@ class MainStreamReader:
     def _demux(self, container: InputContainer, stream: VideoStream) -> str:
         reported = 0.0
         streaming = False
+        info = self.ring.info
+        clocked = info is None
         try:
             for packet in container.demux(stream):
                 if self._stop.is_set():
@@ -168,6 +170,8 @@ class MainStreamReader:
                     keyframe=packet.is_keyframe,
                     arrival=time.time(),
                 )
+                if not clocked:
+                    clocked = self._clock(container, info)
                 if not streaming:
                     streaming = True
                     self._backoff.reset()
@@ -182,6 +186,19 @@ class MainStreamReader:
             self._report()
         return "the stream ended"
 
+    def _clock(self, container: InputContainer, info: StreamInfo | None) -> bool:
+        """Hand the ring the RTCP clock once FFmpeg has it; whether it did."""
+        start = _realtime_s(container)
+        if start is None or info is None:
+            return False
+        self.ring.set_realtime(info, start)
+        log.info(
+            "camera %s: main stream %s: RTCP sender reports give its wall clock",
+            self.camera_id,
+            self._display_url,
+        )
+        return True
+
     def _report(self) -> None:
         stats = self.ring.stats()
         self._watcher.buffered(
@@ -189,9 +206,15 @@ class MainStreamReader:
         )
 
 
+def _realtime_s(container: InputContainer) -> float | None:
+    """The wall-clock time (s) of the stream's pts 0 from RTCP sender reports: FFmpeg sets
+    it at the first report (RTSP only); None before and without."""
+    realtime = getattr(container, "start_time_realtime", None)
+    return realtime / 1e6 if isinstance(realtime, int) and realtime > 0 else None
+
+
 def _stream_info(container: InputContainer, stream: VideoStream, *, connection: int) -> StreamInfo:
     context = stream.codec_context
-    realtime = getattr(container, "start_time_realtime", None)
     return StreamInfo(
         connection=connection,
         codec=context.name,
@@ -199,7 +222,6 @@ def _stream_info(container: InputContainer, stream: VideoStream, *, connection: 
         width=context.width,
         height=context.height,
         time_base=float(stream.time_base) if stream.time_base else 1 / 90000,
-        start_time_realtime=realtime / 1e6 if isinstance(realtime, int) and realtime > 0 else None,
     )
 
 

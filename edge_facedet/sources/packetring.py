@@ -32,9 +32,6 @@ class StreamInfo:
     height: int
     time_base: float
     """Seconds per pts unit."""
-    start_time_realtime: float | None
-    """Wall-clock time (s) FFmpeg gives the stream's start from RTCP sender reports; None
-    where the stream has none (kept for diagnostics, see docs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +82,24 @@ class PacketRing:
         self._seq = 0
         self._dropped = 0
         self._info: StreamInfo | None = None
+        self._realtime: float | None = None
 
     @property
     def info(self) -> StreamInfo | None:
         return self._info
+
+    def set_realtime(self, info: StreamInfo, start: float) -> None:
+        """The camera's wall-clock time (s) of pts 0 of connection `info`, from its RTCP
+        sender reports (FFmpeg's `start_time_realtime`, known only once the first report
+        came, after the connection opened)."""
+        with self._lock:
+            if info is self._info:
+                self._realtime = start
+
+    def realtime(self, info: StreamInfo) -> float | None:
+        """`set_realtime`'s value while `info` is the current connection; None without."""
+        with self._lock:
+            return self._realtime if info is self._info else None
 
     def reset(self, info: StreamInfo | None) -> None:
         """A new connection (or none): the packets held belong to the old one and go."""
@@ -96,6 +107,7 @@ class PacketRing:
             self._packets.clear()
             self._bytes = 0
             self._info = info
+            self._realtime = None
             self._lock.notify_all()
 
     def append(
@@ -148,9 +160,13 @@ class PacketRing:
             )
 
     def window(self, *, moment: float) -> Window | str:
-        """The packets from the last keyframe arrived at or before `moment` to the newest;
+        """The packets from the last keyframe shown at or before `moment` to the newest;
         or why there are none: "empty" (nothing held: down, or waiting for a keyframe) or
-        "evicted" (the oldest keyframe held arrived after `moment`)."""
+        "evicted" (the oldest keyframe held is shown after `moment`).
+
+        A keyframe is shown at its arrival plus how far its display time runs ahead of its
+        decoding time (B-frames): a keyframe that arrived just before `moment` may still
+        show a later moment, and the frame of `moment` is then in the GOP before it."""
         with self._lock:
             info = self._info
             if info is None or not self._packets:
@@ -159,7 +175,7 @@ class PacketRing:
             for index, packet in enumerate(self._packets):
                 if packet.arrival > moment:
                     break
-                if packet.keyframe:
+                if packet.keyframe and _shown(packet, info) <= moment:
                     start = index
             if start is None:
                 return "evicted"
@@ -182,3 +198,9 @@ class PacketRing:
 
     def _newest_after(self, moment: float) -> bool:
         return bool(self._packets) and self._packets[-1].arrival > moment
+
+
+def _shown(packet: BufferedPacket, info: StreamInfo) -> float:
+    if packet.pts is None or packet.dts is None:
+        return packet.arrival
+    return packet.arrival + max(0, packet.pts - packet.dts) * info.time_base

@@ -51,7 +51,7 @@ class PyAvSource:
             # the reads instead, and the reader's probe bounds the connect.
             container = av.open(
                 url,
-                options=_ffmpeg_options(url=url, read_timeout_s=read_timeout_s),
+                options=ffmpeg_options(url=url, read_timeout_s=read_timeout_s),
                 metadata_errors="replace",
             )
         except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -146,7 +146,16 @@ class PyAvSource:
         frame = self._frame
         if frame is None:
             raise SourceError("no frame was retrieved")
-        return PyAvPicture(frame=frame)
+        return PyAvPicture(frame=frame, wall_time=self._wall_time(frame))
+
+    def _wall_time(self, frame: VideoFrame) -> float | None:
+        """The frame's moment on the camera's clock from RTCP sender reports (FFmpeg's
+        `start_time_realtime`, set at the first report; RTSP only): snapshots from the main
+        stream match frames on it (outputs/snapshots/mainframe.py)."""
+        realtime = self._container.start_time_realtime
+        if not isinstance(realtime, int) or realtime <= 0 or frame.time is None:
+            return None
+        return realtime / 1e6 + float(frame.time)
 
     def stream_time_s(self) -> float:
         frame = self._frame
@@ -183,10 +192,12 @@ class PyAvPicture:
     and its pixels stay as decoded, after later grabs and after the source is released.
     """
 
-    __slots__ = ("_frame", "_lock")
+    __slots__ = ("_frame", "_lock", "wall_time")
 
-    def __init__(self, *, frame: VideoFrame) -> None:
+    def __init__(self, *, frame: VideoFrame, wall_time: float | None = None) -> None:
         self._frame = frame
+        self.wall_time = wall_time
+        """The frame's moment on the camera's wall clock (RTCP); None where unknown."""
         # PyAV's conversion changes the source frame's colour tags while it runs and puts
         # them back after: two threads converting one picture at once could leave them changed.
         self._lock = threading.Lock()
@@ -274,7 +285,7 @@ def _video_stream(*, container: InputContainer, options: DecodeOptions) -> Video
     return stream
 
 
-def _ffmpeg_options(*, url: str, read_timeout_s: float) -> dict[str, str]:
+def ffmpeg_options(*, url: str, read_timeout_s: float) -> dict[str, str]:
     """The operator's options (`_capture_options`), plus FFmpeg's read timeouts unless the
     operator set them: `rw_timeout` bounds any protocol's reads (a local file's never wait),
     `timeout` the sockets of RTSP and HTTP."""

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from edge_facedet.config.mainstream import FieldOfView
     from edge_facedet.tracking.events import Box
 
-__all__ = ["COMPARE_SIZE", "FOV_MIN_SIMILARITY", "map_box", "similarity", "small_gray", "view_of"]
+__all__ = [
+    "COMPARE_SIZE",
+    "FOV_MIN_SIMILARITY",
+    "map_box",
+    "similarity",
+    "small_gray",
+    "view_match",
+    "view_of",
+]
 
 COMPARE_SIZE = (64, 36)
 """Width, height of the grey pictures compared: small enough that encoder noise and the
@@ -29,6 +37,12 @@ two renditions' sharpness average out, large enough that a crop or a shift shows
 FOV_MIN_SIMILARITY = 0.6
 """Below this normalised cross-correlation the two streams do not show the same view (two
 encodes of one picture score near 1; a 10 % crop or a letterbox scores far lower)."""
+ZOOMS = ((0.9, 0.9), (0.8, 0.8), (0.7, 0.7), (0.6, 0.6), (0.5, 0.5), (0.75, 1.0), (1.0, 0.75))
+"""Centred crops (width, height shares) tried on either picture by `view_match`: zoomed
+views, and a 4:3 picture cut from a 16:9 one (or the other way round)."""
+CROP_WEIGHT = 10.0
+"""Similarity taken off per unit a crop fits better than the pictures as they are: two
+renditions of one view fit best as they are, by a hair at least."""
 
 
 def map_box(box: Box, *, view: FieldOfView | None) -> Box:
@@ -67,3 +81,23 @@ def small_gray(image: NDArray[np.uint8]) -> NDArray[np.float32]:
 def similarity(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
     """Normalised cross-correlation of two `small_gray` pictures, -1..1."""
     return float(np.sum(a * b))
+
+
+def view_match(main: NDArray[np.uint8], sub: NDArray[np.uint8]) -> float:
+    """How well `sub` shows the view of `main`: their similarity, less CROP_WEIGHT times
+    however much better a centred crop of either fits (ZOOMS). A face filling a close-up
+    looks alike cropped or not at a coarse size; the crop fitting better still tells.
+    0..1: one damaged picture cannot outweigh the others it is averaged with."""
+    small_main, small_sub = small_gray(main), small_gray(sub)
+    same = similarity(small_main, small_sub)
+    others = [similarity(small_gray(_centre(main, zoom)), small_sub) for zoom in ZOOMS] + [
+        similarity(small_main, small_gray(_centre(sub, zoom))) for zoom in ZOOMS
+    ]
+    return max(0.0, same - CROP_WEIGHT * max(0.0, max(others) - same))
+
+
+def _centre(image: NDArray[np.uint8], zoom: tuple[float, float]) -> NDArray[np.uint8]:
+    height, width = image.shape[:2]
+    keep_w, keep_h = max(1, round(width * zoom[0])), max(1, round(height * zoom[1]))
+    left, top = (width - keep_w) // 2, (height - keep_h) // 2
+    return image[top : top + keep_h, left : left + keep_w]

@@ -3,60 +3,59 @@
 Two halves, on two threads:
 
 * `attach` (event loop, microseconds): when a track's snapshot is asked for, pin the main
-  stream's packets from the last keyframe before the face's moment (`PacketRing.window`, a
-  list copy of references), or say why the main stream cannot serve it (down, evicted,
-  behind, views that do not match). The event is published with this answer as its
-  `snapshot_source`, so it is decided on the packets in hand, not hoped for.
-* `take` (the snapshot worker's thread): wait (bounded) for the packets up to the moment,
-  decode them with a fresh decoder, pick among the frames near the moment the one most like
-  the substream's picture (the two streams' arrival of one moment differ by the encoders'
-  and the network's delays; the offset found is logged and exported), map the box, refine
-  it with the detector on the face's region (refine.py), and hand back the main picture
-  and the box for outputs/snapshots/render.py. Any failure raises `MainStreamMissError`; the
-  worker then renders the substream's picture (counted as `fallback`, logged).
+  stream's packets from the last keyframe shown before the frames to look at
+  (`PacketRing.window`, a list copy of references), or say why the main stream cannot
+  serve it (down, evicted, behind, views that do not match). The event is published with
+  this answer as its `snapshot_source`, so it is decided on the packets in hand.
+* `take` (the snapshot worker's thread): decode the packets up to the moment with the
+  camera's decoder cursor (maindecode.py: the snapshots of one GOP share one decoding pass),
+  waiting (bounded by `max_wait_s`) for packets still to come; pick the frame of the
+  moment (mainmatch.py: on the camera's RTCP clock where both streams have it, else by
+  arrival, comparing the face's surroundings; the offset found is learned, logged and
+  exported); map the box, refine it with the detector on the face's region (refine.py),
+  and hand back the main picture and the box for outputs/snapshots/render.py. Any failure
+  raises `MainStreamMissError`; the worker then renders the substream's picture (counted
+  as `fallback`, logged).
 
-The view check runs on the first snapshot of each main-stream connection: a picture that
-does not match the substream's (cropped, letterboxed, another camera) is warned about, and
-without `main_stream.map` that connection's snapshots stay on the substream.
+The view check (viewcheck.py) runs on the first snapshots of each main-stream connection:
+pictures that do not match the substream's (cropped, letterboxed, another camera) are
+warned about, and without `main_stream.map` that connection's snapshots stay on the
+substream.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from edge_facedet.frames import ArrayPicture
-from edge_facedet.outputs.snapshots.fov import (
-    FOV_MIN_SIMILARITY,
-    map_box,
-    similarity,
-    small_gray,
-    view_of,
-)
-from edge_facedet.outputs.snapshots.maindecode import decode_near
+from edge_facedet.outputs.snapshots.fov import map_box
+from edge_facedet.outputs.snapshots.maindecode import CursorPool
+from edge_facedet.outputs.snapshots.mainmatch import FrameMatcher, view_similarity
 from edge_facedet.outputs.snapshots.refine import refine_box
+from edge_facedet.outputs.snapshots.viewcheck import ViewCheck
 from edge_facedet.sources.packetring import Window
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from av.video.frame import VideoFrame
     from numpy.typing import NDArray
 
     from edge_facedet.config.mainstream import MainStreamConfig
     from edge_facedet.frames import Picture
+    from edge_facedet.outputs.snapshots.maindecode import GopCursor, MainFrame
+    from edge_facedet.outputs.snapshots.mainmatch import Target
     from edge_facedet.outputs.snapshots.refine import FaceFinder
     from edge_facedet.sources.packetring import PacketRing
     from edge_facedet.tracking.events import Box
 
 __all__ = [
-    "MATCH_WINDOW_S",
-    "TIME_PENALTY",
     "MainPicture",
     "MainSnapshotWatcher",
     "MainStreamMissError",
@@ -66,13 +65,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MATCH_WINDOW_S = 0.4
-"""Main-stream frames this far either side of the substream frame's arrival are compared
-with it: wider than two cameras' encoders usually differ, narrow enough to decode quickly."""
-
-
-TIME_PENALTY = 0.05
-"""Similarity given up per MATCH_WINDOW_S of distance from the substream frame's moment."""
+MAX_CURSORS = 4
+"""Decoders (and their last frames) the worker keeps between snapshots, two per camera at
+most (maindecode.CursorPool); each holds up to CURSOR_FRAMES full-size frames."""
+CURSOR_FRAMES = 16
+CURSOR_IDLE_S = 10.0
+"""A cursor unused this long is dropped (its GOP has usually left the ring by then)."""
 
 
 class MainStreamMissError(Exception):
@@ -108,15 +106,22 @@ class MainPicture:
     offset_s: float
     """The chosen main frame's time minus the substream frame's."""
     box_px: tuple[float, float, float, float]
+    clock: str = "arrival"
+    """How the frame was matched: "rtcp" or "arrival" (mainmatch.py)."""
+    decoded: int = 0
+    """Frames this snapshot decoded (0: all were held from an earlier one)."""
+    restarted: bool = False
+    """Whether it decoded from a keyframe afresh rather than where the last one stopped."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per step of `take` (wait, decode, match, convert, refine), for the log."""
 
 
 @dataclass(slots=True)
 class _Camera:
     ring: PacketRing
     settings: MainStreamConfig
-    checked_connection: int = 0
-    """The connection whose view was checked last (0: none yet)."""
-    view_matches: bool = True
+    view: ViewCheck
+    matcher: FrameMatcher
 
 
 class MainStreams:
@@ -131,12 +136,19 @@ class MainStreams:
         watcher: MainSnapshotWatcher,
     ) -> None:
         self._cameras = {
-            camera_id: _Camera(ring=ring, settings=settings)
+            camera_id: _Camera(
+                ring=ring,
+                settings=settings,
+                view=ViewCheck(camera_id=camera_id, explicit=settings.map is not None),
+                matcher=FrameMatcher(camera_id=camera_id),
+            )
             for camera_id, (ring, settings) in cameras.items()
         }
         self._finder = finder
         self._watcher = watcher
-        self._lock = threading.Lock()
+        self._cursors = CursorPool(
+            per_camera=2, limit=MAX_CURSORS, keep=CURSOR_FRAMES, idle_s=CURSOR_IDLE_S
+        )
 
     def __contains__(self, camera_id: object) -> bool:
         return camera_id in self._cameras
@@ -146,7 +158,11 @@ class MainStreams:
         camera = self._cameras.get(camera_id)
         if camera is None:
             return None
-        window = camera.ring.window(moment=moment)
+        window = camera.ring.window(moment=moment + camera.matcher.lead)
+        if window == "evicted":
+            # The frames just before the moment are gone (a connection's first keyframe
+            # came after them): the moment itself may still be held.
+            window = camera.ring.window(moment=moment)
         reason = self._refusal(camera, window=window, moment=moment)
         if reason is not None:
             self._watcher.snapshot(camera_id, reason)
@@ -166,13 +182,7 @@ class MainStreams:
     def _refusal(self, camera: _Camera, *, window: Window | str, moment: float) -> str | None:
         if isinstance(window, str):
             return "down" if window == "empty" else window
-        with self._lock:
-            mismatch = (
-                camera.checked_connection == window.info.connection
-                and not camera.view_matches
-                and camera.settings.map is None
-            )
-        if mismatch:
+        if camera.view.refuses(window.info.connection):
             return "fov_mismatch"
         if window.newest_arrival < min(moment, time.time()) - camera.settings.max_wait_s:
             return "behind"
@@ -185,36 +195,120 @@ class MainStreams:
         then the frame's other faces); MainStreamMissError when it cannot be had."""
         camera = self._cameras[camera_id]
         settings = ref.settings
-        window = camera.ring.extend(
-            ref.window, until=ref.moment + MATCH_WINDOW_S, timeout_s=settings.max_wait_s
+        timings: dict[str, float] = {}
+        picture = detected.to_bgr()
+        target = camera.matcher.target(
+            ref.window,
+            realtime=camera.ring.realtime(ref.window.info),
+            moment=ref.moment,
+            wall_time=getattr(detected, "wall_time", None),
         )
         try:
-            frames = decode_near(window, moment=ref.moment, within_s=MATCH_WINDOW_S)
+            cursor = self._cursors.cursor(camera_id, ref.window, earliest=target.earliest)
+        except Exception as exc:  # noqa: BLE001 - a decoder that cannot be made is a miss
+            raise MainStreamMissError(f"decoder failed: {type(exc).__name__}: {exc}") from None
+        decoded = cursor.decoded
+        frames, connection = self._frames(cursor, camera, ref, target, timings=timings)
+        started = time.monotonic()
+        chosen, target = self._choose(
+            camera_id, matcher=camera.matcher, ref=ref, target=target, frames=frames,
+            picture=picture, box=boxes_norm[0],
+        )  # fmt: skip
+        offset = chosen.time - ref.moment
+        camera.matcher.learn(offset)
+        self._watcher.offset(camera_id, offset)
+
+        def score() -> float:
+            return view_similarity(chosen.frame, picture, view=settings.map)
+
+        if not camera.view.check(connection, score=score):
+            raise MainStreamMissError("the main stream shows another view")
+        matched = time.monotonic()
+        image = np.asarray(chosen.frame.to_ndarray(format="bgr24"), np.uint8)
+        converted = time.monotonic()
+        taken = self._boxes(image, boxes_norm=boxes_norm, settings=settings, offset=offset)
+        timings.update(
+            match=matched - started,
+            convert=converted - matched,
+            refine=time.monotonic() - converted,
+        )
+        return dataclasses.replace(
+            taken,
+            clock=target.clock,
+            decoded=cursor.decoded - decoded,
+            restarted=cursor.fresh,
+            timings=timings,
+        )
+
+    def _choose(
+        self,
+        camera_id: str,
+        *,
+        matcher: FrameMatcher,
+        ref: MainStreamRef,
+        target: Target,
+        frames: list[MainFrame],
+        picture: NDArray[np.uint8],
+        box: Box,
+    ) -> tuple[MainFrame, Target]:
+        """The frame of the face's moment and how it was found; MainStreamMissError."""
+        choose = functools.partial(
+            matcher.choose, frames, detected=picture, box=box, view=ref.settings.map
+        )
+        chosen = choose(target=target)
+        if chosen is None and target.clock == "rtcp":
+            # The clocks disagree with what arrived (a camera's clock jump): by arrival.
+            target = matcher.target(ref.window, realtime=None, moment=ref.moment, wall_time=None)
+            chosen = choose(target=target)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "camera %s: %s clock, looked %+.3f s +- %.3f from the face's moment among "
+                "%d frames (%s), chose %s",
+                camera_id,
+                target.clock,
+                target.centre - ref.moment,
+                target.within,
+                len(frames),
+                " ".join(f"{item.time - ref.moment:+.3f}" for item in frames),
+                "none" if chosen is None else f"{chosen.time - ref.moment:+.3f}",
+            )
+        if chosen is None:
+            raise MainStreamMissError("no main-stream frame near the face's moment (behind?)")
+        return chosen, target
+
+    def _frames(
+        self,
+        cursor: GopCursor,
+        camera: _Camera,
+        ref: MainStreamRef,
+        target: Target,
+        *,
+        timings: dict[str, float],
+    ) -> tuple[list[MainFrame], int]:
+        """The frames held around the target once decoded up to it, waiting (bounded by
+        `max_wait_s`) for the packets still to come; and the connection they are of."""
+        window = ref.window
+        timings.update(wait=0.0, decode=0.0)
+        deadline = time.monotonic() + ref.settings.max_wait_s
+        try:
+            while True:
+                started = time.monotonic()
+                done = cursor.feed(window, until=target.until)
+                timings["decode"] += time.monotonic() - started
+                remaining = deadline - time.monotonic()
+                if done or remaining <= 0:
+                    break
+                started = time.monotonic()
+                longer = camera.ring.extend(
+                    window, until=window.newest_arrival, timeout_s=remaining
+                )
+                timings["wait"] += time.monotonic() - started
+                if len(longer.packets) == len(window.packets):
+                    break  # nothing came in time, or a new connection or a gap
+                window = longer
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss
             raise MainStreamMissError(f"decoding failed: {type(exc).__name__}: {exc}") from None
-        if not frames:
-            raise MainStreamMissError("no main-stream frame near the face's moment (behind?)")
-        target = small_gray(detected.to_bgr())
-        # Compared on the luma plane alone; only the chosen frame is converted to BGR.
-        scores = [
-            similarity(small_gray(view_of(_luma(item.frame), view=settings.map)), target)
-            for item in frames
-        ]
-        # Two pictures of one still scene score alike whatever their moment: the nearer
-        # frame in time wins unless another is clearly more alike.
-        weighted = [
-            score - TIME_PENALTY * abs(item.time - ref.moment) / MATCH_WINDOW_S
-            for score, item in zip(scores, frames, strict=True)
-        ]
-        index = int(np.argmax(weighted))
-        score, chosen = scores[index], frames[index]
-        image = np.asarray(chosen.frame.to_ndarray(format="bgr24"), np.uint8)
-        self._check_view(camera_id, camera, connection=window.info.connection, score=score)
-        if not camera.view_matches and settings.map is None:
-            raise MainStreamMissError(f"the main stream shows another view ({score:.2f})")
-        offset = chosen.time - ref.moment
-        self._watcher.offset(camera_id, offset)
-        return self._boxes(image, boxes_norm=boxes_norm, settings=settings, offset=offset)
+        return cursor.frames, window.info.connection
 
     def _boxes(
         self,
@@ -246,37 +340,3 @@ class MainStreams:
             offset_s=offset,
             box_px=best_px,
         )
-
-    def _check_view(
-        self, camera_id: str, camera: _Camera, *, connection: int, score: float
-    ) -> None:
-        with self._lock:
-            if camera.checked_connection == connection:
-                return
-            camera.checked_connection = connection
-            camera.view_matches = score >= FOV_MIN_SIMILARITY
-        if camera.view_matches:
-            log.info(
-                "camera %s: the main stream shows the substream's view (similarity %.2f)",
-                camera_id,
-                score,
-            )
-            return
-        action = (
-            "using main_stream.map as configured"
-            if camera.settings.map is not None
-            else "snapshots stay on the substream for this connection; set main_stream.map "
-            "to the substream's view inside the main picture, or main_stream.enabled: false"
-        )
-        log.warning(
-            "camera %s: the main stream's picture does not match the substream's "
-            "(similarity %.2f < %.2f): cropped, letterboxed or another camera? %s",
-            camera_id,
-            score,
-            FOV_MIN_SIMILARITY,
-            action,
-        )
-
-
-def _luma(frame: VideoFrame) -> NDArray[np.uint8]:
-    return np.asarray(frame.to_ndarray(format="gray"), np.uint8)

@@ -1,7 +1,7 @@
 """The service's main streams: which cameras get one, their readers, rings and registry.
 
-Kept out of service.py so the wiring there is two calls: `MainStreamSet.build` (the model
-for the refining step compiled in a worker thread) and `stop`.
+runtime/snapshots.py wires it with two calls: `MainStreamSet.build` (the model for the
+refining step compiled in a worker thread) and `stop`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from edge_facedet.backoff import Backoff
-from edge_facedet.config.camera_urls import _with_credentials, display_url
+from edge_facedet.config.camera_urls import display_url, with_credentials
 from edge_facedet.config.mainstream import main_stream_active
 from edge_facedet.outputs.snapshots.mainframe import MainStreams
 from edge_facedet.outputs.snapshots.refine import SyncFaceDetector
@@ -66,7 +66,7 @@ class MainStreamSet:
             ring = PacketRing(max_bytes=settings.max_bytes, max_seconds=settings.max_seconds)
             rings[camera.id] = (ring, settings)
             metrics.register_camera(camera.id)
-            url = _with_credentials(
+            url = with_credentials(
                 camera, url=camera.url, environ=environ, credentials_dir=credentials_dir
             )
             readers.append(

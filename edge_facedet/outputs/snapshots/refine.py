@@ -1,10 +1,10 @@
 """The refining step of a main-stream snapshot: the detector again, on the face's region.
 
 The box mapped from the substream lands near the face in the main picture, not on it: the
-two streams' moments differ by a frame or two and the substream's box is coarse. Running the
-detector on a generous square around the mapped box, resized to the network's input, finds
-the face at the main stream's resolution; the face that overlaps the mapped box most is the
-snapshot's face.
+two streams' moments may differ by a frame and the substream's box is coarse. Running the
+detector on a generous square around the mapped box (REGION_SCALE), never smaller than the
+network's input so the main stream's pixels are never blown up, finds the face at the main
+stream's resolution; the face that overlaps the mapped box most is the snapshot's face.
 
 The worker thread runs its own small synchronous model (`SyncFaceDetector`): one infer
 request on one CPU thread, compiled once at start. The service's `OpenVinoDetector` is an
@@ -37,8 +37,12 @@ __all__ = [
     "region_around",
 ]
 
-REGION_SCALE = 2.0
-"""The square searched is this many times the mapped box's longer side."""
+REGION_SCALE = 4.0
+"""The square searched is this many times the mapped box's longer side, and at least the
+network's input side: a small region blown up to the input shows a blurred face that the
+detector boxes loosely (head and hair), while the main stream's own pixels at 1:1 or
+scaled down show it as sharp as the camera sent it; and a face filling much of the input
+is boxed more loosely than at the sizes the detector sees in whole frames."""
 MIN_OVERLAP = 0.3
 """A face found in the region replaces the mapped box only if it overlaps it this much
 (IoU); otherwise it is another face and the mapped box is kept."""
@@ -109,10 +113,13 @@ def iou(a: PixelBox, b: PixelBox) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def region_around(box: PixelBox, *, width: int, height: int) -> tuple[int, int, int, int]:
-    """A square of REGION_SCALE x the box's longer side around its centre, kept inside the
-    picture (shifted, then cut only if the picture is smaller than the square)."""
-    side = min(REGION_SCALE * max(box[2] - box[0], box[3] - box[1]), width, height)
+def region_around(
+    box: PixelBox, *, width: int, height: int, min_side: float = 0.0
+) -> tuple[int, int, int, int]:
+    """A square of REGION_SCALE x the box's longer side (at least `min_side`) around its
+    centre, kept inside the picture (shifted, then cut only if the picture is smaller)."""
+    wanted = max(REGION_SCALE * max(box[2] - box[0], box[3] - box[1]), min_side)
+    side = min(wanted, width, height)
     side = max(side, 1.0)
     centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     left = min(max(centre_x - side / 2, 0.0), width - side)
@@ -128,7 +135,9 @@ def region_around(box: PixelBox, *, width: int, height: int) -> tuple[int, int, 
 def refine_box(image: NDArray[np.uint8], *, mapped: PixelBox, finder: FaceFinder) -> Refined:
     """The face overlapping `mapped` (pixels of `image`), found at the region's resolution."""
     height, width = image.shape[:2]
-    left, top, right, bottom = region_around(mapped, width=width, height=height)
+    left, top, right, bottom = region_around(
+        mapped, width=width, height=height, min_side=max(finder.input_size)
+    )
     region = image[top:bottom, left:right]
     network = cv2.resize(region, finder.input_size, interpolation=cv2.INTER_AREA)
     rows = finder.find(np.ascontiguousarray(network, dtype=np.uint8))

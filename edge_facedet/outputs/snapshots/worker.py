@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edge_facedet.logthrottle import every_power_of_two
@@ -29,7 +29,7 @@ from edge_facedet.outputs.snapshots.mainframe import MainStreamMissError
 from edge_facedet.outputs.snapshots.render import render_snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from datetime import datetime
     from pathlib import Path
 
@@ -79,6 +79,9 @@ class SnapshotResult:
     """The stored file; None without a store or when storing failed."""
     source: str = "detect"
     """Whose picture was rendered: "main" (the camera's `url`) or "detect"."""
+    timings: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per step: "queue" (submitted to taken), the main stream's steps
+    (mainframe.MainPicture.timings), "render" and "store"."""
 
 
 class SnapshotWorker:
@@ -104,7 +107,8 @@ class SnapshotWorker:
         self._max_queued = max_queued
         # Unbounded as a Queue; submit() enforces the bound, so close() can always add the
         # stop marker even when the queue is full.
-        self._queue: asyncio.Queue[SnapshotJob | None] = asyncio.Queue()
+        # Each job with its submission time (time.monotonic()), for its queue wait.
+        self._queue: asyncio.Queue[tuple[SnapshotJob, float] | None] = asyncio.Queue()
         self._closing = False
         self._main = main_streams
         self._fallbacks = 0
@@ -127,14 +131,14 @@ class SnapshotWorker:
         """Queue `job` (on the loop, never blocks); False when full or closing."""
         if self._closing or self._queue.qsize() >= self._max_queued:
             return False
-        self._queue.put_nowait(job)
+        self._queue.put_nowait((job, time.monotonic()))
         return True
 
     async def run(self) -> None:
         """Take jobs in order until `close()`; never raises but CancelledError."""
         # One get() waits across the idle timeouts: cancelling it at a timeout (wait_for)
         # could lose a job that arrived in the same instant on older Pythons.
-        getter: asyncio.Future[SnapshotJob | None] | None = None
+        getter: asyncio.Future[tuple[SnapshotJob, float] | None] | None = None
         try:
             while True:
                 if getter is None:
@@ -143,11 +147,11 @@ class SnapshotWorker:
                 if not done:
                     await self._prune()
                     continue
-                job, getter = getter.result(), None
+                item, getter = getter.result(), None
                 try:
-                    if job is None:
+                    if item is None:
                         return
-                    result = await asyncio.to_thread(self._process, job)
+                    result = await asyncio.to_thread(self._process, *item)
                     self._deliver(result)
                 finally:
                     self._queue.task_done()
@@ -167,20 +171,20 @@ class SnapshotWorker:
         except asyncio.TimeoutError:
             dropped = 0
             while not self._queue.empty():
-                job = self._queue.get_nowait()
+                item = self._queue.get_nowait()
                 self._queue.task_done()
-                if job is not None:
+                if item is not None:
                     dropped += 1
-                    self._deliver(
-                        SnapshotResult(job, None, "not rendered: the service was stopping", None)
-                    )
+                    error = "not rendered: the service was stopping"
+                    self._deliver(SnapshotResult(item[0], None, error, None))
             if dropped:
                 log.warning("snapshots: %d queued jobs were dropped at shutdown", dropped)
         self._queue.put_nowait(None)
 
-    def _process(self, job: SnapshotJob) -> SnapshotResult:
+    def _process(self, job: SnapshotJob, submitted: float) -> SnapshotResult:
         """In the worker thread: render, then store; failures become the result's error."""
-        jpeg = self._render_main(job) if job.main is not None else None
+        timings = {"queue": time.monotonic() - submitted}
+        jpeg = self._render_main(job, timings=timings) if job.main is not None else None
         source = "detect" if jpeg is None else "main"
         try:
             if jpeg is None:
@@ -194,18 +198,21 @@ class SnapshotWorker:
         except Exception as exc:  # noqa: BLE001 - reported in the result, never raised
             return SnapshotResult(job, None, f"rendering failed: {_describe(exc)}", None)
         if self._store is None:
-            return SnapshotResult(job, jpeg, None, None, source)
+            return SnapshotResult(job, jpeg, None, None, source, timings)
+        stored = time.monotonic()
         try:
             path = self._store.write(
                 camera_id=job.camera_id, event_id=job.event_id, jpeg=jpeg, when=job.time
             )
         except Exception as exc:  # noqa: BLE001 - reported in the result, never raised
-            return SnapshotResult(job, jpeg, f"storing failed: {_describe(exc)}", None, source)
-        return SnapshotResult(job, jpeg, None, path, source)
+            error = f"storing failed: {_describe(exc)}"
+            return SnapshotResult(job, jpeg, error, None, source, timings)
+        timings["store"] = time.monotonic() - stored
+        return SnapshotResult(job, jpeg, None, path, source, timings)
 
-    def _render_main(self, job: SnapshotJob) -> bytes | None:
+    def _render_main(self, job: SnapshotJob, *, timings: dict[str, float]) -> bytes | None:
         """The JPEG from the main stream, or None (counted and logged: the caller falls
-        back to the job's own picture)."""
+        back to the job's own picture). Adds its steps' seconds to `timings`."""
         main, ref = self._main, job.main
         assert main is not None and ref is not None  # noqa: S101 - prepare() attached it
         try:
@@ -215,6 +222,8 @@ class SnapshotWorker:
                 detected=job.picture,
                 boxes_norm=(job.box_norm, *job.boxes_norm),
             )
+            timings.update(taken.timings)
+            rendering = time.monotonic()
             jpeg = render_snapshot(
                 picture=taken.picture,
                 mode=job.mode,
@@ -222,6 +231,7 @@ class SnapshotWorker:
                 box_norm=taken.box_norm,
                 boxes_norm=taken.boxes_norm,
             )
+            timings["render"] = time.monotonic() - rendering
         except Exception as exc:  # noqa: BLE001 - any failure falls back, never raises
             main.fallback(job.camera_id)
             self._fallbacks += 1
@@ -236,7 +246,17 @@ class SnapshotWorker:
                     self._fallbacks,
                 )
             return None
-        main.used(job.camera_id, seconds=time.time() - ref.moment)
+        seconds = time.time() - ref.moment
+        main.used(job.camera_id, seconds=seconds)
+        if log.isEnabledFor(logging.DEBUG):
+            steps = ", ".join(f"{name} {value:.3f}" for name, value in timings.items())
+            log.debug(
+                "camera %s: snapshot of %s from the main stream %.3f s after the face (%s)",
+                job.camera_id,
+                job.event_id,
+                seconds,
+                steps,
+            )
         return jpeg
 
     def _deliver(self, result: SnapshotResult) -> None:
