@@ -10,6 +10,7 @@ devices and model files are here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from edge_facedet.inference.compilation import (
 from edge_facedet.inference.postprocess import split_batch
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from numpy.typing import NDArray
@@ -85,6 +86,10 @@ class _PendingRequest:
     """Kept alive until the request finishes: OpenVINO reads it in place (share_inputs)."""
     started: float = 0.0
     permit_returned: bool = False
+    number: int = 0
+    """Start order, for the detector's deadline sweep."""
+    deadline: float = 0.0
+    """Loop time by which the result must be in (`request_timeout_s` after the start)."""
 
 
 class OpenVinoDetector:
@@ -132,9 +137,20 @@ class OpenVinoDetector:
         self._compiled = model.compiled  # kept alive for as long as its requests run
         self._queue = ov.AsyncInferQueue(self._compiled, self._infer_requests)
         self._queue.set_callback(self._on_request_done)
+        # The queue's requests and its start, past OpenVINO's Python wrappers: those wrap
+        # the request anew on each access and dispatch the (here empty) inputs again, for
+        # every frame on the event loop; the inputs are set on the request beforehand.
+        native: Any = super(ov.AsyncInferQueue, self._queue)  # untyped in OpenVINO's stubs
+        self._requests: list[Any] = [native.__getitem__(i) for i in range(self._infer_requests)]
+        self._start_async: Callable[[dict[int, Any], _PendingRequest], None] = native.start_async
         self._loop: asyncio.AbstractEventLoop | None = None
         self._free_requests: asyncio.Semaphore | None = None
         self._inflight = 0
+        # Requests whose callers await them, by start number (so oldest first), and the one
+        # timer that expires the oldest when its deadline passes (see `_sweep`).
+        self._awaited: dict[int, _PendingRequest] = {}
+        self._numbers = itertools.count()
+        self._sweep_timer: asyncio.TimerHandle | None = None
 
     @staticmethod
     def _build_preprocessing(model: ov.Model) -> ov.Model:
@@ -214,10 +230,10 @@ class OpenVinoDetector:
             # names, as OpenVINO's own wrapper does) gets the frames as a shared tensor
             # directly: the wrapper's input dispatch (dict, singledispatch, checks) costs the
             # loop more than twice as much per call (see docs/benchmarks.md).
-            request = self._queue[self._queue.get_idle_request_id()]
+            request = self._requests[self._queue.get_idle_request_id()]
             request.set_input_tensor(ov.Tensor(tensor, shared_memory=True))
             pending.started = time.perf_counter()
-            self._queue.start_async(None, pending)
+            self._start_async({}, pending)
         except BaseException:
             # Cancelled while polling, or start_async refused the inputs: no request runs, so
             # no callback will return this permit; without this, each such cancellation
@@ -228,14 +244,19 @@ class OpenVinoDetector:
         self._inflight += 1
         # AsyncInferQueue calls our callback only for requests that succeeded: a request that
         # failed on the device (GPU reset, NPU lost, out of memory) is marked idle without a
-        # word. The timer fails the caller and returns the permit, or every such failure
-        # would take one request away until detection stopped altogether. (A timer handle,
-        # not asyncio.wait_for: that adds a waiter future and callbacks to every frame.)
-        timer = loop.call_later(self._request_timeout_s, self._expire, pending)
+        # word. The sweep fails the caller and returns the permit, or every such failure
+        # would take one request away until detection stopped altogether. (One timer for
+        # all requests, not one per request nor asyncio.wait_for: those add a timer handle,
+        # or a waiter future and callbacks, to every frame on the loop.)
+        pending.number = next(self._numbers)
+        pending.deadline = loop.time() + self._request_timeout_s
+        self._awaited[pending.number] = pending
+        if self._sweep_timer is None:
+            self._sweep_timer = loop.call_at(pending.deadline, self._sweep)
         try:
             output, seconds = await pending.future
         finally:
-            timer.cancel()
+            del self._awaited[pending.number]
         return BatchResult(rows=split_batch(output, batch=len(images)), inference_seconds=seconds)
 
     def _on_request_done(self, request: ov.InferRequest, userdata: Any) -> None:
@@ -251,6 +272,18 @@ class OpenVinoDetector:
             loop.call_soon_threadsafe(self._finish, pending, None, exc)
             return
         loop.call_soon_threadsafe(self._finish, pending, (output, seconds), None)
+
+    def _sweep(self) -> None:
+        """Expire the awaited requests past their deadline; wake again at the next one."""
+        self._sweep_timer = None
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - set by the first detect()
+        now = loop.time()
+        for pending in list(self._awaited.values()):
+            if pending.deadline > now:
+                self._sweep_timer = loop.call_at(pending.deadline, self._sweep)
+                return
+            self._expire(pending)  # its caller wakes and stops awaiting it
 
     def _expire(self, pending: _PendingRequest) -> None:
         if pending.future.done():

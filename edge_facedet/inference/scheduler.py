@@ -164,12 +164,20 @@ class Scheduler:
         return True
 
     async def _collect_batch(self) -> list[Frame]:
+        try:
+            return await self._wait_for_frames()
+        finally:
+            # Until the next batch is collected, a put() need not wake the loop: the frame
+            # waits in its slot, and the next scan (after `listen`) finds it.
+            self._wakeup.mute()
+
+    async def _wait_for_frames(self) -> list[Frame]:
         limit = self._detector.batch_size
         batch: list[Frame] = []
         deadline: float | None = None
         while not self._draining:
-            # Clear before scanning: a put() after the scan sets the event again.
-            self._wakeup.event.clear()
+            # Listen (and clear) before scanning: a put() after the scan sets the event.
+            self._wakeup.listen()
             batch += self._take_round_robin(limit - len(batch))
             if len(batch) == limit:
                 return batch

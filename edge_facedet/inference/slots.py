@@ -23,17 +23,36 @@ __all__ = ["LatestFrameSlot", "Wakeup"]
 
 
 class Wakeup:
-    """Sets an asyncio.Event from any thread, scheduling at most one wake-up at a time."""
+    """Sets an asyncio.Event from any thread, scheduling at most one wake-up at a time.
+
+    While `mute`d (until `listen`), notifications schedule nothing: the scheduler mutes it
+    while it waits for a free request rather than for frames, so that a reader's frame then
+    costs neither a write to the loop's self-pipe nor a turn of the loop that finds no
+    request to send it with (the usual case when the detector is the bottleneck).
+    """
 
     def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.event = asyncio.Event()
         self._lock = threading.Lock()
         self._scheduled = False
+        self._listening = True
+
+    def listen(self) -> None:
+        """On the loop: clear the event and take notifications again. Scan the slots after
+        this call: a frame put before it is found there, one put after it sets the event."""
+        with self._lock:
+            self._listening = True
+        self.event.clear()
+
+    def mute(self) -> None:
+        """On the loop: schedule nothing for notifications until `listen`."""
+        with self._lock:
+            self._listening = False
 
     def notify(self) -> None:
         with self._lock:
-            if self._scheduled:
+            if self._scheduled or not self._listening:
                 return
             self._scheduled = True
         # A closed loop means the service is shutting down; the frame is not needed then.

@@ -118,12 +118,20 @@ class CameraTracks:
         snapshots: list[SnapshotRequest | None] = []
         for track_id in step.ended:
             self._end(track_id, reason=EndReason.LOST, events=events, snapshots=snapshots)
-        boxes_norm = tuple(_box(row) for row in detections.boxes_norm)
+        # Python floats once per frame (float32 to float is exact), not per face and field.
+        boxes_norm = _boxes(detections.boxes_norm)
+        boxes_px = _boxes(detections.boxes_px)
+        confidences: list[float] = detections.confidences.tolist()
         track_ids: list[str | None] = [None] * len(detections)
         confirmed_now = set(step.confirmed)
         for face in step.faces:
             index = face.detection_index
-            sighting = self._sighting(frame=frame, detections=detections, index=index)
+            sighting = self._sighting(
+                frame=frame,
+                box_norm=boxes_norm[index],
+                box_px=boxes_px[index],
+                confidence=confidences[index],
+            )
             track = self._tracks.get(face.track_id)
             if track is None:
                 track = self._start(
@@ -164,9 +172,7 @@ class CameraTracks:
 
     # -- tracks --------------------------------------------------------------------------
 
-    def _sighting(self, *, frame: Frame, detections: Detections, index: int) -> Sighting:
-        box_norm = _box(detections.boxes_norm[index])
-        confidence = float(detections.confidences[index])
+    def _sighting(self, *, frame: Frame, box_norm: Box, box_px: Box, confidence: float) -> Sighting:
         quality = face_quality(
             image=frame.image,
             box_norm=box_norm,
@@ -176,7 +182,7 @@ class CameraTracks:
         )
         return Sighting(
             time=frame.capture_time,
-            box_px=_box(detections.boxes_px[index]),
+            box_px=box_px,
             box_norm=box_norm,
             confidence=confidence,
             quality=quality.score,
@@ -300,6 +306,6 @@ class CameraTracks:
         )
 
 
-def _box(row: NDArray[np.float32]) -> Box:
-    x_min, y_min, x_max, y_max = (float(value) for value in row.tolist())
-    return (x_min, y_min, x_max, y_max)
+def _boxes(rows: NDArray[np.float32]) -> tuple[Box, ...]:
+    """(N, 4) boxes as tuples of Python floats."""
+    return tuple((x_min, y_min, x_max, y_max) for x_min, y_min, x_max, y_max in rows.tolist())

@@ -174,7 +174,7 @@ class FaceTracker:
 
         faces: list[TrackedFace] = []
         confirmed: list[int] = []
-        rows = np.array([r for r, _ in matched], dtype=np.intp)
+        rows = [r for r, _ in matched]
         self._filters.update(rows=rows, boxes=boxes_2d[[d for _, d in matched]])
         for row, index in matched:
             track = self._tracks[row]
@@ -196,7 +196,8 @@ class FaceTracker:
         For a camera whose frames stopped; returns the confirmed ids removed.
         """
         max_age_s = self._settings.max_age_s
-        return self._remove([t - track.last_seen > max_age_s for track in self._tracks])
+        gone = [t - track.last_seen > max_age_s for track in self._tracks]
+        return self._remove(gone) if any(gone) else ()
 
     def close_all(self) -> tuple[int, ...]:
         """Remove every track; returns the confirmed ids among them."""
@@ -271,13 +272,19 @@ class FaceTracker:
         self._filters.add(boxes=box)
         return track
 
-    def _drop_unseen_tentative(self, *, seen: NDArray[np.intp]) -> None:
-        """Tentative tracks not seen in this frame go, silently; confirmed ones coast."""
-        unseen = np.ones(len(self._tracks), dtype=np.bool_)
-        unseen[seen] = False
-        self._filters.hold(rows=np.flatnonzero(unseen))
-        tentative = np.array([not track.confirmed for track in self._tracks], dtype=np.bool_)
-        self._remove(unseen & tentative)
+    def _drop_unseen_tentative(self, *, seen: list[int]) -> None:
+        """Tentative tracks not seen in this frame (`seen`: distinct rows) go, silently;
+        confirmed ones coast."""
+        if len(seen) == len(self._tracks):
+            return  # every track was seen: nothing to hold or drop
+        seen_rows = set(seen)
+        unseen = [row not in seen_rows for row in range(len(self._tracks))]
+        self._filters.hold(rows=[row for row, gone in enumerate(unseen) if gone])
+        drop = [
+            gone and not track.confirmed for gone, track in zip(unseen, self._tracks, strict=True)
+        ]
+        if any(drop):
+            self._remove(drop)
 
     def _remove(self, drop: NDArray[np.bool_] | list[bool]) -> tuple[int, ...]:
         """Drop the tracks (rows) marked True; returns the confirmed ids among them."""
