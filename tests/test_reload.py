@@ -28,6 +28,7 @@ from edge_facedet.config.mqtt import MqttConfig
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.mqtt.output import MqttOutput
 from tests.support.broker import mqtt_subscriber
+from tests.support.load import load_slack
 from tests.support.service import faces_of, service_config
 
 if TYPE_CHECKING:
@@ -159,20 +160,37 @@ def capture_seconds(payload: dict[str, Any]) -> float:
     return datetime.fromisoformat(payload["capture_ts"].replace("Z", "+00:00")).timestamp()
 
 
+def run_of(payload: dict[str, Any]) -> str:
+    """The faces message's reader run (its event_id without the seq): new at each restart."""
+    return str(payload["event_id"]).rsplit("-", 1)[0]
+
+
 def largest_gap(
     messages: list[Received], prefix: str, cameras: list[str], *, start: float, end: float
 ) -> float:
-    """The largest step between consecutive capture times of each camera within [start, end]."""
+    """The largest step between consecutive capture times of each camera's current reader
+    that overlaps [start, end]: a pause longer than the window counts whole, from the last
+    frame before it to the first after it. A reader an earlier step restarted has a run id of
+    its own (the faces' event_id); its predecessor's last frame is not a pause of it."""
     worst = 0.0
     for camera in cameras:
-        times = sorted(
-            t
-            for p in faces_of(messages, prefix, camera)
-            if start <= (t := capture_seconds(p)) <= end
-        )
-        assert len(times) >= 2, f"{camera}: no frames between the marks"
-        worst = max(worst, *(b - a for a, b in itertools.pairwise(times)))
+        payloads = faces_of(messages, prefix, camera)
+        run = run_of(payloads[-1])
+        times = sorted(capture_seconds(p) for p in payloads if run_of(p) == run)
+        steps = [b - a for a, b in itertools.pairwise(times) if b >= start and a <= end]
+        assert steps, f"{camera}: no frames on both sides of the marks"
+        worst = max(worst, *steps)
     return worst
+
+
+def tracks_of(messages: list[Received], prefix: str, camera: str) -> dict[str, list[str]]:
+    """Each track's events in order: `new`, `update`, ..., `end:<reason>`."""
+    topic = f"{prefix}/cameras/{camera}/events"
+    tracks: dict[str, list[str]] = {}
+    for event in (json.loads(m.payload) for m in messages if m.topic == topic):
+        kind = event["type"] if event["type"] != "end" else f"end:{event['end_reason']}"
+        tracks.setdefault(event["event_id"], []).append(kind)
+    return tracks
 
 
 class Steps:
@@ -216,11 +234,16 @@ async def test_reload_adds_removes_changes_cameras_and_refuses_broken_files(
     services: Callable[..., ServiceProcess],
     tmp_path: Path,
 ) -> None:
-    clip = h264_clip.repeated(seconds=60, width=640, height=360)
+    # 10 fps: decoding four 25 fps streams alone puts a loaded box's readers seconds behind.
+    clip = h264_clip.repeated(seconds=60, width=640, height=360, fps=10)
     server = rtsp_server(mounts=dict.fromkeys(("a", "b", "c", "d"), clip))
     node = f"reload-{uuid.uuid4().hex[:10]}"
     prefix = f"edge-facedet/{node}"
     camera = {name: {"id": name, "url": server.url(name)} for name in "abcd"}
+    # Step 2 checks that the reload ends c's open tracks: none may end on its own before it,
+    # whenever it comes (a face out of view for max_age_s, a reader that a loaded box starves
+    # past FAST_RECONNECT's timeouts).
+    camera["c"].update(tracking={"max_age_s": 600}, read_timeout_s=30, stall_timeout_s=30)
     config = service_config(
         node_id=node,
         model_root=model_root,
@@ -229,6 +252,9 @@ async def test_reload_adds_removes_changes_cameras_and_refuses_broken_files(
         cameras=[camera["a"], camera["b"], camera["c"]],
     )
     config["mqtt"]["home_assistant_discovery"] = True
+    # A loaded box reads behind the live stream: detect those frames anyway (not the subject),
+    # or a camera that fell behind publishes nothing until it has caught up.
+    config["defaults"]["max_lag_s"] = 10
     table: list[tuple[str, float, str]] = []
 
     async def untouched_gap(sub: Any, cameras: list[str], start: float, ready: float) -> float:
@@ -237,7 +263,7 @@ async def test_reload_adds_removes_changes_cameras_and_refuses_broken_files(
             lambda ms: all(
                 any(capture_seconds(p) > end for p in faces_of(ms, prefix, c)) for c in cameras
             ),
-            timeout=15,
+            timeout=30,
         )
         return largest_gap(sub.messages, prefix, cameras, start=start - 0.5, end=end)
 
@@ -268,7 +294,9 @@ async def test_reload_adds_removes_changes_cameras_and_refuses_broken_files(
         gap = await untouched_gap(sub, ["a", "b", "c"], start, ready)
         table.append(("add d", gap, config_message(sub)["changes"][0]))
 
-        # 2. remove c: its retained state and discovery are cleared, the manifest follows
+        # 2. remove c: its open tracks end (`reload`), its retained state and discovery are
+        # cleared, the manifest follows
+        await sub.wait_for(lambda ms: bool(tracks_of(ms, prefix, "c")), timeout=15)
         mark = len(sub.messages)
         start, ready = await steps.reload_with([camera[c] for c in "abd"])
         gap = await untouched_gap(sub, ["a", "b", "d"], start, ready)
@@ -281,16 +309,31 @@ async def test_reload_adds_removes_changes_cameras_and_refuses_broken_files(
         assert manifests[-1] == ["a", "b", "d"]
         for kind in ("state", "snapshot"):  # nothing retained of c comes after its clearing
             assert [m.payload for m in after if m.topic == f"{prefix}/cameras/c/{kind}"][-1] == b""
-        events_c = [json.loads(m.payload) for m in after if m.topic == f"{prefix}/cameras/c/events"]
-        assert all(e["end_reason"] == "reload" for e in events_c if e["type"] == "end")
+
+        def c_ended(messages: list[Received]) -> bool:
+            return all(
+                kinds[-1].startswith("end") for kinds in tracks_of(messages, prefix, "c").values()
+            )
+
+        await sub.wait_for(c_ended, timeout=15)  # times out if the reload left one open
+        for kinds in tracks_of(sub.messages, prefix, "c").values():
+            ends = [kind for kind in kinds if kind.startswith("end")]
+            assert kinds[0] == "new" and ends == ["end:reload"] == kinds[-1:], kinds
         table.append(("remove c", gap, config_message(sub)["changes"][0]))
 
         # 3. change a's detect_fps: a restarts, b and d go on
         changed_a = {**camera["a"], "detect_fps": 3}
+        run_a = run_of(faces_of(sub.messages, prefix, "a")[-1])
         start, ready = await steps.reload_with([changed_a, camera["b"], camera["d"]])
         gap = await untouched_gap(sub, ["b", "d"], start, ready)
         assert config_message(sub)["changes"] == ["camera a: changed (restarts): detect_fps"]
         table.append(("a detect_fps 5->3", gap, config_message(sub)["changes"][0]))
+        # The restarted a is an untouched camera of the next steps once its new reader runs
+        # (its first frame waits for a keyframe).
+        await sub.wait_for(
+            lambda ms: sum(run_of(p) != run_a for p in faces_of(ms, prefix, "a")) >= 2,
+            timeout=15,
+        )
 
         # 4. broken files: refused, every camera goes on, and each is reported
         good = yaml.safe_dump(steps.config, sort_keys=False)
@@ -341,13 +384,16 @@ async def test_reload_adds_removes_changes_cameras_and_refuses_broken_files(
     # `b` is never touched: one reader from start to end, whatever the reloads did (a
     # restart would start a new run id in its event ids and its seq again at 0).
     b_faces = faces_of(messages, prefix, "b")
-    assert len({p["event_id"].rsplit("-", 1)[0] for p in b_faces}) == 1
+    assert len({run_of(p) for p in b_faces}) == 1
     seqs = [p["seq"] for p in b_faces]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     # The gaps themselves are a timing figure on a shared 2-core box (2 detect periods on a
-    # quiet one: the table above, and docs/reliability.md); a stall of a second is a bug.
+    # quiet one: the table above, and docs/reliability.md); a stall of a second is a bug on a
+    # quiet box. A starved box pauses every camera, reload or not: the bar widens with the
+    # load, capped short of a reload that holds the event loop for seconds.
+    bar = 5 * DETECT_PERIOD_S * load_slack(cap=3.0, what="reload: gaps of untouched cameras")
     for name, gap, _ in table[1:]:
-        assert gap < 5 * DETECT_PERIOD_S, (name, gap, table)
+        assert gap < bar, (name, gap, bar, table)
 
 
 @pytest.fixture(autouse=True)

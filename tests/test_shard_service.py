@@ -23,6 +23,7 @@ from edge_facedet.config import ServiceConfig
 from edge_facedet.service import Service
 from edge_facedet.sharding import assign, camera_loads, shard_loads
 from tests.support.broker import delete_retained, mqtt_subscriber
+from tests.support.media import run_ffmpeg
 from tests.support.paths import FACE_VIDEO
 from tests.support.service import service_config
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.support.broker import BrokerAddress, Received
-    from tests.support.media import ClipMaker
     from tests.support.rtsp import RtspServer
     from tests.support.service import ServiceProcess
 
@@ -39,6 +39,31 @@ pytestmark = pytest.mark.slow
 
 SHARDS = 3
 CAMERAS = [f"cam-{i:02d}" for i in range(12)]
+# The 12-camera test's waits, each at most: a start, faces seen, the Last Will.
+READY_S, SEEN_S, WILL_S = 90.0, 30.0, 10.0
+# The one shared mount plays its clip once, from its first client on: the clip outlasts every
+# wait, or a loaded box that needs them finds every camera `reconnecting` at the stream's end.
+CLIP_S = 2 * READY_S + 3 * SEEN_S + WILL_S
+
+
+def lobby_clip(directory: Path) -> Path:
+    """CLIP_S of the event-faces footage as a camera's substream sends it: 320x180 at 10 fps,
+    300 kbit/s, no B-frames.
+
+    Twelve clients share the mount over TCP. At the shared clip maker's bit rate (made for
+    720p) a loaded box reads them too slowly, and the test server (gst-rtsp-server 1.22)
+    aborts on a slow client's TCP backlog (`queue_duration >= 0`): every camera reconnects.
+    """
+    target = directory / f"lobby-{CLIP_S:.0f}s.mp4"
+    if not target.exists():
+        run_ffmpeg(
+            "-stream_loop", "-1", "-i", str(FACE_VIDEO), "-t", str(CLIP_S), "-an",
+            "-vf", "scale=320:180,setsar=1", "-r", "10", "-c:v", "libx264", "-preset",
+            "ultrafast", "-g", "20", "-bf", "0", "-b:v", "300k", "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart",
+            output=target,
+        )  # fmt: skip
+    return target
 
 
 @pytest.fixture
@@ -76,15 +101,14 @@ async def test_three_shards_split_twelve_cameras_and_survive_one_being_killed(
     model_root: Path,
     model_cache: Path,
     mqtt_broker: BrokerAddress,
-    h264_clip: ClipMaker,
+    tmp_path_factory: pytest.TempPathFactory,
     rtsp_server: Callable[..., RtspServer],
     services: Callable[..., ServiceProcess],
     node: str,
 ) -> None:
     # One shared mount (one pipeline for every client), small and slow: the three processes
     # and their 12 readers share this machine's cores.
-    clip = h264_clip.repeated(seconds=90, width=320, height=180, fps=10)
-    server = rtsp_server(mounts={"lobby": clip})
+    server = rtsp_server(mounts={"lobby": lobby_clip(tmp_path_factory.mktemp("lobby"))})
     config = service_config(
         node_id=node,
         model_root=model_root,
@@ -109,7 +133,7 @@ async def test_three_shards_split_twelve_cameras_and_survive_one_being_killed(
     ) as sub:
         started = time.monotonic()
         shards = [services(config, env=env, watchdog_usec=None) for env in envs]
-        await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in shards))
+        await asyncio.gather(*(asyncio.to_thread(s.wait_ready, READY_S) for s in shards))
         print(f"three shards ready in {time.monotonic() - started:.1f} s")
 
         def every_camera_seen(messages: list[Received], after: int = 0) -> bool:
@@ -119,7 +143,7 @@ async def test_three_shards_split_twelve_cameras_and_survive_one_being_killed(
                 for camera in cameras
             )
 
-        await sub.wait_for(every_camera_seen, timeout=30)
+        await sub.wait_for(every_camera_seen, timeout=SEEN_S)
         for camera in CAMERAS:
             owner = next(shard for shard, cameras in expected.items() if camera in cameras)
             assert publishers(sub.messages, prefixes=prefixes, camera=camera) == {owner}
@@ -141,7 +165,7 @@ async def test_three_shards_split_twelve_cameras_and_survive_one_being_killed(
         shards[victim].process.kill()  # type: ignore[union-attr]
         await sub.wait_for(
             lambda m: index_of(m, topic=f"{victim_prefix}/status", payload=b"offline") >= 0,
-            timeout=10,
+            timeout=WILL_S,
         )
         dead_at = index_of(sub.messages, topic=f"{victim_prefix}/status", payload=b"offline")
         survivors = {s: cams for s, cams in expected.items() if s != victim}
@@ -151,7 +175,7 @@ async def test_three_shards_split_twelve_cameras_and_survive_one_being_killed(
                 for s, cams in survivors.items()
                 for c in cams
             ),
-            timeout=30,
+            timeout=SEEN_S,
         )
         assert all(
             faces_count(sub.messages, prefix=victim_prefix, camera=c, after=dead_at) == 0
@@ -160,7 +184,7 @@ async def test_three_shards_split_twelve_cameras_and_survive_one_being_killed(
 
         # Restarted (a StatefulSet recreates the pod), it takes its cameras back.
         shards[victim] = services(config, env=envs[victim], watchdog_usec=None)
-        await asyncio.to_thread(shards[victim].wait_ready)
+        await asyncio.to_thread(shards[victim].wait_ready, READY_S)
         await sub.wait_for(
             lambda m: (
                 index_of(m, topic=f"{victim_prefix}/status", payload=b"online", after=dead_at) >= 0
@@ -169,7 +193,7 @@ async def test_three_shards_split_twelve_cameras_and_survive_one_being_killed(
                     for c in expected[victim]
                 )
             ),
-            timeout=30,
+            timeout=SEEN_S,
         )
         for camera in CAMERAS:
             assert len(publishers(sub.messages, prefixes=prefixes, camera=camera)) == 1

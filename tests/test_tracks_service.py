@@ -19,23 +19,28 @@ import json
 import subprocess
 import uuid
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import jsonschema
 import numpy as np
+import pytest
 
+from edge_facedet.config import CameraConfig
+from edge_facedet.frames import Detections, Frame
+from edge_facedet.outputs.memory import MemoryOutput
+from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.payloads import load_schema
-from tests.support.broker import mqtt_subscriber
+from edge_facedet.outputs.tracks import TrackOutputs
+from tests.support.broker import delete_retained, mqtt_subscriber
 from tests.support.media import run_ffmpeg
 from tests.support.paths import FACE_VIDEO, MEDIA
 from tests.support.service import camera_value, faces_of, poll, run_cli, service_config
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
-
-    import pytest
 
     from tests.support.broker import BrokerAddress, Received
     from tests.support.rtsp import RtspServer
@@ -87,6 +92,16 @@ def _each_new_ends_once(events: list[dict[str, Any]]) -> None:
         assert kinds.count("new") == 1 and kinds.count("end") == 1, (event_id, kinds)
 
 
+@pytest.fixture
+def tracks_node(mqtt_broker: BrokerAddress) -> Iterator[str]:
+    """A fresh node id out of the reach of other test sessions' clean-up, which empties the
+    retained topics of every `test-<hex>` node on the shared broker, running or not (its
+    empty messages then arrive here, after `stopped` too); its own are deleted here."""
+    name = f"tracks-{uuid.uuid4().hex[:10]}"
+    yield name
+    delete_retained(mqtt_broker, filters=(f"edge-facedet/{name}/#",), settle_s=0.5)
+
+
 async def test_events_for_entering_leaving_camera_loss_and_shutdown(
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -95,6 +110,7 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
     mqtt_broker: BrokerAddress,
     rtsp_server: Callable[..., RtspServer],
     services: Callable[..., ServiceProcess],
+    tracks_node: str,
 ) -> None:
     clips = tmp_path_factory.mktemp("track-clips")
     # Close-ups at the door (faces of 100-200 px, so the crops are worth checking), the
@@ -104,9 +120,12 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
     door = rtsp_server(mounts={"door": door_clip})
     hall = rtsp_server(mounts={"hall": people})
     desk = rtsp_server(mounts={"desk": people})
-    node = f"test-{uuid.uuid4().hex[:10]}"
+    node = tracks_node
     prefix = f"edge-facedet/{node}"
     tracking = {"min_hits": 2, "max_age_s": 1.0}
+    # hall's and desk's tracks must still be open at the kill and at SIGTERM: a loaded box
+    # pauses a camera's detections for longer than door's short max_age_s, which would end
+    # them (lost) and start new ones, still unconfirmed, just then.
     config = service_config(
         node_id=node,
         model_root=model_root,
@@ -114,8 +133,8 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
         mqtt_port=mqtt_broker.port,
         cameras=[
             {"id": "door", "url": door.url("door"), "snapshots": {"mode": "crop"}},
-            {"id": "hall", "url": hall.url("hall")},
-            {"id": "desk", "url": desk.url("desk")},
+            {"id": "hall", "url": hall.url("hall"), "tracking": {"max_age_s": 5.0}},
+            {"id": "desk", "url": desk.url("desk"), "tracking": {"max_age_s": 5.0}},
         ],
     )
     config["defaults"]["tracking"] = tracking
@@ -149,6 +168,7 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
 
         await sub.wait_for(hall_down, timeout=30)
         await sub.wait_for(lambda m: _kinds(_events(m, prefix, "desk"))[("new", None)] >= 2, 30)
+        stopping = datetime.now(timezone.utc)
         code, _ = await asyncio.to_thread(service.terminate)
         assert code == 0
         await sub.wait_for(
@@ -175,6 +195,16 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
     assert gated, "door published faces messages"
     desk_kinds = _kinds(_events(messages, prefix, "desk"))
     assert desk_kinds[("end", "shutdown")] >= 1
+    # A track still open at SIGTERM ends as a shutdown, not lost while the cameras stop: a
+    # lost track's end_ts (max_age_s after its last sighting) is before the SIGTERM.
+    lost_in_stop = [
+        event
+        for camera in ("door", "hall", "desk")
+        for event in _events(messages, prefix, camera)
+        if event["end_reason"] == "lost"
+        and datetime.fromisoformat(event["end_ts"].replace("Z", "+00:00")) >= stopping
+    ]
+    assert not lost_in_stop, lost_in_stop
     # The event-faces clip shows 4-5 people: a track per person, not one per frame.
     hall_new = _kinds(_events(messages, prefix, "hall"))[("new", None)]
     assert 2 <= hall_new <= 10, hall_new
@@ -221,6 +251,51 @@ async def test_events_for_entering_leaving_camera_loss_and_shutdown(
     assert len(files) == len(with_snapshot)
     assert {name.split("-", 1)[1].removesuffix(".jpg") for name in files} == with_snapshot
     assert not any((snapshot_dir / camera).exists() for camera in ("hall", "desk"))
+
+
+def test_the_expiry_timer_ends_only_tracks_of_cameras_whose_frames_stopped() -> None:
+    # A reader behind its live stream, or a detector with a backlog, hands frames over late:
+    # by the wall clock the expiry timer runs on, such a camera's latest frame is always
+    # older than max_age_s, yet its face is in every frame.
+    memory = MemoryOutput()
+    camera = CameraConfig.model_validate(
+        {"id": "late", "url": "rtsp://192.0.2.1/s", "tracking": {"min_hits": 1, "max_age_s": 1}}
+    )
+    tracks = TrackOutputs(
+        cameras=[camera],
+        id_prefix=lambda camera_id: f"n-{camera_id}-r",
+        outputs=[memory],
+        metrics=Metrics().tracks,
+        snapshots=None,
+        on_open_tracks_changed=lambda camera_id: None,
+    )
+    face = Detections(
+        boxes_px=np.array([[200, 100, 300, 220]], np.float32),
+        boxes_norm=np.array([[200 / 640, 100 / 480, 300 / 640, 220 / 480]], np.float32),
+        confidences=np.array([0.95], np.float32),
+    )
+    image = np.random.default_rng(1).integers(0, 255, size=(448, 448, 3), dtype=np.uint8)
+    lag_s, captured = 3.0, 100.0
+    for seq in range(20):  # 4 s of frames at 5/s, each handed over lag_s after its capture
+        captured = 100.0 + seq * 0.2
+        frame = Frame(
+            camera_id="late",
+            seq=seq,
+            capture_time=datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=captured),
+            capture_monotonic=captured,
+            width=640,
+            height=480,
+            image=image,
+        )
+        tracks.observe(frame=frame, detections=face)
+        tracks.expire(now=captured + lag_s)
+    kinds = [json.loads(payload)["type"] for payload in memory.events("late")]
+    assert kinds.count("new") == 1 and "end" not in kinds, kinds
+    # The frames stop: the next tick without one ends the track, as lost.
+    tracks.expire(now=captured + lag_s + 1.0)
+    tracks.expire(now=captured + lag_s + 2.0)
+    ends = [json.loads(p) for p in memory.events("late") if json.loads(p)["type"] == "end"]
+    assert [end["end_reason"] for end in ends] == ["lost"], ends
 
 
 def test_a_missing_or_unwritable_snapshot_dir_is_a_config_error(tmp_path: Path) -> None:

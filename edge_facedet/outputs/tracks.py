@@ -76,6 +76,8 @@ class TrackOutputs:
         }
         self._open = dict.fromkeys(self._cameras, 0)
         self._snapshot_failures = 0
+        # Cameras a frame came from since the last `expire`: their frames still come.
+        self._fed: set[str] = set()
 
     # -- cameras a reload adds or removes ---------------------------------------------------
 
@@ -110,14 +112,23 @@ class TrackOutputs:
     def observe(self, *, frame: Frame, detections: Detections) -> tuple[str | None, ...]:
         """Track `frame`'s detections; publish what follows; each detection's track id."""
         tracks = self._cameras[frame.camera_id]
+        self._fed.add(frame.camera_id)
         observation = tracks.observe(frame=frame, detections=detections)
         self._deliver(frame.camera_id, observation)
         return observation.track_ids
 
     def expire(self, *, now: float) -> None:
-        """End tracks lost by `now` (monotonic) on cameras whose frames stopped coming."""
+        """End tracks lost by `now` (monotonic) on cameras whose frames stopped coming: no
+        frame since the previous call.
+
+        A camera whose frames still come ends its lost tracks itself, on the frames' capture
+        clock. `now` is the wall clock: a frame read behind the live stream or queued for
+        the detector is older than that, so `now` would end a track it still shows.
+        """
+        fed, self._fed = self._fed, set()
         for camera_id, tracks in self._cameras.items():
-            self._deliver(camera_id, tracks.expire(now=now))
+            if camera_id not in fed:
+                self._deliver(camera_id, tracks.expire(now=now))
 
     def end_all(self, camera_id: str | None, *, reason: EndReason) -> None:
         """End every open track of one camera (None: of all cameras)."""
