@@ -80,6 +80,8 @@ DECODERS: dict[str, dict[str, Any]] = {
     "pyav": {"decoder": "pyav"},
     "pyav, skip_loop_filter": {"decoder": "pyav", "skip_loop_filter": True},
 }
+THROUGHPUT_DEFAULTS: dict[str, Any] = {"motion": {"enabled": False}}
+"""Every frame inferred, as the naive loop does: motion gating (on by default) off."""
 MEMORY_CAMERAS = 16
 TRACKING_CAMERAS = 8
 # The two arms of the tracking scenario, as `defaults` (tracking is on by default).
@@ -105,7 +107,6 @@ GATING_ARMS: dict[str, dict[str, Any]] = {
     "ungated": {"motion": {"enabled": False}},
     "gated": {"motion": {"enabled": True}},
 }
-GATING_CAMERAS = 48
 GATING_OFFSETS_S = (0, 10, 20, 30, 40, 50)
 """Where in the scene's minute each camera starts (cycled): a sixth of the cameras at a time
 see people, as independent cameras would, instead of all at once."""
@@ -129,7 +130,7 @@ class Bench:
         self.cores = ceilings.cores()
         self.repeats: int = args.repeats or (1 if self.quick else 2)
         self.capacity_s: float = args.capacity_seconds or (20.0 if self.quick else 60.0)
-        self.gating_cameras: int = args.gating_cameras or GATING_CAMERAS
+        self.gating_cameras: int | None = args.gating_cameras
         self.results: dict[str, Any] = {"machine": machine(), "started": stamp, "load": {}}
         if args.reuse is not None:
             # Scenarios not run now are taken from an earlier run (e.g. its ceilings).
@@ -282,7 +283,9 @@ class Bench:
                 Camera(id=f"f{i}", url=str(clip), loop=True, realtime=False) for i in range(count)
             ]
             runs = [
-                self.service(cameras=cameras, detect_fps=fps, seconds=seconds)
+                self.service(
+                    cameras=cameras, detect_fps=fps, seconds=seconds, defaults=THROUGHPUT_DEFAULTS
+                )
                 for _ in range(self.repeats)
             ]
             rows[str(count)] = {
@@ -297,9 +300,11 @@ class Bench:
         self.results["throughput"] = rows
 
     def _search(
-        self, *, name: str, start: int, measure: Callable[[int], tuple[bool, dict[str, Any]]]
-    ) -> int:
-        """Largest passing camera count near `start`: up while passing, else down, then up."""
+        self, *, name: str, start: int, measure: Callable[[int], tuple[bool, dict[str, Any]]],
+        step: int = 1,
+    ) -> int:  # fmt: skip
+        """Largest passing camera count near `start`: up while passing, else down, then up
+        (upwards by `step`: large counts take minutes a step)."""
         steps: list[dict[str, Any]] = []
         outcome: dict[int, bool] = {}
 
@@ -321,8 +326,8 @@ class Bench:
                 if check(count):
                     break
         # Refine upwards; a count already seen failing ends it from the cache.
-        while outcome.get(count, False) and check(count + 1):
-            count += 1
+        while outcome.get(count, False) and check(count + step):
+            count += step
         best = max((c for c, ok in outcome.items() if ok), default=0)
         self.results[name] = {"capacity": best, "steps": steps}
         return best
@@ -583,30 +588,57 @@ class Bench:
         }
 
     def gating(self) -> None:
-        """Gated against ungated on the same 640x360 cameras of a room people pass through,
-        interleaved in pairs, then 16 cameras on the still room: CPU per camera."""
+        """Motion gating's capacity against ungated, in one run, on 640x360 substreams of a
+        room people pass through: the ungated capacity, the gated capacity searched from twice
+        that, the gated p99 latency at 80 % of the gated capacity; then 16 cameras on the
+        still room, gated against ungated interleaved: CPU per camera."""
         seconds = 20.0 if self.quick else 40.0
-        pairs = 2 if self.quick else 3
-        count = self.gating_cameras
-        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in GATING_ARMS}
-        for _ in range(pairs):
-            for arm, defaults in GATING_ARMS.items():
-                runs[arm].append(
-                    self._gating_run(count=count, scene=PASSING_SCENE, seconds=seconds,
-                                     defaults=defaults)
-                )  # fmt: skip
-                print(f"gating {arm} {count} cameras: {runs[arm][-1]}", flush=True)
-                self.results["gating"] = {"cameras": count, "seconds": seconds, "runs": runs}
-                self.save()
+        results: dict[str, Any] = {"seconds": seconds}
+        self.results["gating"] = results
+        start = self.gating_cameras or math.floor(
+            0.9 * float(self._ceiling()[P360.name]["predicted_capacity"])
+        )
+
+        def step(arm: str) -> Callable[[int], tuple[bool, dict[str, Any]]]:
+            def measure(count: int) -> tuple[bool, dict[str, Any]]:
+                run = self._gating_run(
+                    count=count, scene=PASSING_SCENE, seconds=seconds, defaults=GATING_ARMS[arm]
+                )
+                return bool(run["on_time"]), run
+
+            return measure
+
+        ungated = self._search(name="gating_ungated", start=start, measure=step("ungated"))
+        results["ungated"] = self.results.pop("gating_ungated")
+        self.results["gating"] = results
+        gated = self._search(
+            name="gating_gated", start=2 * ungated, measure=step("gated"),
+            step=max(2, round(0.1 * ungated)),
+        )  # fmt: skip
+        results["gated"] = self.results.pop("gating_gated")
+        self.results["gating"] = results
+        results["ratio"] = round(gated / ungated, 2) if ungated else None
+        print(f"gating capacity: ungated {ungated}, gated {gated}", flush=True)
+        if gated:
+            count = max(1, round(0.8 * gated))
+            results["latency"] = {
+                "cameras": count,
+                **self._gating_run(
+                    count=count, scene=PASSING_SCENE, seconds=seconds,
+                    defaults=GATING_ARMS["gated"],
+                ),
+            }  # fmt: skip
+            print(f"gating latency at 80 %: {results['latency']}", flush=True)
+        self.save()
         idle: dict[str, list[dict[str, Any]]] = {arm: [] for arm in GATING_ARMS}
-        for _ in range(max(1, pairs - 1)):
+        for _ in range(1 if self.quick else 2):
             for arm, defaults in GATING_ARMS.items():
                 idle[arm].append(
                     self._gating_run(count=IDLE_CAMERAS, scene=IDLE_SCENE, seconds=seconds,
                                      defaults=defaults)
                 )  # fmt: skip
                 print(f"gating idle {arm}: {idle[arm][-1]}", flush=True)
-                self.results["gating"]["idle"] = {"cameras": IDLE_CAMERAS, "runs": idle}
+                results["idle"] = {"cameras": IDLE_CAMERAS, "runs": idle}
                 self.save()
 
     def _gating_run(
@@ -852,7 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="repeats of ceilings/throughput runs")
     parser.add_argument("--capacity-seconds", type=float, help="window of each capacity step")
     parser.add_argument("--docs", action="store_true", help="rewrite docs/benchmarks.md")
-    parser.add_argument("--gating-cameras", type=int, help="cameras of the gating scenario")
+    parser.add_argument("--gating-cameras", type=int, help="where the ungated gating search starts")
     parser.add_argument(
         "--reuse", type=Path, help="an earlier results.json: keep what this run does not redo"
     )

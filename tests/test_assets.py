@@ -28,7 +28,7 @@ from edge_facedet.tools.assets import (
     model_xml_path,
     verify_model,
 )
-from tests.support.paths import MEDIA, MODEL_MIRROR, REPO
+from tests.support.paths import MEDIA, MODEL_MIRROR
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -362,26 +362,3 @@ def test_mirror_and_mirror_url_are_exclusive(mirror: Path, dest: Path) -> None:
     with pytest.raises(ValueError, match="either mirror or mirror_url"):
         fetch_model(precision="FP16", dest=dest, mirror=mirror, mirror_url="http://127.0.0.1:9/")
     assert not dest.exists()
-
-
-def _strings(node: object) -> Iterator[str]:
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from _strings(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _strings(value)
-
-
-def test_demo_config_plays_the_fetched_clips() -> None:
-    # deploy/setup.sh runs `media fetch --dest .media`; the demo config must name those files.
-    config = REPO / "config" / "demo.yaml"
-    installed = {(REPO / ".media" / asset.relpath).resolve() for asset in DEMO_MEDIA}
-    named = {
-        (config.parent / value).resolve()
-        for value in _strings(yaml.safe_load(config.read_text()))
-        if value.endswith(".gif")
-    }
-    assert named == installed

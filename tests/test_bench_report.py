@@ -330,9 +330,16 @@ def test_accuracy_and_gating_scenarios_render_their_figures(tmp_path: Path) -> N
                              "motion_frames": 0, "share": 0.0, "max_changed": 0.0004},
         },
         "gating": {
-            "cameras": 48, "seconds": 40.0,
-            "runs": {"ungated": [_gating_run(on_time=False, cpu=1.9)],
-                     "gated": [_gating_run(on_time=True, cpu=1.2)]},
+            "seconds": 40.0,
+            "ungated": {"capacity": 24, "steps": [
+                {"cameras": 24, **_gating_run(on_time=True, cpu=1.9)},
+                {"cameras": 25, **_gating_run(on_time=False, cpu=1.9)}]},
+            "gated": {"capacity": 50, "steps": [
+                {"cameras": 48, **_gating_run(on_time=True, cpu=1.2)},
+                {"cameras": 50, **_gating_run(on_time=True, cpu=1.3)},
+                {"cameras": 52, **_gating_run(on_time=False, cpu=1.9)}]},
+            "ratio": 2.08,
+            "latency": {"cameras": 40, **_gating_run(on_time=True, cpu=1.0)},
             "idle": {"cameras": 16, "runs": {"ungated": [_gating_run(on_time=True, cpu=1.6)],
                                              "gated": [_gating_run(on_time=True, cpu=0.4)]}},
         },
@@ -343,7 +350,22 @@ def test_accuracy_and_gating_scenarios_render_their_figures(tmp_path: Path) -> N
     # 320 ms is above one detect period (200 ms) plus 100 ms.
     assert "recall >= 0.98 (0.990): met; delay p95 <= 300 ms (320): **not met**." in text
     assert "0 frames (0.0 %; largest changed share 0.04 %). Target < 5 %: met." in text
-    assert "| ungated | 1 | no | 60.0 (0.50) | 1.90 | 118.8 | 0.0 | 25.0 | 80 (40) | 1.5 |" in text
+    # With the same stream read ungated beside it, gating is judged by what it adds.
+    substream = {**summary, "recall": 0.9, "delay_p95_ms": 600.0}
+    both = {**results["accuracy"], "clips": [], "summary": {
+        "640x360 substream": substream,
+        "640x360 substream, motion gating": {**substream, "recall": 0.891, "delay_p95_ms": 720.0},
+    }}  # fmt: skip
+    text = write_markdown(results={**results, "accuracy": both}, out=tmp_path)
+    assert (
+        "Target, 640x360 substream, motion gating, against 640x360 substream ungated: recall "
+        "0.891 of 0.900 = 0.990 >= 0.98: met; delay p95 720 ms (ungated 600, 120 ms added; "
+        "<= 100 ms: **not met**)." in text
+    )
+    assert "| ungated | 25 | no | 60.0 (0.50) | 1.90 | 118.8 | 0.0 | 25.0 | 80 (40) | 1.5 |" in text
+    assert "| gated | 50 | yes |" in text
+    assert "Capacity: ungated 24, gated 50 cameras: **2.08x** (target >= 2x)." in text
+    assert "(40 cameras): p99 capture to MQTT receipt 80.0 ms, in-service 40.0 ms" in text
     assert "gated 25.0 ms/s, ungated 100.0 ms/s (0.25 of ungated)." in text
 
 

@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -21,9 +22,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_facedet.backoff import Backoff
 from edge_facedet.frames import Frame
 from edge_facedet.inference.scheduler import Scheduler
 from edge_facedet.outputs.metrics import Metrics
+from edge_facedet.sources import sessions
 from edge_facedet.sources.decoders import DecodeOptions, Decoder, prefer_rtsp_over_tcp
 from edge_facedet.sources.reader import (
     READER_THREAD_PREFIX,
@@ -34,7 +37,7 @@ from edge_facedet.sources.reader import (
     ReconnectPolicy,
     StreamTimeouts,
 )
-from tests.support.load import overload_factor
+from tests.support.load import load_slack
 from tests.support.media import run_ffmpeg
 from tests.support.paths import HIKERS_VIDEO
 
@@ -87,6 +90,26 @@ class GiveUpAfter(ReconnectPolicy):
 
     def gives_up(self, *, attempts: int) -> bool:
         return attempts >= self.max_attempts
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SeededReconnect(ReconnectPolicy):
+    """The production policy with seeded jitter: the delays a reader draws are known."""
+
+    seed: int = 0
+
+    def backoff(self) -> Backoff:
+        rng = random.Random(self.seed)  # noqa: S311 - jitter, not security
+        return Backoff(base=self.initial_s, cap=self.max_s, rng=rng)
+
+
+def logged_reconnects(caplog: pytest.LogCaptureFixture, camera_id: str) -> list[tuple[int, float]]:
+    """(attempt, delay) of each reconnect the reader announced, in order (DEBUG included)."""
+    return [
+        (int(r.args[2]), float(r.args[3]))  # type: ignore[index, call-overload, arg-type]
+        for r in caplog.records
+        if "reconnect attempt" in r.getMessage() and r.args and r.args[0] == camera_id  # type: ignore[index]
+    ]
 
 
 class Recorder:
@@ -236,7 +259,8 @@ def test_file_camera_paced_at_detect_fps_with_correct_frames(
     # 25 fps file, 5 fps out, paced in real time: 15 intervals of 0.2 s (~3 s), not a burst
     # (unpaced, the 16 frames come within half a second). A starved reader arrives late, and
     # the pacer then catches up on at most 1 s: the bars widen with the load, capped.
-    slow = min(2.0, overload_factor())
+    slow = load_slack(cap=2.0, what="file pacing")
+    logging.getLogger(__name__).info("15 intervals in %.2f s", span_s)
     assert 1.5 <= span_s <= 3.6 * slow, (span_s, slow)
     assert [f.seq for f in frames] == list(range(len(frames)))
     for frame in frames:
@@ -255,6 +279,9 @@ def test_file_camera_paced_at_detect_fps_with_correct_frames(
 
     rates = [s for s in recorder.statuses if s.state is CameraState.STREAMING and s.fps_in > 0]
     assert rates, "no rate report while streaming"
+    logging.getLogger(__name__).info(
+        "last rates: in %.1f, out %.1f fps", rates[-1].fps_in, rates[-1].fps_out
+    )
     assert 20 / slow <= rates[-1].fps_in <= 30 * slow, (rates[-1], slow)
     assert 3.5 / slow <= rates[-1].fps_out <= 6.5 * slow, (rates[-1], slow)
     assert reader.status.state is CameraState.STOPPED
@@ -285,7 +312,7 @@ async def test_lossless_file_camera_hands_every_frame_to_a_slower_detector_and_d
     h264_clip: ClipMaker, metrics: Metrics
 ) -> None:
     """`realtime: false` with a real slot and scheduler: the reader waits for room."""
-    from tests.test_scheduler import FakeDetector
+    from tests.test_scheduler import FakeDetector, until
     from tests.test_scheduler import Recorder as BatchRecorder
 
     clip = h264_clip.clip(seconds=2)  # 50 frames at 25 fps
@@ -314,10 +341,10 @@ async def test_lossless_file_camera_hands_every_frame_to_a_slower_detector_and_d
     serving = asyncio.create_task(scheduler.run())
     reader.start()
     try:
-        deadline = time.monotonic() + WAIT_S
-        while len(batches.frames) < 50 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)  # anything beyond the 50 frames would show up meanwhile
+        # The file does not loop: the reader ends by itself after its last frame, and once
+        # the slot is empty and nothing is in flight every frame it handed on is recorded.
+        assert await asyncio.to_thread(reader.join, WAIT_S)
+        await until(lambda: slot.wait_until_empty(0) and scheduler.inflight == 0)
     finally:
         reader.stop()
         serving.cancel()
@@ -346,7 +373,11 @@ def test_lossless_reader_waiting_for_room_stops_promptly(
     started = time.monotonic()
     reader.stop()
     assert reader.join(timeout=2.0)
-    assert time.monotonic() - started < 1.0
+    # It re-checks for a stop between short waits for room: well under a second unless the
+    # machine is loaded; a reader deaf to the stop would not be joined at all.
+    stop_s = time.monotonic() - started
+    logging.getLogger(__name__).info("lossless reader stopped in %.2f s", stop_s)
+    assert stop_s < 1.0 * load_slack(cap=1.9, what="lossless reader stop"), stop_s
 
 
 def test_reader_nice_lowers_the_reader_thread_priority_only(
@@ -518,10 +549,12 @@ def test_fifo_camera_fails_within_its_open_timeout_and_never_holds_up_a_healthy_
     _, healthy_recorder = make_reader(camera_id="healthy", url=str(clip), loop=True)
 
     healthy_recorder.wait_for_frames(3, timeout=10.0)
+    fifo_slack = load_slack(cap=3.0, what="FIFO open timeout")
     blocked_recorder.wait_for(
         lambda: blocked.status.last_error is not None, what="the FIFO camera's error",
-        timeout=max(0.1, open_s + 2.0 - (time.monotonic() - started)),
+        timeout=max(0.1, open_s + 2.0 * fifo_slack - (time.monotonic() - started)),
     )  # fmt: skip
+    logging.getLogger(__name__).info("FIFO open failed after %.2f s", time.monotonic() - started)
     error = blocked.status.last_error or ""
     assert error == f"cannot open {fifo}: not a regular file (a FIFO)", error
     blocked_recorder.wait_for(lambda: blocked.status.reconnects >= 2, what="two retries")
@@ -654,10 +687,11 @@ def test_pyav_keyframes_only_hands_on_exactly_the_keyframes_each_as_it_arrives(
     # The stream starts with a keyframe when the reader connects: it is handed on at once,
     # not when the next keyframes push it out of the decoder (>= 2 s later). The bars widen
     # with the machine's load, capped below that.
-    slow = min(1.3, overload_factor())
+    slow = load_slack(cap=1.3, what="keyframes as they arrive")
     first_s = recorder.frame_arrivals[0] - started
-    assert first_s < 1.5 * slow, (first_s, slow)
     gaps = [b - a for a, b in itertools.pairwise(recorder.frame_arrivals[:4])]
+    logging.getLogger(__name__).info("first keyframe %.2f s, gaps %s", first_s, gaps)
+    assert first_s < 1.5 * slow, (first_s, slow)
     assert max(gaps) < 2.5 * slow, (gaps, slow)
     # A keyframe decodes on its own: each frame handed on has the very pixels of one of the
     # clip's keyframes in a full decode, in order; every frame decoded was handed on.
@@ -709,8 +743,11 @@ def test_pyav_keyframes_only_with_a_stall_timeout_below_the_keyframe_interval_re
     recorder.wait_for_frames(1)  # the first keyframe came and was decoded ...
     recorder.wait_for_state(CameraState.RECONNECTING)  # ... the next one came too late
     error = reader.status.last_error or ""
-    assert "read failed" in error, error
-    assert "stall_timeout_s above the keyframe interval" in error
+    # Normally the grab gives up at the stall timeout, naming the cause. On a loaded machine
+    # the grab can instead return the next keyframe just after it: a stall, said as such.
+    if not error.startswith("stalled: no frame from "):
+        assert "read failed" in error, error
+        assert "stall_timeout_s above the keyframe interval" in error
 
 
 @BOTH_DECODERS
@@ -764,7 +801,8 @@ def test_rtsp_camera_reconnects_to_a_reconfigured_server_while_another_never_pau
     assert len(during_outage) >= 5
     # 5 fps means 0.2 s between frames; a camera blocked by its neighbour's (re)open would
     # wait out its 2 s timeouts. 1 s on a machine that is not overloaded, capped below 2 s.
-    bar = min(1.8, 1.0 * overload_factor())
+    bar = 1.0 * load_slack(cap=1.8, what="steady camera beside a reconnecting one")
+    logging.getLogger(__name__).info("steady camera: largest gap %.2f s", max(gaps))
     assert max(gaps) < bar, (gaps, bar)
     assert CameraState.RECONNECTING not in steady_frames.states()
 
@@ -799,20 +837,21 @@ class _BusyDetector:
         self.thread.join(5.0)
 
 
-@pytest.mark.parametrize(
-    ("max_lag_s", "decoder"),
-    [(0.3, Decoder.OPENCV), (0.3, Decoder.PYAV), (3600.0, Decoder.OPENCV)],
-    ids=["skipping", "skipping-pyav", "never-skipping"],
-)
-def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
-    h264_clip: ClipMaker,
-    rtsp_server: Callable[..., RtspServer],
-    metrics: Metrics,
-    caplog: pytest.LogCaptureFixture,
-    max_lag_s: float,
-    decoder: Decoder,
-) -> None:
-    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=20)})
+@dataclasses.dataclass(frozen=True)
+class StarvedRun:
+    """One window of a live reader starved of CPU: frames read, lag behind the stream at the
+    end (from the stream's own timestamps), stale frames, ages of the frames handed on."""
+
+    captured: float
+    seconds: float
+    lag_s: float
+    stale: float
+    ages: list[float]
+
+
+def _run_starved_reader(
+    *, url: str, metrics: Metrics, camera_id: str, max_lag_s: float, decoder: Decoder
+) -> StarvedRun:
     recorder = Recorder()
     detector = _BusyDetector(burn_s=0.1)
 
@@ -827,7 +866,7 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     try:
         reader = CameraReader(
             settings=ReaderSettings(
-                camera_id="busy", url=server.url("cam"), detect_fps=25.0, input_size=INPUT_SIZE,
+                camera_id=camera_id, url=url, detect_fps=25.0, input_size=INPUT_SIZE,
                 nice=19, max_lag_s=max_lag_s, decode=DecodeOptions(decoder=decoder),
             ),
             sink=CallbackSink(put=on_frame), on_status=recorder.on_status, metrics=metrics,
@@ -839,43 +878,70 @@ def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     try:
         recorder.wait_for_frames(1)
         started = time.monotonic()
-        captured_before = counter(metrics, "frames_captured", "busy")
-        time.sleep(6.0)
-        elapsed = time.monotonic() - started
-        captured = counter(metrics, "frames_captured", "busy") - captured_before
-        lag_now = gauge(metrics, "camera_lag_seconds", "busy")
+        captured_before = counter(metrics, "frames_captured", camera_id)
+        time.sleep(5.0)
+        captured = counter(metrics, "frames_captured", camera_id) - captured_before
+        seconds = time.monotonic() - started
+        lag_s = gauge(metrics, "camera_lag_seconds", camera_id)
     finally:
         reader.stop()
         assert reader.join(timeout=5.0)
         detector.stop()
-    stale = counter(metrics, "frames_stale", "busy")
     ages = [arrived - f.capture_monotonic for f, arrived in
             zip(recorder.frames, recorder.frame_arrivals, strict=True)]  # fmt: skip
+    run = StarvedRun(captured=captured, seconds=seconds, lag_s=lag_s,
+                     stale=counter(metrics, "frames_stale", camera_id), ages=ages)  # fmt: skip
     logging.getLogger(__name__).info(
         "max_lag_s %s: %.1f frames/s read, lag %.2f s, %d stale, %d handed",
-        max_lag_s, captured / elapsed, lag_now, stale, len(ages),
+        max_lag_s, captured / seconds, lag_s, run.stale, len(ages),
     )  # fmt: skip
-    if max_lag_s > 60:
-        # The control: detecting every due frame starves the decoder, which falls behind.
-        assert captured < 0.6 * 25 * elapsed, captured / elapsed
-        assert lag_now > 1.0
-        assert stale == 0
-        return
-    # It kept up with the stream (the core it shares with the detector may be shared with
-    # other test runs too: the bar drops with the load, capped above the control's) ...
-    keep_up = 0.85 / min(1.3, overload_factor())
-    assert captured >= keep_up * 25 * elapsed, (captured / elapsed, keep_up)
-    assert lag_now <= max_lag_s + 0.2
-    # ... by not detecting the frames it read too late, which it counted and reported.
-    assert stale > 0
+    return run
+
+
+@BOTH_DECODERS
+def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+    decoder: Decoder,
+) -> None:
+    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=30)})
+    url = server.url("cam")
+    # The control first: detecting every due frame starves the decoder, which falls behind.
+    control = _run_starved_reader(
+        url=url, metrics=metrics, camera_id="all", max_lag_s=3600.0, decoder=decoder
+    )
+    caplog.clear()
+    skipping = _run_starved_reader(
+        url=url, metrics=metrics, camera_id="skip", max_lag_s=0.3, decoder=decoder
+    )
+    assert control.captured < 0.6 * 25 * control.seconds, control.captured / control.seconds
+    assert control.lag_s > 1.0, control.lag_s
+    assert control.stale == 0
+    # Skipping the due frames it read too late is what keeps the same starved reader at the
+    # live edge, whatever the stream could deliver meanwhile: its lag, from the stream's own
+    # timestamps, stays at max_lag_s while the control's grows. Measured seconds apart under
+    # the same load (a rate of 25 frames/s does not hold when other test runs share the
+    # core or starve the RTSP server) ...
+    assert skipping.lag_s < control.lag_s / 2, (skipping.lag_s, control.lag_s)
+    slack = load_slack(cap=4.0, what="reader behind its live stream")
+    assert skipping.lag_s <= 0.3 + 0.2 * slack, (skipping.lag_s, slack)
+    # ... by not detecting those frames, which it counted and reported.
+    assert skipping.stale > 0
     assert "behind the live stream" in caplog.text
     # A handed frame is timed from when it reached the host, so its age includes the lag.
-    assert max(ages) <= max_lag_s + 0.1, max(ages)
+    assert max(skipping.ages) <= 0.3 + 0.1 * slack, max(skipping.ages)
 
 
 STALL_MARGIN_S = 3.0
 """Slack on top of a read or stall timeout for a reader to notice and report the fault
-(measured: well under a second on an idle machine)."""
+(measured: well under a second on an idle machine). Widened with the load, capped so that a
+frozen stream is still reported before its 8 s read timeout could end the grab."""
+
+
+def stall_margin() -> float:
+    return STALL_MARGIN_S * load_slack(cap=1.8, what="stall noticed")
 
 
 @BOTH_DECODERS
@@ -894,7 +960,7 @@ def test_stalled_rtsp_stream_is_detected_within_its_read_timeout_and_recovered(
     try:
         # Bounded: a reader that noticed only through some later, longer timeout (FFmpeg's
         # own, or the server closing the session) would not make it.
-        recorder.wait_for_state(CameraState.RECONNECTING, timeout=timeouts.read_s + STALL_MARGIN_S)
+        recorder.wait_for_state(CameraState.RECONNECTING, timeout=timeouts.read_s + stall_margin())
         detected_s = time.monotonic() - paused_at
     finally:
         server.resume()
@@ -929,7 +995,7 @@ def test_frame_arriving_later_than_the_stall_timeout_is_a_stall(
     finally:
         server.resume()
     resumed_at = time.monotonic()
-    recorder.wait_for_state(CameraState.RECONNECTING, timeout=STALL_MARGIN_S)
+    recorder.wait_for_state(CameraState.RECONNECTING, timeout=stall_margin())
     logging.getLogger(__name__).info(
         "stall reported %.2f s after the stream resumed", time.monotonic() - resumed_at
     )
@@ -952,22 +1018,30 @@ def test_unanswering_camera_backs_off_and_never_leaks_its_password(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"rtsp://admin:{SECRET}@127.0.0.1:{blackhole_port}/stream1"
+    policy = SeededReconnect(initial_s=0.2, max_s=0.5, seed=7)
     reader, recorder = make_reader(
-        camera_id="blackhole", url=url, timeouts=dataclasses.replace(TIMEOUTS, open_s=0.5)
-    )
+        camera_id="blackhole", url=url, timeouts=dataclasses.replace(TIMEOUTS, open_s=0.5),
+        reconnect=policy,
+    )  # fmt: skip
 
-    recorder.wait_for(lambda: reader.status.reconnects >= 2, what="two reconnects")
+    recorder.wait_for(lambda: reader.status.reconnects >= 3, what="three reconnects")
     status = reader.status
     assert status.state is CameraState.RECONNECTING
     assert status.last_error is not None
     assert "cannot open" in status.last_error
     assert f"127.0.0.1:{blackhole_port}/stream1" in status.last_error
     assert "\n" not in status.last_error
-    assert counter(metrics, "camera_reconnects", "blackhole") >= 2
+    assert counter(metrics, "camera_reconnects", "blackhole") >= 3
     assert gauge(metrics, "camera_up", "blackhole") == 0
 
     reader.stop()
     assert reader.join(timeout=3.0)
+    # It backs off: attempt after attempt, each waiting the policy's next full-jitter delay
+    # (the same seeded draws: ceilings 0.2, 0.4, then capped at 0.5 s).
+    logged = logged_reconnects(caplog, "blackhole")
+    expected = policy.backoff()
+    assert [attempt for attempt, _ in logged] == list(range(1, len(logged) + 1)), logged
+    assert [delay for _, delay in logged] == [expected.next_delay() for _ in logged], logged
     seen = [repr(s) for s in recorder.statuses] + [r.getMessage() for r in caplog.records]
     assert any("***" in text for text in seen)  # the URL was reported, redacted
     assert not [text for text in seen if SECRET in text]
@@ -1002,6 +1076,40 @@ def test_refused_stream_names_the_reason_and_never_leaks_the_password(
     assert not [text for text in seen if SECRET in text]
     native_output = capfd.readouterr()
     assert SECRET not in native_output.out + native_output.err
+
+
+def test_backoff_starts_again_after_the_stream_was_stable(
+    h264_clip: ClipMaker,
+    rtsp_server: Callable[..., RtspServer],
+    make_reader: Callable[..., tuple[CameraReader, Recorder]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After streaming for `STABLE_STREAMING_S` since its reconnect, a camera's next fault is
+    retried at the first, shortest delay again, not at the grown one."""
+    caplog.set_level(logging.DEBUG, logger="edge_facedet.sources")
+    monkeypatch.setattr(sessions, "STABLE_STREAMING_S", 1.0)  # 10 s in production
+    server = rtsp_server(mounts={"cam": h264_clip.repeated(seconds=12)})
+    policy = SeededReconnect(initial_s=0.2, max_s=1.0)
+    reader, recorder = make_reader(camera_id="comeback", url=server.url("cam"), reconnect=policy)
+    recorder.wait_for_frames(3)
+
+    server.kill()
+    recorder.wait_for(lambda: reader.status.reconnects >= 2, what="two reconnects")
+    server.start()  # same port
+    frames_before = len(recorder.frames)
+    recorder.wait_for_frames(frames_before + 10)  # 2 s at 5 fps: stable for over 1 s
+    first_outage = logged_reconnects(caplog, "comeback")
+    assert [attempt for attempt, _ in first_outage][:2] == [1, 2], first_outage
+
+    reconnects_before = reader.status.reconnects
+    server.kill()
+    recorder.wait_for(
+        lambda: reader.status.reconnects > reconnects_before, what="a reconnect after the kill"
+    )
+    second_outage = logged_reconnects(caplog, "comeback")[len(first_outage) :]
+    assert second_outage, "no reconnect announced after the second kill"
+    assert second_outage[0][0] == 1, (first_outage, second_outage)
 
 
 @pytest.mark.parametrize(
@@ -1040,15 +1148,16 @@ def test_gives_up_after_max_reconnect_attempts(
 def test_stop_during_reconnect_backoff_is_prompt(
     make_reader: Callable[..., tuple[CameraReader, Recorder]],
 ) -> None:
-    # Full jitter draws the delay from [0, 30 s]: almost always a long sleep to interrupt.
+    # A seeded draw from [0, 30 s] that is known to be a long sleep to interrupt.
+    policy = SeededReconnect(initial_s=30.0, max_s=30.0, seed=0)
+    assert policy.backoff().next_delay() > 5.0
     reader, recorder = make_reader(
-        camera_id="backoff",
-        url=f"rtsp://127.0.0.1:{closed_port()}/cam",
-        reconnect=ReconnectPolicy(initial_s=30.0, max_s=30.0),
+        camera_id="backoff", url=f"rtsp://127.0.0.1:{closed_port()}/cam", reconnect=policy
     )
     recorder.wait_for_state(CameraState.RECONNECTING)
 
     reader.stop()
-    assert reader.join(timeout=1.0)
+    # The stop wakes the backoff's wait at once; the bar stays far below the 5 s sleep.
+    assert reader.join(timeout=1.0 * load_slack(cap=4.0, what="stop during backoff"))
     assert reader.status.state is CameraState.STOPPED
     assert recorder.states()[-1] is CameraState.STOPPED

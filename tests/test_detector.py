@@ -440,3 +440,34 @@ async def test_a_request_without_result_times_out_and_returns_its_permit(
     await asyncio.to_thread(detector.wait_idle)
     await asyncio.sleep(0.05)  # the late callbacks' hand-offs run on the loop
     assert detector.inflight == 0  # each permit returned once: not leaked, not twice
+
+
+async def test_a_silent_request_started_after_another_still_times_out(
+    frames: list[NDArray[np.uint8]], xml: Callable[[str], Path]
+) -> None:
+    # One timer serves every request: it fires at the oldest deadline, and must then wake
+    # again for a request started later whose result never comes.
+    detector = await asyncio.to_thread(
+        OpenVinoDetector,
+        model_xml=xml("FP16-INT8"),
+        device="CPU",
+        infer_requests=2,
+        request_timeout_s=1.0,
+    )
+    started = detector._start_async
+    calls = 0
+
+    def start_all_but_the_second(inputs: dict[int, Any], pending: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls != 2:  # the second request is never started: no callback, as on a failure
+            started(inputs, pending)
+
+    detector._start_async = start_all_but_the_second
+    first = asyncio.create_task(detector.detect([frames[0]]))
+    await asyncio.sleep(0.4)  # the second request's deadline comes well after the first's
+    second = asyncio.create_task(detector.detect([frames[0]]))
+    assert len((await asyncio.wait_for(first, timeout=30)).rows) == 1
+    with pytest.raises(RuntimeError, match="no result"):
+        await asyncio.wait_for(second, timeout=30)
+    assert detector.inflight == 0

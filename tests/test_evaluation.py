@@ -31,10 +31,10 @@ from edge_facedet.tools.average_precision import (
 from edge_facedet.tools.evaluation import (
     EvaluationError,
     GroundTruthError,
-    _ProgressLine,
-    _scale_to_image,
+    ProgressLine,
     evaluate,
     read_ground_truth,
+    scale_to_image,
 )
 from tests.support.paths import REPO, WIDER_DEV
 from tests.support.service import run_cli
@@ -437,7 +437,7 @@ def test_detections_are_scaled_to_the_image_without_clipping() -> None:
     # The checker's resize_prediction_boxes: normalised coordinates times the image size,
     # a box reaching past the border kept as it is (the service's to_detections clips it).
     rows = np.array([[0.9, -0.1, 0.5, 0.5, 1.25]], np.float32)
-    boxes = _scale_to_image(rows, width=1000, height=400)
+    boxes = scale_to_image(rows, width=1000, height=400)
     np.testing.assert_allclose(boxes, [[-100, 200, 500, 500]])
     assert boxes.dtype == np.float32
 
@@ -513,7 +513,7 @@ class TerminalStream(io.StringIO):
 
 def test_progress_rewrites_one_line_on_a_terminal() -> None:
     stream = TerminalStream()
-    report = _ProgressLine(stream=stream)
+    report = ProgressLine(stream=stream)
     for done in range(0, 490, 7):
         report(done, 489)
     report(489, 489)
@@ -526,7 +526,7 @@ def test_progress_rewrites_one_line_on_a_terminal() -> None:
 
 def test_progress_writes_about_ten_lines_to_a_log() -> None:
     stream = io.StringIO()
-    report = _ProgressLine(stream=stream)
+    report = ProgressLine(stream=stream)
     for done in range(0, 489, 3):
         report(done, 489)
     report(489, 489)

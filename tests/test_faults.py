@@ -940,6 +940,12 @@ def test_run_with_a_missing_model_exits_2_naming_the_field(
             ("detect_fps", "door"),
             id="negative-fps",
         ),
+        pytest.param(
+            "mqtt: {tls: {enabled: true, insecure: true}}\n"
+            "cameras: [{id: a, url: 'rtsp://192.0.2.1/x'}]\n",
+            ("mqtt.tls.insecure", "allow_insecure"),
+            id="insecure-tls",
+        ),
     ],
 )
 def test_run_with_bad_config_exits_2_naming_the_field(

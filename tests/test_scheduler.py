@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from edge_facedet.frames import Frame
 from edge_facedet.inference.detector import BatchResult
 from edge_facedet.inference.scheduler import Scheduler
 from edge_facedet.inference.slots import LatestFrameSlot, Wakeup
+from tests.support.load import load_slack
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -75,56 +77,65 @@ class Recorder:
         self.frames.extend(frames)
 
 
-async def run_for(scheduler: Scheduler, seconds: float) -> None:
-    task = asyncio.create_task(scheduler.run())
-    await asyncio.sleep(seconds)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
-async def test_round_robin_serves_a_slow_camera_beside_fast_ones() -> None:
-    detector = FakeDetector(batch_size=1, max_inflight=1, delay_s=0.005)
-    recorder = Recorder()
-    scheduler = Scheduler(
-        detector=detector, camera_ids=["fast1", "fast2", "slow"], on_result=recorder
-    )
-    stop = threading.Event()
-
-    def feed(camera_id: str, period_s: float) -> None:
-        seq = 0
-        while not stop.is_set():
-            scheduler.slot(camera_id).put(make_frame(camera_id, seq))
-            seq += 1
-            time.sleep(period_s)
-
-    threads = [
-        threading.Thread(target=feed, args=("fast1", 0.0005)),
-        threading.Thread(target=feed, args=("fast2", 0.0005)),
-        threading.Thread(target=feed, args=("slow", 0.05)),
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        await run_for(scheduler, 1.0)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    served = Counter(frame.camera_id for frame in recorder.frames)
-    # The slow camera offers ~20 frames; round robin must take nearly all of them although
-    # the fast cameras always have a frame waiting.
-    assert served["slow"] >= 15, served
-    # The fast cameras share the rest evenly.
-    assert abs(served["fast1"] - served["fast2"]) <= max(3, served["fast1"] // 10), served
-    assert scheduler.slot("fast1").dropped > 0
-
-
 async def until(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.001)
+
+
+SLOW_OFFERS = 20
+"""Frames the slow camera offers, one every 50 ms, while the fast ones always have one waiting."""
+
+
+async def test_round_robin_serves_a_slow_camera_beside_fast_ones() -> None:
+    detector = FakeDetector(batch_size=1, max_inflight=1, delay_s=0.005)
+    recorder = Recorder()
+    cameras = ["fast1", "fast2", "slow"]
+    scheduler = Scheduler(detector=detector, camera_ids=cameras, on_result=recorder)
+    stop = threading.Event()
+    # Counted, not assumed from the feeders' periods: a starved feeder offers fewer frames.
+    offered: Counter[str] = Counter()
+
+    def feed(camera_id: str, period_s: float, count: int | None = None) -> None:
+        while not stop.is_set() and (count is None or offered[camera_id] < count):
+            scheduler.slot(camera_id).put(make_frame(camera_id, offered[camera_id]))
+            offered[camera_id] += 1
+            time.sleep(period_s)
+
+    slow = threading.Thread(target=feed, args=("slow", 0.05, SLOW_OFFERS))
+    fast = [threading.Thread(target=feed, args=(c, 0.0005)) for c in ("fast1", "fast2")]
+    task = asyncio.create_task(scheduler.run())
+    for thread in [*fast, slow]:
+        thread.start()
+    try:
+        await asyncio.to_thread(slow.join)
+    finally:
+        stop.set()
+        for thread in fast:
+            thread.join()
+
+    def settled() -> bool:  # every frame offered was served or counted as replaced
+        served = Counter(frame.camera_id for frame in recorder.frames)
+        return all(served[c] + scheduler.slot(c).dropped == offered[c] for c in cameras)
+
+    await until(settled)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    served = Counter(frame.camera_id for frame in recorder.frames)
+    dropped = {c: scheduler.slot(c).dropped for c in cameras}
+    logging.getLogger(__name__).info("offered %s served %s dropped %s", offered, served, dropped)
+    assert offered["slow"] == SLOW_OFFERS
+    # Round robin takes nearly every frame of the slow camera although the fast cameras
+    # always have one waiting: its frame waits at most two 5 ms batches of a 50 ms period.
+    # A starved event loop loses some; skipping the slow camera loses all of them.
+    slack = load_slack(cap=1.6, what="round robin")
+    assert served["slow"] >= 0.8 / slack * SLOW_OFFERS, (served, offered, slack)
+    # The fast cameras share the rest evenly.
+    fair = max(3, served["fast1"] * 0.1 * slack)
+    assert abs(served["fast1"] - served["fast2"]) <= fair, (served, fair)
+    assert dropped["fast1"] > 0
 
 
 async def test_a_recheck_frame_comes_after_frames_with_motion_under_contention() -> None:
@@ -207,7 +218,9 @@ async def test_backpressure_keeps_frames_in_slots_and_counts_drops() -> None:
     assert scheduler.inflight == 2
     assert sum(drops.values()) >= 3 * 50 - 2 - 3
     detector.gate.set()
-    await asyncio.sleep(0.1)
+    # Done when every frame put was either inferred and handed on or counted as dropped.
+    await until(lambda: len(recorder.frames) + sum(drops.values()) == 150)
+    await until(lambda: scheduler.inflight == 0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -223,23 +236,28 @@ async def test_backpressure_keeps_frames_in_slots_and_counts_drops() -> None:
 async def test_batches_fill_across_cameras_and_partial_batches_leave_after_the_wait() -> None:
     detector = FakeDetector(batch_size=4, max_inflight=1, delay_s=0.0)
     recorder = Recorder()
+    # Long enough that a full batch leaving at once is told from one that waited for it
+    # however busy the machine is (a few turns of the event loop against half a second).
+    batch_wait_s = 0.5
     scheduler = Scheduler(
         detector=detector,
         camera_ids=["a", "b", "c", "d", "e"],
         on_result=recorder,
-        batch_wait_s=0.05,
+        batch_wait_s=batch_wait_s,
     )
     task = asyncio.create_task(scheduler.run())
+    started = time.monotonic()
     for camera_id in ("a", "b", "c", "d", "e"):
         scheduler.slot(camera_id).put(make_frame(camera_id, 0))
-    await asyncio.sleep(0.01)
-    assert detector.batches == [4]  # a full batch leaves at once
-    started = time.monotonic()
-    while len(detector.batches) < 2 and time.monotonic() - started < 1:
-        await asyncio.sleep(0.005)
-    waited = time.monotonic() - started
+    await until(lambda: len(detector.batches) >= 1)
+    full_s = time.monotonic() - started
+    assert detector.batches == [4]
+    await until(lambda: len(detector.batches) >= 2)
+    partial_s = time.monotonic() - started
+    logging.getLogger(__name__).info("full batch %.3f s, partial %.3f s", full_s, partial_s)
+    assert full_s < batch_wait_s, full_s  # a full batch leaves at once
     assert detector.batches == [4, 1]  # the fifth frame left alone after the batch wait
-    assert waited >= 0.03
+    assert partial_s >= batch_wait_s, partial_s
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -261,9 +279,9 @@ async def test_a_failing_batch_does_not_stop_the_scheduler() -> None:
     scheduler = Scheduler(detector=detector, camera_ids=["a"], on_result=recorder)
     task = asyncio.create_task(scheduler.run())
     scheduler.slot("a").put(make_frame("a", 0))
-    await asyncio.sleep(0.02)
+    await until(lambda: scheduler.errors == 1)  # frame 0's batch failed
     scheduler.slot("a").put(make_frame("a", 1))
-    await asyncio.sleep(0.02)
+    await until(lambda: len(recorder.frames) == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -274,34 +292,44 @@ async def test_a_failing_batch_does_not_stop_the_scheduler() -> None:
 async def test_results_are_handed_on_in_submission_order_when_requests_finish_out_of_order() -> (
     None
 ):
-    class FirstCallSlow(FakeDetector):
-        calls = 0
+    class FirstCallHeld(FakeDetector):
+        """The first request finishes only when released, as a cold first inference is slow:
+        the next one finishes before it."""
+
+        def __init__(self) -> None:
+            super().__init__(batch_size=1, max_inflight=2, delay_s=0.0)
+            self.release_first = asyncio.Event()
+            self.finished = 0
 
         async def detect(self, images: Sequence[NDArray[np.uint8]]) -> BatchResult:
-            self.calls += 1
-            # The first request takes 0.15 s, later ones 0.01 s, as a cold first inference
-            # does: frame 1 finishes before frame 0.
-            self.delay_s = 0.15 if self.calls == 1 else 0.01
-            return await super().detect(images)
+            self.gate = None if self.batches else self.release_first
+            try:
+                return await super().detect(images)
+            finally:
+                self.finished += 1
 
-    detector = FirstCallSlow(batch_size=1, max_inflight=2)
+    detector = FirstCallHeld()
     recorder = Recorder()
     scheduler = Scheduler(detector=detector, camera_ids=["a"], on_result=recorder)
+    slot = scheduler.slot("a")
     task = asyncio.create_task(scheduler.run())
-    for seq in range(4):
-        scheduler.slot("a").put(make_frame("a", seq))
-        await asyncio.sleep(0.03)
-    await asyncio.sleep(0.3)
+    slot.put(make_frame("a", 0))
+    await until(lambda: detector.inflight == 1)  # frame 0 is held in its request
+    slot.put(make_frame("a", 1))
+    await until(lambda: detector.finished == 1)  # frame 1's request finished first ...
+    assert recorder.frames == []  # ... and its result waits for frame 0's
+    # Frame 1's finished request is kept until it is handed on, so no request is free:
+    # frame 2 waits in the slot and frame 3 replaces it.
+    slot.put(make_frame("a", 2))
+    slot.put(make_frame("a", 3))
+    detector.release_first.set()
+    await until(lambda: len(recorder.frames) == 3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert detector.peak_inflight == 2  # frames 0 and 1 really were in flight together
-    seqs = [frame.seq for frame in recorder.frames]
-    # Frame 1's finished request is held until frame 0 is handed on, so frame 2 may be
-    # replaced in its slot by frame 3 meanwhile: order is kept, not every frame.
-    assert seqs[:2] == [0, 1]
-    assert seqs == sorted(seqs)
-    assert seqs[-1] == 3
+    assert [frame.seq for frame in recorder.frames] == [0, 1, 3]
+    assert slot.dropped == 1
 
 
 def test_claim_refuses_while_a_frame_waits_and_counts_the_drop() -> None:
@@ -387,3 +415,58 @@ def test_wait_until_empty_returns_when_the_frame_is_taken() -> None:
         assert slot.dropped == 0
 
     asyncio.run(scenario())
+
+
+def test_a_muted_wakeup_schedules_nothing_until_it_listens_again() -> None:
+    loop = RecordingLoop()
+    wakeup = Wakeup(loop=loop)  # type: ignore[arg-type]
+    wakeup.mute()
+    wakeup.notify()
+    assert loop.callbacks == []
+    wakeup.listen()
+    wakeup.notify()
+    assert len(loop.callbacks) == 1
+
+
+class CountingLoop:
+    """The running loop, counting the wake-ups handed to it from (reader) threads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.wakeups = 0
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        self.wakeups += 1
+        self._loop.call_soon_threadsafe(callback)
+
+
+async def test_frames_put_while_every_request_is_busy_do_not_wake_the_loop() -> None:
+    detector = FakeDetector(batch_size=1, max_inflight=1, delay_s=0.0)
+    detector.gate = asyncio.Event()  # the one request stays busy until the gate opens
+    recorder = Recorder()
+    loop = CountingLoop(asyncio.get_running_loop())
+    scheduler = Scheduler(
+        detector=detector,
+        camera_ids=["a"],
+        on_result=recorder,
+        loop=loop,  # type: ignore[arg-type]
+    )
+    task = asyncio.create_task(scheduler.run())
+    scheduler.slot("a").put(make_frame("a", 0))
+    await until(lambda: detector.inflight == 1)
+    woken = loop.wakeups
+    for seq in range(1, 21):
+        scheduler.slot("a").put(make_frame("a", seq))
+        await asyncio.sleep(0)  # a scheduled wake-up runs, so the next put could schedule one
+    # The scheduler waits for a free request, not for frames: the newest frame waits in the
+    # slot, and nothing turns the loop for it.
+    assert loop.wakeups == woken
+    detector.gate.set()
+    await until(lambda: [frame.seq for frame in recorder.frames] == [0, 20])
+    # Waiting for frames again, it is woken by the next one.
+    scheduler.slot("a").put(make_frame("a", 21))
+    await until(lambda: len(recorder.frames) == 3)
+    assert loop.wakeups > woken
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -152,18 +152,6 @@ async def test_mqtt_over_mutual_tls_with_password_and_acl(
         assert code == 0
 
 
-def test_insecure_tls_without_allow_insecure_exits_2(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        "mqtt: {tls: {enabled: true, insecure: true}}\n"
-        "cameras: [{id: a, url: 'rtsp://192.0.2.1/x'}]\n"
-    )
-    result = run_cli("run", "--config", path, timeout=60)
-    assert result.returncode == 2
-    assert "mqtt.tls.insecure" in result.stderr and "allow_insecure" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def _listening_addresses(pid: int) -> list[str]:
     """Local addresses (ip:port, hex as in /proc/net) of every TCP socket `pid` listens on."""
     inodes = set()
@@ -348,7 +336,7 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from edge_facedet.cli import _setup_logging
+    from edge_facedet.cli import setup_logging
     from edge_facedet.outputs.metrics import Metrics
     from edge_facedet.sources.reader import CameraReader, ReaderSettings
     from tests.test_camera import CallbackSink
@@ -382,7 +370,7 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, logging.getLogger("aiomqtt").level)
     try:
-        _setup_logging("INFO", secrets=[secret])
+        setup_logging("INFO", secrets=[secret])
 
         def fail() -> None:
             raise ValueError(f"cannot open {url}; password was {secret}")
@@ -405,12 +393,12 @@ def test_errors_naming_the_url_are_redacted_on_the_exception_path(
 @contextlib.contextmanager
 def _cli_logging(secrets: list[str]) -> Iterator[None]:
     """The CLI's log set-up for the duration; pytest's own handlers come back after."""
-    from edge_facedet.cli import _setup_logging
+    from edge_facedet.cli import setup_logging
 
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, logging.getLogger("aiomqtt").level)
     try:
-        _setup_logging("INFO", secrets=secrets)
+        setup_logging("INFO", secrets=secrets)
         yield
     finally:
         root.handlers[:], level, aiomqtt_level = saved

@@ -44,9 +44,11 @@ __all__ = [
     "EvaluationError",
     "FaceAnnotations",
     "GroundTruthError",
+    "ProgressLine",
     "evaluate",
     "read_ground_truth",
     "run_eval",
+    "scale_to_image",
 ]
 
 
@@ -108,7 +110,7 @@ def _load_batch(
     return [_load_resized(path, input_size=input_size, max_pixels=max_pixels) for path in paths]
 
 
-def _scale_to_image(rows: NDArray[np.float32], *, width: int, height: int) -> NDArray[np.float32]:
+def scale_to_image(rows: NDArray[np.float32], *, width: int, height: int) -> NDArray[np.float32]:
     """(M, 4) boxes of one image's rows (confidence + normalised box) in its pixels, unclipped.
 
     In float32, as the accuracy checker's in-place `resize_prediction_boxes` computes them, so
@@ -151,7 +153,7 @@ class _DetectionRun:
             async with self.slots:
                 result = await self.detector.detect([image.resized for image in loaded])
             for index, image, rows in zip(batch, loaded, result.rows, strict=True):
-                self.boxes[index] = _scale_to_image(rows, width=image.width, height=image.height)
+                self.boxes[index] = scale_to_image(rows, width=image.width, height=image.height)
                 self.scores[index] = np.asarray(rows[:, 0], dtype=np.float32)
             self.done += len(batch)
             if self.progress is not None:
@@ -255,7 +257,7 @@ async def _evaluate_annotations(
 # --- the command --------------------------------------------------------------------------
 
 
-class _ProgressLine:
+class ProgressLine:
     """`  123/489 images  25.3 img/s` on a terminal (one rewritten line), else every ~10%."""
 
     def __init__(self, *, stream: TextIO) -> None:
@@ -369,7 +371,7 @@ def run_eval(
             detector=detector,
             images_dir=images_dir,
             annotations=annotations,
-            progress=_ProgressLine(stream=err) if show_progress else None,
+            progress=ProgressLine(stream=err) if show_progress else None,
             concurrency=None,
             max_pixels=max_pixels,
         )
