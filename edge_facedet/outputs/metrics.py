@@ -62,25 +62,16 @@ class Metrics:
 
     def register_camera(self, camera_id: str) -> None:
         """Create every per-camera series at zero, so dashboards see cameras before frames."""
-        for family in (
-            self.frames_captured,
-            self.frames_skipped,
-            self.frames_dropped,
-            self.frames_stale,
-            self.frames_gated,
-            self.frames_inferred,
-            self.faces_detected,
-            self.camera_reconnects,
-        ):
+        for family in self._camera_counters():
             family.labels(camera=camera_id)
         self.pipeline_latency_seconds.labels(camera=camera_id)
         self.camera_up.labels(camera=camera_id).set(0)
         self.camera_lag_seconds.labels(camera=camera_id).set(0)
         self.tracks.register_camera(camera_id)
 
-    def unregister_camera(self, camera_id: str) -> None:
-        """Remove a camera's series (a reload removed it): no stale `camera_up` stays."""
-        families = (
+    def _camera_counters(self) -> tuple[Counter, ...]:
+        """The counters labelled by camera alone."""
+        return (
             self.frames_captured,
             self.frames_skipped,
             self.frames_dropped,
@@ -89,6 +80,12 @@ class Metrics:
             self.frames_inferred,
             self.faces_detected,
             self.camera_reconnects,
+        )
+
+    def unregister_camera(self, camera_id: str) -> None:
+        """Remove a camera's series (a reload removed it): no stale `camera_up` stays."""
+        families = (
+            *self._camera_counters(),
             self.pipeline_latency_seconds,
             self.camera_up,
             self.camera_lag_seconds,
