@@ -199,8 +199,8 @@ class MqttConnection:
                 wire=hooks.events() if hooks is not None else WireEvents(),
             )
         finally:
-            if hooks is not None:
-                hooks.release()
+            if hooks is not None and (misc := hooks.release()) is not None:
+                await asyncio.wait((misc,))
             if connected_at is not None:
                 self._connected.clear()
                 self._metrics.mqtt_connected.set(0)

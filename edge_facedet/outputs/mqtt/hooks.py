@@ -25,14 +25,17 @@ use. `WireHooks` closes them on one client (a new client is made per connect att
   exception is retrieved here and `dropped` tells the connection.
 * **A failed connect leaves the socket open** and registered with the loop (aiomqtt only
   raises its timeout); `release()` closes it, so a broker that never answers costs no
-  descriptor per attempt.
+  descriptor per attempt. It also cancels aiomqtt's `_misc_task` when that outlived the
+  connection: aiomqtt schedules its creation from paho's thread and cancels it when the
+  socket closes, so a close that comes first (garbage right after the CONNACK) leaves it
+  running, and at shutdown asyncio logs "Task was destroyed but it is pending".
 * **PUBACK reason codes.** aiomqtt 2.x drops them (its `_on_publish`), so an ACL-denied
   publish looks delivered; `watch_publish_failures` hands them on. aiomqtt 3 raises
   `NegativeAckError` instead.
 
-These use paho's private `_sock_recv`, `_in_packet` and `_sock_close` and aiomqtt's `_loop`
-and `_client` (paho-mqtt 2.2, aiomqtt 2.5); tests/test_mqtt_hostile.py fails if an upgrade
-changes them.
+These use paho's private `_sock_recv`, `_in_packet` and `_sock_close`, and aiomqtt's
+`_loop`, `_client` and `_misc_task` (paho-mqtt 2.2, aiomqtt 2.5); tests/test_mqtt_hostile.py
+fails if an upgrade changes them.
 """
 
 from __future__ import annotations
@@ -137,10 +140,17 @@ class WireHooks:
         """Whether paho has closed the connection (aiomqtt may not know yet)."""
         return self._paho.socket() is None
 
-    def release(self) -> None:
-        """Close the socket a failed or abandoned connect left open (no-op once closed)."""
+    def release(self) -> asyncio.Task[None] | None:
+        """Close the socket a failed or abandoned connect left open (no-op once closed), and
+        cancel aiomqtt's housekeeping task if it outlived the connection; returns that task,
+        for the caller to await."""
         if self._paho.socket() is not None:
             self._paho._sock_close()
+        misc = getattr(self._client, "_misc_task", None)
+        if isinstance(misc, asyncio.Task) and not misc.done():
+            misc.cancel()
+            return misc
+        return None
 
     def _wrap_callbacks(self) -> None:
         paho = self._paho
