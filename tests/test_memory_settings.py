@@ -2,7 +2,8 @@
 many threads and in the running service (`edge-facedet run` with RTSP cameras, each read in a
 thread of its own), an environment that tunes malloc itself left alone; and the default
 device AUTO compiled as AUTO:CPU on a host without GPU or NPU nodes, so the service loads
-neither plugin (edge_facedet/inference/compilation.py).
+neither plugin (edge_facedet/inference/compilation.py); and PyAV left unloaded where no camera
+reads with it or takes main-stream snapshots.
 
 Arenas are counted as the memory bench counts them (benchmarks/procmem.py): glibc maps each
 thread arena's heap at an address aligned to 64 MB.
@@ -119,9 +120,9 @@ async def observe_running_service(
     mqtt_broker: BrokerAddress,
     services: Callable[..., ServiceProcess],
     env: dict[str, str] | None = None,
-) -> tuple[int, set[str]]:
-    """A service's arenas and the OpenVINO plugins it loaded, once every camera has
-    published faces (every reader decodes, the detector has run)."""
+) -> tuple[int, set[str], bool]:
+    """A service's arenas, the OpenVINO plugins it loaded and whether it loaded PyAV, once
+    every camera has published faces (every reader decodes, the detector has run)."""
     host, port = mqtt_broker.host, mqtt_broker.port
     async with mqtt_subscriber(f"{prefix}/#", host=host, port=port) as sub:
         service = services(config, env=env)
@@ -134,10 +135,11 @@ async def observe_running_service(
         maps = await asyncio.to_thread(Path(f"/proc/{service.process.pid}/maps").read_text)
         code, _ = await asyncio.to_thread(service.terminate)
         assert code == 0, service.log()
-    return arenas, set(re.findall(r"libopenvino_(\w+)_plugin\.so", maps))
+    pyav = bool(re.search(r"/site-packages/av(\.libs)?/", maps))
+    return arenas, set(re.findall(r"libopenvino_(\w+)_plugin\.so", maps)), pyav
 
 
-async def test_the_running_service_bounds_arenas_and_loads_only_the_cpu_plugin(
+async def test_the_running_service_bounds_arenas_and_loads_only_what_it_uses(
     model_root: Path,
     model_cache: Path,
     mqtt_broker: BrokerAddress,
@@ -169,6 +171,8 @@ async def test_the_running_service_bounds_arenas_and_loads_only_the_cpu_plugin(
     assert "intel_cpu" in seen["tuned"][1], seen
     if device_to_compile("AUTO") == "AUTO:CPU":
         assert not seen["tuned"][1] & {"intel_gpu", "intel_npu"}, seen
+    # PyAV (17 MB resident) only where a camera reads with it or takes main-stream snapshots.
+    assert not seen["tuned"][2], seen
 
 
 def test_auto_is_narrowed_to_the_cpu_only_without_gpu_and_npu_nodes(tmp_path: Path) -> None:

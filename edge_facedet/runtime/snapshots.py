@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from edge_facedet.outputs.snapshots.mainwiring import MainStreamSet
+from edge_facedet.config.mainstream import main_stream_active
 from edge_facedet.outputs.snapshots.store import SnapshotStore
 from edge_facedet.outputs.snapshots.worker import SnapshotWorker
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from edge_facedet.config import CameraConfig
     from edge_facedet.config.snapshots import SnapshotDirConfig
     from edge_facedet.outputs.metrics import MainStreamMetrics
+    from edge_facedet.outputs.snapshots.mainwiring import MainStreamSet
     from edge_facedet.outputs.snapshots.worker import SnapshotResult
 
 __all__ = ["open_snapshot_store", "start_snapshots"]
@@ -43,14 +44,19 @@ async def start_snapshots(
 ) -> tuple[SnapshotWorker, MainStreamSet | None]:
     """The snapshot worker, and the main-stream readers of the cameras whose snapshots come
     from their main stream while they are detected on their substream (started)."""
-    main_streams = await MainStreamSet.build(
-        cameras=cameras,
-        metrics=metrics,
-        model_xml=model_xml,
-        cache_dir=cache_dir,
-        environ=environ,
-        credentials_dir=credentials_dir,
-    )
+    main_streams = None
+    if any(main_stream_active(camera) for camera in cameras):
+        # Imported only here: the main-stream path loads PyAV (17 MB resident).
+        from edge_facedet.outputs.snapshots.mainwiring import MainStreamSet  # noqa: PLC0415
+
+        main_streams = await MainStreamSet.build(
+            cameras=cameras,
+            metrics=metrics,
+            model_xml=model_xml,
+            cache_dir=cache_dir,
+            environ=environ,
+            credentials_dir=credentials_dir,
+        )
     worker = SnapshotWorker(
         store=store,
         on_result=on_result,

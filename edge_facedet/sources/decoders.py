@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 
 from edge_facedet.sources.opencv import OpenCvSource
-from edge_facedet.sources.pyav import PyAvSource
 from edge_facedet.sources.source import (
     CAPTURE_OPTIONS_VARIABLE,
     DecodeOptions,
@@ -69,6 +68,9 @@ def open_source(
     if options.decoder is Decoder.PYAV:
         if is_device:
             raise SourceError("the pyav decoder reads streams and files, not devices")
+        # Imported on first use: PyAV costs 17 MB resident in a service that never uses it.
+        from edge_facedet.sources.pyav import PyAvSource  # noqa: PLC0415
+
         return PyAvSource(
             url=url, options=options, read_timeout_s=read_timeout_s,
             stall_timeout_s=stall_timeout_s,

@@ -38,6 +38,7 @@ from edge_facedet.frames import ArrayPicture
 from edge_facedet.outputs.snapshots.fov import map_box
 from edge_facedet.outputs.snapshots.maindecode import CursorPool
 from edge_facedet.outputs.snapshots.mainmatch import FrameMatcher, view_similarity
+from edge_facedet.outputs.snapshots.mainmiss import MainStreamMissError
 from edge_facedet.outputs.snapshots.refine import refine_box
 from edge_facedet.outputs.snapshots.viewcheck import ViewCheck
 from edge_facedet.sources.packetring import Window
@@ -71,10 +72,6 @@ most (maindecode.CursorPool); each holds up to CURSOR_FRAMES full-size frames.""
 CURSOR_FRAMES = 16
 CURSOR_IDLE_S = 10.0
 """A cursor unused this long is dropped (its GOP has usually left the ring by then)."""
-
-
-class MainStreamMissError(Exception):
-    """The main stream could not serve this snapshot; the message says why."""
 
 
 class MainSnapshotWatcher(Protocol):

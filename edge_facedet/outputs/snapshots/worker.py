@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edge_facedet.logthrottle import every_power_of_two
-from edge_facedet.outputs.snapshots.mainframe import MainStreamMissError
+from edge_facedet.outputs.snapshots.mainmiss import MainStreamMissError
 from edge_facedet.outputs.snapshots.render import render_snapshot
 
 if TYPE_CHECKING:
