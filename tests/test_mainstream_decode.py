@@ -32,7 +32,7 @@ from edge_facedet.outputs.snapshots.mainframe import (
     MainStreamMissError,
     MainStreams,
 )
-from edge_facedet.outputs.snapshots.viewcheck import VIEW_CHECKS, VIEW_SPAN_S, ViewCheck
+from edge_facedet.outputs.snapshots.viewcheck import VIEW_CHECKS, ViewCheck
 from edge_facedet.sources.packetring import PacketRing, StreamInfo, Window
 
 FPS = 25
@@ -200,6 +200,7 @@ def test_a_keyframe_that_shows_a_later_moment_is_not_where_its_moment_starts() -
 
 def test_a_bad_start_does_not_decide_that_the_views_differ() -> None:
     now = [0.0]
+    span_s = MainStreamConfig().view_check_s  # the default
 
     def scored(value: float) -> Any:
         return lambda: value
@@ -209,20 +210,20 @@ def test_a_bad_start_does_not_decide_that_the_views_differ() -> None:
         return check.check(1, score=scored(value))
 
     # A connection's first pictures do not match (damaged, or of another moment)...
-    check = ViewCheck(camera_id="cam", explicit=False, clock=lambda: now[0])
+    check = ViewCheck(camera_id="cam", explicit=False, span_s=span_s, clock=lambda: now[0])
     assert [check_at(check, t, 0.55) for t in (0.0, 0.3, 0.6)] == [False] * VIEW_CHECKS
     assert not check.refuses(1)  # ...but the connection is not given up
     assert check_at(check, 1.0, 1.0)  # the mean so far passes: the main picture
     assert check_at(check, 1.5, 0.1)  # decided, the views match: not asked again
-    # Pictures that keep failing for VIEW_SPAN_S: another view.
-    other = ViewCheck(camera_id="cam", explicit=False, clock=lambda: now[0])
+    # Pictures that keep failing for span_s: another view.
+    other = ViewCheck(camera_id="cam", explicit=False, span_s=span_s, clock=lambda: now[0])
     assert not any(check_at(other, t, 0.3) for t in (0.0, 1.0, 2.0))
     assert not other.refuses(1)
-    assert not check_at(other, VIEW_SPAN_S, 0.3)
+    assert not check_at(other, span_s, 0.3)
     assert other.refuses(1)
     assert not other.refuses(2)  # a new connection is checked again
-    mapped = ViewCheck(camera_id="cam", explicit=True, clock=lambda: now[0])
-    for t in (0.0, 1.0, VIEW_SPAN_S):
+    mapped = ViewCheck(camera_id="cam", explicit=True, span_s=span_s, clock=lambda: now[0])
+    for t in (0.0, 1.0, span_s):
         assert check_at(mapped, t, 0.3)  # main_stream.map given: used, mapped
     assert not mapped.refuses(1)
 

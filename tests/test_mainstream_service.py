@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 CLOSE_UP = MEDIA / "videos" / "openmpf_new_face_video_rotation_baked_640x480.mp4"
 MARGIN = 0.4  # the snapshot crop's margin (config default)
+# main_stream.view_check_s of the wrong-view camera: the default 10 s, made shorter, cost the
+# test 10 s of clip and wait (the rule itself is unit-tested in test_mainstream_decode).
+VIEW_CHECK_S = 3.0
 
 
 def _rendition(
@@ -176,9 +179,9 @@ async def test_a_long_gop_and_another_view_fall_back_to_the_substream(
     sub_clip = _rendition(clips, width=640, height=360, gop=50, bframes=0)
     # A 10 s GOP against a 2 s buffer; and a main stream that shows the centre only.
     long_gop = _rendition(clips, width=1280, height=720, gop=250, bframes=0)
-    # Long enough for VIEW_SPAN_S of pictures that do not match, after the start.
-    narrow = _rendition(clips, width=1280, height=720, gop=50, bframes=0, crop=0.6, seconds=40)
-    wide = _rendition(clips, width=640, height=360, gop=50, bframes=0, seconds=40)
+    # Long enough for VIEW_CHECK_S of pictures that do not match, after the start.
+    narrow = _rendition(clips, width=1280, height=720, gop=50, bframes=0, crop=0.6, seconds=24)
+    wide = _rendition(clips, width=640, height=360, gop=50, bframes=0, seconds=24)
     gop_main = rtsp_server(mounts={"main": long_gop})
     gop_sub = rtsp_server(mounts={"sub": sub_clip})
     fov_main = rtsp_server(mounts={"main": narrow})
@@ -197,7 +200,12 @@ async def test_a_long_gop_and_another_view_fall_back_to_the_substream(
                 sub=gop_sub.url("sub"),
                 extra={"main_stream": {"max_seconds": 2}},
             ),
-            _camera("fov", main=fov_main.url("main"), sub=fov_sub.url("sub")),
+            _camera(
+                "fov",
+                main=fov_main.url("main"),
+                sub=fov_sub.url("sub"),
+                extra={"main_stream": {"view_check_s": VIEW_CHECK_S}},
+            ),
         ],
     )
     async with mqtt_subscriber(f"{prefix}/#", host=mqtt_broker.host, port=mqtt_broker.port) as sub_:
@@ -205,7 +213,7 @@ async def test_a_long_gop_and_another_view_fall_back_to_the_substream(
         await asyncio.to_thread(service.wait_ready)
 
         def both_snapshotted(messages: list[Received]) -> bool:
-            # fov's first events may say "main": its views are undecided until VIEW_SPAN_S
+            # fov's first events may say "main": its views are undecided until VIEW_CHECK_S
             # of pictures that do not match; their JPEGs come from the substream (below).
             gop = _with_snapshot(messages, prefix, "gop")
             fov = _with_snapshot(messages, prefix, "fov")
@@ -218,7 +226,7 @@ async def test_a_long_gop_and_another_view_fall_back_to_the_substream(
         assert gop["evicted"] + gop["down"] + gop["fallback"] >= 2, gop
         dropped = service.metrics()["edge_facedet_main_stream_packets_dropped_total"]
         assert dropped[(("camera", "gop"),)] > 0
-        # Called another view once the pictures failed to match for VIEW_SPAN_S (a bad
+        # Called another view once the pictures failed to match for VIEW_CHECK_S (a bad
         # start must not decide it); no snapshot was cut from the other view meanwhile.
         warning = "camera fov: the main stream's picture does not match the substream's"
         await poll(lambda: warning in service.log(), timeout=30, what="the view warning")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import urllib.request
 import uuid
@@ -44,6 +45,7 @@ READY_S, SEEN_S, WILL_S = 90.0, 30.0, 10.0
 # The one shared mount plays its clip once, from its first client on: the clip outlasts every
 # wait, or a loaded box that needs them finds every camera `reconnecting` at the stream's end.
 CLIP_S = 2 * READY_S + 3 * SEEN_S + WILL_S
+LOBBY_UNIT_S = 20
 
 
 def lobby_clip(directory: Path) -> Path:
@@ -53,16 +55,27 @@ def lobby_clip(directory: Path) -> Path:
     Twelve clients share the mount over TCP. At the shared clip maker's bit rate (made for
     720p) a loaded box reads them too slowly, and the test server (gst-rtsp-server 1.22)
     aborts on a slow client's TCP backlog (`queue_duration >= 0`): every camera reconnects.
+    A LOBBY_UNIT_S encode is copied end to end (a mux, not an encode): decoding 280 s of the
+    source footage took 13 s of the test's time, and the test needs the stream to last, not
+    new pictures.
     """
     target = directory / f"lobby-{CLIP_S:.0f}s.mp4"
-    if not target.exists():
-        run_ffmpeg(
-            "-stream_loop", "-1", "-i", str(FACE_VIDEO), "-t", str(CLIP_S), "-an",
-            "-vf", "scale=320:180,setsar=1", "-r", "10", "-c:v", "libx264", "-preset",
-            "ultrafast", "-g", "20", "-bf", "0", "-b:v", "300k", "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart",
-            output=target,
-        )  # fmt: skip
+    if target.exists():
+        return target
+    unit = directory / f"lobby-{LOBBY_UNIT_S}s.mp4"
+    run_ffmpeg(
+        "-stream_loop", "-1", "-i", str(FACE_VIDEO), "-t", str(LOBBY_UNIT_S), "-an",
+        "-vf", "scale=320:180,setsar=1", "-r", "10", "-c:v", "libx264", "-preset",
+        "ultrafast", "-g", "20", "-bf", "0", "-b:v", "300k", "-pix_fmt", "yuv420p",
+        output=unit,
+    )  # fmt: skip
+    listing = directory / "lobby.txt"
+    listing.write_text(f"file '{unit}'\n" * math.ceil(CLIP_S / LOBBY_UNIT_S))
+    run_ffmpeg(
+        "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
+        "-movflags", "+faststart",
+        output=target,
+    )  # fmt: skip
     return target
 
 

@@ -74,6 +74,14 @@ class MainStreamConfig(StrictModel):
         description="How long a snapshot waits for the main stream to reach the face's "
         "moment (0..10 s); a main stream further behind falls back to the substream.",
     )
+    view_check_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=300.0,
+        description="Seconds of main-stream pictures that fail to match the substream's "
+        "before a connection's views are called different (1..300): longer than the "
+        "camera's start-up, when a stream joined mid-GOP decodes damaged pictures.",
+    )
     map: FieldOfView | None = Field(
         default=None,
         description="The substream's view inside the main picture, normalised {x, y, w, h}; "

@@ -136,7 +136,11 @@ class MainStreams:
             camera_id: _Camera(
                 ring=ring,
                 settings=settings,
-                view=ViewCheck(camera_id=camera_id, explicit=settings.map is not None),
+                view=ViewCheck(
+                    camera_id=camera_id,
+                    explicit=settings.map is not None,
+                    span_s=settings.view_check_s,
+                ),
                 matcher=FrameMatcher(camera_id=camera_id),
             )
             for camera_id, (ring, settings) in cameras.items()

@@ -6,7 +6,8 @@ decides nothing: a face filling a close-up looks alike cropped or not, and the f
 seconds of a connection mislead (a substream joined mid-GOP decodes damaged pictures, a
 reader catching up stamps its frames late, so the main frame found is of another moment).
 The mean of a connection's scores decides: that the views match once VIEW_CHECKS scores
-pass on average; that they differ once they fail on average over VIEW_SPAN_S at least.
+pass on average; that they differ once they fail on average over `span_s` at least
+(`main_stream.view_check_s`).
 Until then a snapshot uses the main picture while the mean so far passes.
 A main stream that shows another view is warned about; with `main_stream.map` its
 snapshots still use it, mapped; without, that connection's snapshots stay on the substream.
@@ -25,24 +26,28 @@ from edge_facedet.outputs.snapshots.fov import FOV_MIN_SIMILARITY
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["VIEW_CHECKS", "VIEW_SPAN_S", "ViewCheck"]
+__all__ = ["VIEW_CHECKS", "ViewCheck"]
 
 log = logging.getLogger(__name__)
 
 VIEW_CHECKS = 3
 """Scores before a connection's views are decided."""
-VIEW_SPAN_S = 10.0
-"""Seconds of failing scores before the views are called different: longer than a
-connection's start-up lasts."""
 
 
 class ViewCheck:
-    """One camera's view check; `explicit`: the operator gave `main_stream.map`."""
+    """One camera's view check; `explicit`: the operator gave `main_stream.map`; `span_s`:
+    seconds of failing scores before the views are called different."""
 
     def __init__(
-        self, *, camera_id: str, explicit: bool, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        camera_id: str,
+        explicit: bool,
+        span_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._camera_id = camera_id
+        self._span_s = span_s
         self._clock = clock
         self._explicit = explicit
         self._lock = threading.Lock()
@@ -74,7 +79,7 @@ class ViewCheck:
             self._scores.append(value)
             mean = sum(self._scores) / len(self._scores)
             matches = mean >= FOV_MIN_SIMILARITY
-            long_enough = matches or self._clock() - self._since >= VIEW_SPAN_S
+            long_enough = matches or self._clock() - self._since >= self._span_s
             decided = len(self._scores) >= VIEW_CHECKS and long_enough
             if decided:
                 self._decided, self._matches = connection, matches
