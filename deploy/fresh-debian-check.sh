@@ -201,7 +201,7 @@ timed "command 1: setup + demo" in_chroot online "$demo_script" || demo_rc=$?
 # --- 4. command 2: setup + the whole suite ------------------------------------------------------
 test_rc=0
 timed "command 2: setup + pytest ($test_net)" in_chroot "$test_net" \
-    "$no_broker cd $clone && bash deploy/setup.sh && .venv/bin/python -m pytest -q -p no:cacheprovider -rfEs" \
+    "$no_broker cd $clone && bash deploy/setup.sh && .venv/bin/python -m pytest -q -n 2 -p no:cacheprovider -rfEs" \
     || test_rc=$?
 
 printf '\n== timings ==\n'

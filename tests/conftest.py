@@ -16,7 +16,12 @@ disable_openvino_telemetry()
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytest_plugins = ["tests.support.broker", "tests.support.rtsp", "tests.support.service"]
+pytest_plugins = [
+    "tests.support.alone",
+    "tests.support.broker",
+    "tests.support.rtsp",
+    "tests.support.service",
+]
 
 
 @pytest.fixture(scope="session")

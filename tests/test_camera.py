@@ -898,6 +898,7 @@ def _run_starved_reader(
     return run
 
 
+@pytest.mark.alone  # a reader starved on purpose: another test's load starves both runs
 @BOTH_DECODERS
 def test_reader_behind_its_live_stream_skips_detection_until_it_catches_up(
     h264_clip: ClipMaker,

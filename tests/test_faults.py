@@ -642,6 +642,7 @@ def _inference_rate(
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a throughput ratio
 def test_broken_cameras_do_not_slow_the_healthy_ones(
     model_root: Path,
     model_cache: Path,
@@ -676,14 +677,15 @@ def test_broken_cameras_do_not_slow_the_healthy_ones(
             cameras=cameras,
         )
 
-    # Other test runs share the machine, and their load drifts. The two configurations are
-    # interleaved (alone, crowded, alone, crowded) so a drift hits both, and compared by
-    # their medians; a ratio below the bar is measured once more the same way, over all
-    # runs, so one burst of outside load does not fail the test, and no lucky pair passes it.
+    # Other test runs may share the machine, and their load drifts. The two configurations
+    # are interleaved (alone, crowded) so a drift hits both; a ratio below the bar is measured
+    # again, two more pairs, and judged by the medians of all runs, so one burst of outside
+    # load does not fail the test. A camera that costs CPU gives a ratio far below the bar,
+    # which no lucky pair reaches.
     setups = {"alone": healthy, "crowded": healthy + broken}
     rates: dict[str, list[float]] = {name: [] for name in setups}
-    for _ in range(2):
-        for _pair in range(2):
+    for pairs in (1, 2):
+        for _pair in range(pairs):
             for name, cameras in setups.items():
                 # 8 s holds hundreds of healthy inferences; a broken camera that costs
                 # CPU (a reconnect loop that spins) shows as a ratio far below the bar.
@@ -702,6 +704,7 @@ def test_broken_cameras_do_not_slow_the_healthy_ones(
 # 6. Slow consumer
 
 
+@pytest.mark.alone  # a latency bar
 async def test_slow_consumer_drops_frames_memory_flat_latency_bounded(
     model_root: Path,
     model_cache: Path,

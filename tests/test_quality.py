@@ -195,11 +195,13 @@ def test_no_nan_and_within_unit_range_for_any_box(frame: NDArray[np.uint8]) -> N
 
 def test_scoring_a_face_takes_well_under_100_microseconds(frame: NDArray[np.uint8]) -> None:
     # It runs on the event loop for every detected face; a ~60 px face in a 640x480 frame.
+    # The thread's CPU time, not the wall clock: another process on the core (a parallel test
+    # run) stretches the wall time of a call it preempts, not the work the call does.
     image = network(frame)
     box = norm((247.0, 122.0, 291.0, 182.0), width=640, height=480)
     timings = []
     for _ in range(300):
-        start = time.perf_counter()
+        start = time.thread_time()
         face_quality(image=image, box_norm=box, confidence=0.99, frame_width=640, frame_height=480)
-        timings.append(time.perf_counter() - start)
+        timings.append(time.thread_time() - start)
     assert statistics.median(timings) < 100e-6

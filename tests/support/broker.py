@@ -2,7 +2,8 @@
 
 Fixtures:
 * `mqtt_broker` - the system broker on 127.0.0.1:1883, or a private one if that is down;
-  at the end of the session it deletes the retained messages the tests' nodes left there.
+  at the end of the session it deletes the retained messages the tests' nodes left there
+  (under pytest-xdist, the controller does, once every worker is done).
 * `private_broker` - a factory for Mosquitto processes of our own (password file, ACL, TLS
   with trustme certificates), which tests may kill, stop and restart on the same port.
 
@@ -274,6 +275,21 @@ def delete_test_retained(address: BrokerAddress) -> int:
     )
 
 
+def _parallel() -> bool:
+    """Whether this session is one of several pytest-xdist workers."""
+    return os.environ.get("PYTEST_XDIST_WORKER") is not None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, the controller sweeps the system broker once every worker is done:
+    a worker that swept at its own end would delete the retained messages of the tests the
+    other workers still run."""
+    controller = not hasattr(session.config, "workerinput")
+    parallel = session.config.getoption("numprocesses", default=None)
+    if parallel and controller and _accepts(SYSTEM_HOST, SYSTEM_PORT):
+        delete_test_retained(BrokerAddress(SYSTEM_HOST, SYSTEM_PORT))
+
+
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerAddress]:
     """The system broker; a private one when 127.0.0.1:1883 is not reachable.
@@ -283,7 +299,8 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerAddr
     if _accepts(SYSTEM_HOST, SYSTEM_PORT):
         address = BrokerAddress(SYSTEM_HOST, SYSTEM_PORT)
         yield address
-        delete_test_retained(address)
+        if not _parallel():
+            delete_test_retained(address)
         return
     broker = MosquittoBroker(directory=tmp_path_factory.mktemp("mqtt-broker"), port=free_port())
     broker.start()

@@ -120,7 +120,11 @@ def _read_line_within(*, process: subprocess.Popen[str], timeout_s: float) -> st
 
 @pytest.fixture(scope="session")
 def h264_clip(tmp_path_factory: pytest.TempPathFactory) -> ClipMaker:
-    """Session-wide clip factory; see `tests.support.media.ClipMaker`."""
+    """Session-wide clip factory; see `tests.support.media.ClipMaker`. pytest-xdist's workers
+    share one cache (beside their own temporary folders): clips are written atomically, so a
+    clip two workers make at once is made twice at worst, never read half-written."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        return ClipMaker(cache_dir=tmp_path_factory.getbasetemp().parent / "clips")
     return ClipMaker(cache_dir=tmp_path_factory.mktemp("clips"))
 
 

@@ -1,0 +1,42 @@
+"""`@pytest.mark.alone`: a test that measures time or throughput runs with no other test beside
+it, also when pytest-xdist runs the suite in parallel (`.ci/run` does).
+
+Two lock files shared by the run's workers make a readers-writer lock with a turnstile: every
+test holds the room shared; an `alone` test holds it exclusively. A test passes the turnstile
+to enter, and an `alone` test keeps the turnstile until it has the room, so the other workers
+start no test while it waits for the running ones to end (it is not starved). Without xdist
+there is no one to wait for, and no lock is taken.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one value for all workers of a run
+    if run is None:
+        return (yield)
+    folder = Path(tempfile.gettempdir()) / f"edge-facedet-tests-{run}"
+    folder.mkdir(exist_ok=True)
+    alone = item.get_closest_marker("alone") is not None
+    with (folder / "turnstile").open("a") as turnstile, (folder / "room").open("a") as room:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
