@@ -167,6 +167,10 @@ class ServiceResult:
     stale_per_s: float = 0.0
     """Due frames the service did not detect because a reader was behind its live stream
     (`edge_facedet_frames_stale_total` over the window): the service is over capacity."""
+    frame_counts: dict[str, float] = field(default_factory=dict)
+    """The service's frame counters summed over cameras, increase over the window: `inferred`,
+    `dropped` (a due frame replaced while its camera's previous one still waited for the
+    detector: over capacity), `gated` (skipped by motion gating), `stale`, `captured`."""
     grabbed_per_camera_s: float = 0.0
     """Frames read per camera per second over the window: below the stream's rate, the
     readers are falling behind (and skip detections to catch up)."""
@@ -342,6 +346,7 @@ def run_service(
         window_offset_s=window_offset_s,
         log_tail=service.log()[-2000:],
         stale_per_s=(counters_after["stale"] - counters_before["stale"]) / elapsed,
+        frame_counts={key: counters_after[key] - counters_before[key] for key in FRAME_COUNTERS},
         grabbed_per_camera_s=(counters_after["captured"] - counters_before["captured"])
         / elapsed
         / len(cameras),
@@ -402,6 +407,8 @@ def _track_counters(
 
 
 TRACK_COUNTER_PREFIXES = ("events_", "snapshots_")
+# The per-camera frame counters (edge_facedet_frames_<key>_total) read before and after.
+FRAME_COUNTERS = ("stale", "captured", "inferred", "dropped", "gated")
 # Labelled families summed over cameras, one sum per value of the other label.
 _LABELLED = (
     ("edge_facedet_events_published_total", "type", "events"),
@@ -410,13 +417,13 @@ _LABELLED = (
 
 
 def _counters(service: ServiceProcess) -> dict[str, float]:
-    """Sums over cameras of the service's frame counters (`stale`, `captured`), and of its
+    """Sums over cameras of the service's frame counters (FRAME_COUNTERS), and of its
     track events by type (`events_new`, ...) and snapshots by result (`snapshots_published`,
     ...), as a Prometheus scrape sees them."""
     samples = service.metrics()
     sums = {
         key: sum(samples.get(f"edge_facedet_frames_{key}_total", {}).values())
-        for key in ("stale", "captured")
+        for key in FRAME_COUNTERS
     }
     for name, label, short in _LABELLED:
         for labels, value in samples.get(name, {}).items():

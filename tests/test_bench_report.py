@@ -307,6 +307,7 @@ def _gating_run(*, on_time: bool, cpu: float) -> dict[str, Any]:
         "on_time": on_time, "total_fps": 60.0, "min_camera_fps": 0.5, "cpu_cores_used": cpu,
         "cpu_ms_per_camera_s": 1000.0 * cpu / 16, "stale_per_s": 0.0,
         "grabbed_per_camera_s": 25.0, "p99_ms": 80.0, "internal_p99_ms": 40.0, "load_1min": 1.5,
+        "gated_share": 0.7, "detected_of_sent": 0.97,
     }  # fmt: skip
 
 
@@ -377,6 +378,11 @@ def test_a_gated_camera_is_on_time_at_its_recheck_rate_and_without_stale_frames(
     assert not gating_on_time({**gated, "stale_per_s": 1.8})
     assert not gating_on_time({**gated, "grabbed_per_camera_s": 20.0})
     assert not gating_on_time({**gated, "min_camera_fps": 0.3})
+    # The frames the gate sent, detected as every due frame is ungated (4.5 of 5): a gate
+    # that sends more than the detector takes drops them, however many cameras pass.
+    assert gating_on_time({**gated, "detected_of_sent": 0.9})
+    assert not gating_on_time({**gated, "detected_of_sent": 0.85})
+    assert not gating_on_time({**gated, "detected_of_sent": None})
     # Ungated, the capacity scenario's rule: every camera at least 4.5 detections/s.
     ungated = {**gated, "gated": False, "min_camera_fps": 4.6}
     assert gating_on_time(ungated)
