@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -57,11 +58,18 @@ FPS = 25
 PRINT = (64, 36)
 """Frame fingerprints: small grey pictures, to tell a decoded frame's index in its clip."""
 TARGET_IOU = 0.8
+TILE = 448
+"""The network's input: a tile of the frame the detector sees at the frame's own resolution."""
+SHIFT_PX = 5
+"""How far a reference's frame is moved to check the reference against itself."""
 PASS_FPS = 4.5  # detections/s of a camera on time, as benchmarks.run counts them
 # Shares of the main-stream snapshots: refined (mapped) boxes agreeing with the detector's,
 SHARES = {  # frames the substream's, matched on the RTCP clock, decoded from a keyframe.
     "aligned_full": lambda r: r["iou_full"] >= TARGET_IOU,
     "aligned_crop": lambda r: r["iou_crop"] >= TARGET_IOU,
+    "aligned_tile": lambda r: r["iou_tile"] >= TARGET_IOU,
+    "tile_stable": lambda r: r["tile_stable"] >= TARGET_IOU,
+    "full_stable": lambda r: r["full_stable"] >= TARGET_IOU,
     "mapped_full": lambda r: r["iou_mapped_full"] >= TARGET_IOU,
     "matched": lambda r: r["matched"],
     "rtcp": lambda r: r["clock"] == "rtcp",
@@ -262,8 +270,17 @@ def measure(
     if shot.result.source != "main" or shot.main_image is None:
         return row
     image, box, taken = shot.main_image, shot.taken.box_px, shot.taken
-    full = reference(finder, image, region=(0, 0, image.shape[1], image.shape[0]))
+    whole = (0, 0, image.shape[1], image.shape[0])
+    full = reference(finder, image, region=whole)
     crop = reference(finder, image, region=crop_view(box, size=image.shape[:2]))
+    # The same frame at its own resolution: the grid tile the mapped box (the substream's
+    # face, not the refined box) sits most central in; and each reference against itself on
+    # the frame shifted by a few pixels, to see how far it can be trusted.
+    tile = grid_tile(shot.mapped_box, size=image.shape[:2])
+    tiled = reference(finder, image, region=tile) if tile is not None else full
+    size = image.shape[:2]
+    tile_again = reference(finder, image, region=_moved(tile or whole, SHIFT_PX, clip=size))
+    full_again = reference(finder, image, region=_moved(whole, SHIFT_PX, clip=size))
     sub_h = (shot.sub_box[3] - shot.sub_box[1]) * shot.sub_image.shape[0]
     main_index = frame_index(prints["main"], image, near=near)
     return {
@@ -272,6 +289,9 @@ def measure(
         "clock": getattr(taken, "clock", "arrival"), "decoded": getattr(taken, "decoded", -1),
         "restarted": getattr(taken, "restarted", True), "refined": taken.refined,
         "iou_full": best_iou(full, box), "iou_crop": best_iou(crop, box),
+        "iou_tile": best_iou(tiled, box), "tile": tile is not None,
+        "tile_stable": _self_iou(tiled, tile_again, near=box),
+        "full_stable": _self_iou(full, full_again, near=box),
         "iou_mapped_full": best_iou(full, shot.mapped_box),
         "face_px": [round(box[3] - box[1], 1), round(sub_h, 1)],
         "pixel_ratio": (box[3] - box[1]) / sub_h if sub_h > 0 else None,
@@ -287,6 +307,37 @@ def crop_view(box: tuple[float, ...], *, size: tuple[int, int]) -> tuple[int, ..
     left = int(min(max(cx - width / 2, 0), size[1] - width))
     top = int(min(max(cy - height / 2, 0), size[0] - height))
     return left, top, int(left + width), int(top + height)
+
+
+def grid_tile(box: tuple[float, ...], *, size: tuple[int, int]) -> tuple[int, ...] | None:
+    """Of the TILE-px squares on a TILE/2 grid over the frame, the one whose centre is
+    nearest the box's; None when the face is too large for a tile to hold it well."""
+    height, width = size
+    if box[3] - box[1] > 0.6 * TILE or min(size) < TILE:
+        return None
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+    def starts(extent: int) -> list[int]:
+        return sorted({*range(0, extent - TILE, TILE // 2), extent - TILE})
+
+    left = min(starts(width), key=lambda x: abs(x + TILE / 2 - cx))
+    top = min(starts(height), key=lambda y: abs(y + TILE / 2 - cy))
+    return left, top, left + TILE, top + TILE
+
+
+def _moved(region: tuple[int, ...], by: int, *, clip: tuple[int, int]) -> tuple[int, ...]:
+    """`region` moved right and down by `by` px, cut at the frame's edge."""
+    left, top, right, bottom = region
+    return left + by, top + by, min(right + by, clip[1]), min(bottom + by, clip[0])
+
+
+def _self_iou(first: list, second: list, *, near: tuple[float, ...]) -> float:
+    """IoU of the two references' faces nearest `near` (0 when either has none near)."""
+    picked = [max(boxes, key=lambda b: iou(tuple(b), tuple(near)), default=None)
+              for boxes in (first, second)]  # fmt: skip
+    if picked[0] is None or picked[1] is None or iou(tuple(picked[0]), tuple(near)) == 0:
+        return 0.0
+    return iou(tuple(picked[0]), tuple(picked[1]))  # type: ignore[arg-type]
 
 
 def reference(finder: SyncFaceDetector, image: np.ndarray, *, region: tuple[int, ...]) -> list:
@@ -338,8 +389,20 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "request_median": _quantile([r["request_s"] for r in main], 0.5),
             "queued_to_jpeg_p50_p99": [_quantile(worker, 0.5), _quantile(worker, 0.99)],
             "pixel_ratio_median": _quantile([r["pixel_ratio"] or 0.0 for r in main], 0.5),
+            "by_height": {band: {"n": len(rows_), **{key: _share(rows_, SHARES[key]) for key in
+                                 ("aligned_full", "aligned_tile", "full_stable", "tile_stable")}}
+                          for band, rows_ in _bands(main).items()},
         }  # fmt: skip
     return out
+
+
+def _bands(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Main-stream snapshots by the refined face's height in main-stream pixels."""
+    bands: dict[str, list[dict[str, Any]]] = {"<40": [], "40-80": [], ">=80": []}
+    for row in rows:
+        height = row["face_px"][0]
+        bands["<40" if height < 40 else "40-80" if height < 80 else ">=80"].append(row)
+    return bands
 
 
 def _share(rows: list[dict[str, Any]], test: Any) -> float | None:
@@ -398,7 +461,8 @@ def capacity(*, cameras: int, pairs: int, seconds: float, workdir: Path) -> dict
         try:
             result = run_service(
                 cameras=[Camera(id=f"cam{i}", url=server.url(f"main{i}"),
-                                detect_url=server.url(f"sub{i}"), settings=settings)
+                                detect_url=server.url(f"sub{i}"),
+                                settings=copy.deepcopy(settings))  # no YAML aliases
                          for i in range(cameras)],
                 detect_fps=5.0, warmup_s=8.0, seconds=seconds,
                 workdir=workdir / f"run{index}", cache_dir=CACHE / "openvino",
