@@ -152,8 +152,10 @@ async def test_broker_killed_mid_stream_reconnects_drains_in_order_and_counts_ev
     # checked exactly. 25 fps clips read at 20/s give skips; five cameras (100 frames/s) on
     # one infer request of FP16 with one inference thread (about 60/s on an idle core of
     # this machine) give drops, on a quiet machine as well as a loaded one. The clip outlasts
-    # the outage; the test waits for its end, so a longer one only waits.
-    clip = h264_clip.repeated(seconds=16, width=640, height=480)
+    # the outage; the test waits for its end, so a longer one only waits. 16 s was too short
+    # on a host whose one inference takes 90 ms, beside another test (a parallel run): the
+    # files ended before every camera had OUTAGE_FRAMES frames inferred in the outage.
+    clip = h264_clip.repeated(seconds=28, width=640, height=480)
     cameras = ["a", "b", "c", "d", "e"]
     config = make_config(
         model_root=model_root,
