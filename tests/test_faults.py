@@ -695,6 +695,7 @@ def test_broken_cameras_do_not_slow_the_healthy_ones(
                     services=services, config=config(cameras), healthy=ids, window_s=8
                 )
                 rates[name].append(rate)
+                print(f"{name}: {rate:.2f}/s", flush=True)
         ratio = statistics.median(rates["crowded"]) / statistics.median(rates["alone"])
         if ratio >= 0.9:
             break
