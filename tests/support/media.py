@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -87,7 +88,9 @@ class ClipMaker:
         target = self._cached(f"repeated-{unit.stem}-x{copies}", suffix="mp4")
         if target.exists():
             return target
-        listing = self._cache_dir / f".list-{target.stem}.txt"
+        # Per process: pytest-xdist's workers share the cache, and one rewriting a listing
+        # while the other's ffmpeg reads it would cut that clip short.
+        listing = self._cache_dir / f".list-{target.stem}-{os.getpid()}.txt"
         listing.write_text(f"file '{unit}'\n" * copies)
         run_ffmpeg(
             "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
