@@ -43,7 +43,13 @@ from benchmarks.service_run import Camera, Observed, run_service
 from edge_facedet.config.snapshots import SnapshotConfig, SnapshotMode
 from edge_facedet.frames import ArrayPicture
 from edge_facedet.outputs.snapshots.mainframe import MainStreams
-from edge_facedet.outputs.snapshots.refine import SyncFaceDetector, iou
+from edge_facedet.outputs.snapshots.refine import (
+    AGREE_IOU,
+    REFINE_SHIFTS,
+    SyncFaceDetector,
+    iou,
+    shifted_region,
+)
 from edge_facedet.outputs.snapshots.render import render_snapshot
 from edge_facedet.outputs.snapshots.worker import SnapshotWorker
 from tests.support.media import run_ffmpeg
@@ -70,6 +76,11 @@ SHARES = {  # frames the substream's, matched on the RTCP clock, decoded from a 
     "aligned_tile": lambda r: r["iou_tile"] >= TARGET_IOU,
     "tile_stable": lambda r: r["tile_stable"] >= TARGET_IOU,
     "full_stable": lambda r: r["full_stable"] >= TARGET_IOU,
+    # The references averaged over the region moved across the anchor grid, as refine does.
+    "aligned_full_avg": lambda r: r["iou_full_avg"] >= TARGET_IOU,
+    "aligned_tile_avg": lambda r: r["iou_tile_avg"] >= TARGET_IOU,
+    "full_avg_stable": lambda r: r["full_avg_stable"] >= TARGET_IOU,
+    "tile_avg_stable": lambda r: r["tile_avg_stable"] >= TARGET_IOU,
     "mapped_full": lambda r: r["iou_mapped_full"] >= TARGET_IOU,
     "matched": lambda r: r["matched"],
     "rtcp": lambda r: r["clock"] == "rtcp",
@@ -281,6 +292,13 @@ def measure(
     size = image.shape[:2]
     tile_again = reference(finder, image, region=_moved(tile or whole, SHIFT_PX, clip=size))
     full_again = reference(finder, image, region=_moved(whole, SHIFT_PX, clip=size))
+    averaged = {
+        name: [averaged_reference(finder, image, region=r, near=box) for r in regions]
+        for name, regions in (
+            ("full", (whole, _moved(whole, SHIFT_PX, clip=size))),
+            ("tile", (tile or whole, _moved(tile or whole, SHIFT_PX, clip=size))),
+        )
+    }
     sub_h = (shot.sub_box[3] - shot.sub_box[1]) * shot.sub_image.shape[0]
     main_index = frame_index(prints["main"], image, near=near)
     return {
@@ -293,6 +311,9 @@ def measure(
         "tile_stable": _self_iou(tiled, tile_again, near=box),
         "full_stable": _self_iou(full, full_again, near=box),
         "iou_mapped_full": best_iou(full, shot.mapped_box),
+        **{f"iou_{name}_avg": best_iou(pair[0], box) for name, pair in averaged.items()},
+        **{f"{name}_avg_stable": _self_iou(pair[0], pair[1], near=box)
+           for name, pair in averaged.items()},
         "face_px": [round(box[3] - box[1], 1), round(sub_h, 1)],
         "pixel_ratio": (box[3] - box[1]) / sub_h if sub_h > 0 else None,
     }  # fmt: skip
@@ -354,6 +375,29 @@ def reference(finder: SyncFaceDetector, image: np.ndarray, *, region: tuple[int,
     ]
 
 
+def averaged_reference(
+    finder: SyncFaceDetector, image: np.ndarray, *, region: tuple[int, ...], near: tuple[float, ...]
+) -> list:
+    """The reference face nearest `near`, averaged as refine averages its looks: `region`
+    moved by each of REFINE_SHIFTS network pixels; [] when no look has a face over `near`."""
+    left, _, right, _ = region
+    looks: list[tuple[float, ...]] = []
+    for shift in REFINE_SHIFTS:
+        size = image.shape[:2]
+        moved = shifted_region(region, shift, input_size=finder.input_size, size=size)  # type: ignore[arg-type]
+        if moved == region and shift:  # the whole frame: cut at the top left instead
+            moved = _moved(region, round(shift * (right - left) / TILE), clip=size)
+        faces = reference(finder, image, region=moved)
+        pick = max(faces, key=lambda b: iou(tuple(b), tuple(near)), default=None)
+        if pick is None or iou(tuple(pick), tuple(near)) == 0:
+            continue
+        if not looks or iou(tuple(pick), tuple(looks[0])) >= AGREE_IOU:
+            looks.append(tuple(pick))
+    if not looks:
+        return []
+    return [tuple(sum(side) / len(looks) for side in zip(*looks, strict=True))]
+
+
 def best_iou(boxes: list, box: tuple[float, ...]) -> float:
     return max((iou(tuple(b), tuple(box)) for b in boxes), default=0.0)  # type: ignore[arg-type]
 
@@ -390,7 +434,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "queued_to_jpeg_p50_p99": [_quantile(worker, 0.5), _quantile(worker, 0.99)],
             "pixel_ratio_median": _quantile([r["pixel_ratio"] or 0.0 for r in main], 0.5),
             "by_height": {band: {"n": len(rows_), **{key: _share(rows_, SHARES[key]) for key in
-                                 ("aligned_full", "aligned_tile", "full_stable", "tile_stable")}}
+                                 ("aligned_full", "aligned_tile", "full_stable", "tile_stable",
+                                  "aligned_full_avg", "aligned_tile_avg", "full_avg_stable",
+                                  "tile_avg_stable")}}
                           for band, rows_ in _bands(main).items()},
         }  # fmt: skip
     return out
@@ -446,7 +492,9 @@ def _height(image: np.ndarray, height: int) -> np.ndarray:
 # -- capacity, feature on against off ------------------------------------------------------
 
 
-def capacity(*, cameras: int, pairs: int, seconds: float, workdir: Path) -> dict[str, Any]:
+def capacity(
+    *, cameras: int, pairs: int, seconds: float, workdir: Path, update_interval_s: float
+) -> dict[str, Any]:
     """N substream cameras with snapshots `crop`, main stream off then on, `pairs` times:
     detections/s per camera and whether every camera was on time (as benchmarks.run)."""
     clips, length = Clips(cache_dir=CACHE), seconds + 120  # each run starts its server anew
@@ -457,7 +505,7 @@ def capacity(*, cameras: int, pairs: int, seconds: float, workdir: Path) -> dict
                   for kind, clip in (("main", main), ("sub", sub))}  # fmt: skip
         server = start_rtsp(mounts=mounts)
         settings = {"snapshots": {"mode": "crop"}, "main_stream": {"enabled": enabled},
-                    "tracking": {"update_interval_s": 1.0}}  # fmt: skip
+                    "tracking": {"update_interval_s": update_interval_s}}  # fmt: skip
         try:
             result = run_service(
                 cameras=[Camera(id=f"cam{i}", url=server.url(f"main{i}"),
@@ -492,6 +540,12 @@ def main() -> int:
     parser.add_argument("--contact", default="/tmp/h5_contact.png")  # noqa: S108
     parser.add_argument("--cameras", type=int, default=24)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--update-interval",
+        type=float,
+        default=3.0,
+        help="tracking.update_interval_s (default: the service's)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "results" / "mainstream")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
@@ -499,8 +553,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "capacity":
         with tempfile.TemporaryDirectory() as work:
-            report = capacity(cameras=args.cameras, pairs=args.pairs, seconds=args.seconds,
-                              workdir=Path(work))  # fmt: skip
+            report = capacity(
+                cameras=args.cameras,
+                pairs=args.pairs,
+                seconds=args.seconds,
+                workdir=Path(work),
+                update_interval_s=args.update_interval,
+            )
     else:
         report = alignment(args)
     name = f"mainstream-{args.what}-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -11,15 +11,19 @@ the size.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from edge_facedet.config.mainstream import MainStreamConfig
+from edge_facedet.config.snapshots import SnapshotConfig, SnapshotMode
 from edge_facedet.frames import ArrayPicture
 from edge_facedet.outputs.snapshots.fov import (
     FOV_MIN_SIMILARITY,
@@ -33,6 +37,12 @@ from edge_facedet.outputs.snapshots.mainframe import (
     MainStreams,
 )
 from edge_facedet.outputs.snapshots.viewcheck import VIEW_CHECKS, ViewCheck
+from edge_facedet.outputs.snapshots.worker import (
+    MAIN_BACKLOG,
+    SnapshotJob,
+    SnapshotResult,
+    SnapshotWorker,
+)
 from edge_facedet.sources.packetring import PacketRing, StreamInfo, Window
 
 FPS = 25
@@ -126,9 +136,9 @@ class Watcher:
     def latency(self, camera_id: str, seconds: float) -> None: ...
 
 
-def streams(ring: PacketRing) -> MainStreams:
-    settings = MainStreamConfig(max_wait_s=0.0)  # every packet is there already
-    return MainStreams(cameras={"cam": (ring, settings)}, finder=None, watcher=Watcher())
+def streams(ring: PacketRing, *, watcher: Watcher | None = None, **settings: Any) -> MainStreams:
+    config = MainStreamConfig(max_wait_s=0.0, **settings)  # every packet is there already
+    return MainStreams(cameras={"cam": (ring, config)}, finder=None, watcher=watcher or Watcher())
 
 
 def take(main: MainStreams, index: int, *, wall_time: float | None = None) -> MainPicture:
@@ -244,3 +254,98 @@ def test_a_crop_that_looks_alike_at_a_coarse_size_is_still_told_apart() -> None:
 def test_array_pictures_have_no_rtcp_time() -> None:
     # The OpenCV reader's pictures: matched on the arrival clock.
     assert getattr(ArrayPicture(np.zeros((2, 2, 3), np.uint8)), "wall_time", None) is None
+
+
+async def test_a_job_left_waiting_past_max_seconds_takes_the_substream_picture() -> None:
+    # The worker's thread yields to the cameras; a job it reaches only after the ring's span
+    # renders the cheap substream picture instead of decoding a GOP, so the queue drains.
+    info, packets = encode(bframes=0)
+    watcher = Watcher()
+    main = streams(ring_of(info, packets), watcher=watcher, max_seconds=1.0)
+    results: list[SnapshotResult] = []
+    done = asyncio.Event()
+
+    def on_result(result: SnapshotResult) -> None:
+        results.append(result)
+        done.set()
+
+    worker = SnapshotWorker(store=None, on_result=on_result, main_streams=main)
+    index = 40
+    box = ((8 + 4 * index) / WIDTH, 80 / HEIGHT, (24 + 4 * index) / WIDTH, 96 / HEIGHT)
+
+    async def snapshot(*, wait_s: float) -> SnapshotResult:
+        done.clear()
+        job = worker.prepare(
+            SnapshotJob(
+                camera_id="cam", event_id=f"e{wait_s:g}".replace(".", "_"),
+                picture=ArrayPicture(scene(index, scale=2)), mode=SnapshotMode.FRAME,
+                config=SnapshotConfig(mode=SnapshotMode.FRAME), box_norm=box, boxes_norm=(),
+                time=datetime.fromtimestamp(1000.0 + index / FPS, tz=timezone.utc),
+            )
+        )  # fmt: skip
+        assert job.main is not None
+        assert worker.submit(job)
+        await asyncio.sleep(wait_s)  # the worker is not running yet: the job waits
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(done.wait(), timeout=10.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return results[-1]
+
+    prompt = await snapshot(wait_s=0.0)
+    assert prompt.source == "main"
+    assert prompt.jpeg is not None
+    assert watcher.results == ["main"]
+    late = await snapshot(wait_s=1.2)
+    assert late.source == "detect"
+    assert late.jpeg is not None
+    assert late.timings["queue"] > 1.0
+    assert watcher.results == ["main", "fallback"]
+    # The substream's picture: its size, not the main stream's.
+    assert cv2_shape(late.jpeg) == (HEIGHT // 2, WIDTH // 2)
+    assert cv2_shape(prompt.jpeg) == (HEIGHT, WIDTH)
+
+
+def cv2_shape(jpeg: bytes) -> tuple[int, int]:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return int(image.shape[0]), int(image.shape[1])
+
+
+async def test_a_backlog_of_jobs_is_drained_with_substream_pictures() -> None:
+    # A burst of events: the jobs taken with MAIN_BACKLOG or more behind them render the
+    # substream's picture, so the queue drains instead of refusing later events' snapshots.
+    info, packets = encode(bframes=0)
+    watcher = Watcher()
+    main = streams(ring_of(info, packets), watcher=watcher)
+    results: list[SnapshotResult] = []
+    count = MAIN_BACKLOG + 3
+    done = asyncio.Event()
+
+    def on_result(result: SnapshotResult) -> None:
+        results.append(result)
+        if len(results) == count:
+            done.set()
+
+    worker = SnapshotWorker(store=None, on_result=on_result, main_streams=main)
+    for number in range(count):
+        index = 30 + number
+        box = ((8 + 4 * index) / WIDTH, 80 / HEIGHT, (24 + 4 * index) / WIDTH, 96 / HEIGHT)
+        job = worker.prepare(
+            SnapshotJob(
+                camera_id="cam", event_id=f"e{number}",
+                picture=ArrayPicture(scene(index, scale=2)), mode=SnapshotMode.FRAME,
+                config=SnapshotConfig(mode=SnapshotMode.FRAME), box_norm=box, boxes_norm=(),
+                time=datetime.fromtimestamp(1000.0 + index / FPS, tz=timezone.utc),
+            )
+        )  # fmt: skip
+        assert job.main is not None
+        assert worker.submit(job)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(done.wait(), timeout=10.0)
+    await worker.close()
+    await task
+    # Taken with 6, 5, 4 waiting behind: substream; then 3, 2, 1, 0: the main stream.
+    assert [r.source for r in results] == ["detect"] * 3 + ["main"] * 4
+    assert all(r.jpeg is not None for r in results)
+    assert watcher.results == ["fallback"] * 3 + ["main"] * 4

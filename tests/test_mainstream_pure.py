@@ -157,10 +157,48 @@ def test_refining_takes_the_face_overlapping_the_mapped_box() -> None:
     near = [0.9, 0.44, 0.40, 0.58, 0.60]
     far = [0.95, 0.0, 0.0, 0.1, 0.1]
     finder = _Finder([far, near])
-    refined = refine_box(image, mapped=mapped, finder=finder)
+    refined = refine_box(image, mapped=mapped, finder=finder, shifts=(0.0,))
     assert finder.seen == (448, 448, 3)
     assert refined.refined
     assert iou(refined.box, mapped) > 0.5
     assert refined.box[0] == pytest.approx(left + 0.44 * 448)
     alone = refine_box(image, mapped=mapped, finder=_Finder([far]))
     assert not alone.refined and alone.box == mapped
+
+
+class _SquareFinder:
+    """Sees the bright square in what it is shown, each look's box off by the next of
+    `errors` (network pixels), as the detector's box moves with the anchor grid."""
+
+    input_size = (448, 448)
+
+    def __init__(self, errors: list[int]) -> None:
+        self.errors = errors
+        self.looks = 0
+
+    def find(self, image: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+        ys, xs = np.nonzero(image.min(axis=2) > 127)
+        error = self.errors[self.looks % len(self.errors)]
+        self.looks += 1
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32) + error
+        return np.array([[0.9, *(box / 448)]], np.float32)
+
+
+def test_refining_averages_looks_at_the_region_moved_across_the_anchor_grid() -> None:
+    image = np.zeros((720, 1280, 3), np.uint8)
+    face = (610.0, 310.0, 650.0, 370.0)
+    image[310:370, 610:650] = 255
+    mapped = (600.0, 300.0, 660.0, 380.0)  # where the substream's box lands: near the face
+    one = refine_box(image, mapped=mapped, finder=_SquareFinder([3]), shifts=(0.0,))
+    assert one.box == pytest.approx(tuple(v + 3 for v in face))
+    # Three looks, the region moved each time: the face stays where it is in the picture,
+    # and the looks' errors average out.
+    finder = _SquareFinder([3, -3, 0])
+    averaged = refine_box(image, mapped=mapped, finder=finder)
+    assert finder.looks == 3
+    assert averaged.refined
+    assert averaged.box == pytest.approx(face, abs=0.01)
+    # A look whose box strays (still over the mapped box, not over the first look's) is
+    # left out of the mean.
+    strayed = refine_box(image, mapped=mapped, finder=_SquareFinder([0, 0, 12]))
+    assert strayed.box == pytest.approx(face, abs=0.01)

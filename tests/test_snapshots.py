@@ -651,6 +651,82 @@ def test_a_full_queue_refuses_without_blocking(frame: NDArray[np.uint8]) -> None
     assert worker.queued == 3
 
 
+async def test_a_newer_job_of_the_same_event_takes_the_waiting_ones_place(
+    frame: NDArray[np.uint8],
+) -> None:
+    results = Results()
+    worker = SnapshotWorker(store=None, on_result=results, max_queued=2)
+    assert worker.submit(job(frame, event_id="a", box=BOXES[1]))
+    assert worker.submit(job(frame, event_id="b"))
+    # The queue is full, but a job of an event already waiting replaces it in its place.
+    assert worker.submit(job(frame, event_id="a", box=BEST))
+    assert not worker.submit(job(frame, event_id="c"))
+    assert worker.queued == 2
+    (superseded,) = results.items
+    assert superseded.superseded
+    assert superseded.job.box_norm == BOXES[1]
+    assert superseded.jpeg is None
+    task = asyncio.create_task(worker.run())
+    await results.wait_for(3)
+    await worker.close()
+    await task
+    rendered = results.items[1:]
+    assert [(r.job.event_id, r.job.box_norm) for r in rendered] == [("a", BEST), ("b", BEST)]
+    assert all(r.jpeg is not None and not r.superseded for r in rendered)
+
+
+@dataclass
+class PriorityProbe:
+    """A picture that notes the niceness of the thread converting it."""
+
+    array: NDArray[np.uint8]
+    seen: list[int]
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.array.shape[0])
+
+    def to_bgr(self) -> NDArray[np.uint8]:
+        self.seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return self.array
+
+
+async def test_the_worker_renders_at_the_lowest_priority_and_the_rest_keeps_its_own(
+    frame: NDArray[np.uint8],
+) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+    results = Results()
+    worker = SnapshotWorker(store=None, on_result=results)
+    probe = SnapshotJob(
+        camera_id="door",
+        event_id="probe",
+        picture=PriorityProbe(frame, seen),
+        mode=SnapshotMode.CROP,
+        config=SnapshotConfig(mode=SnapshotMode.CROP),
+        box_norm=BEST,
+        boxes_norm=BOXES,
+        time=T0,
+    )
+    task = asyncio.create_task(worker.run())
+    assert worker.submit(probe)
+    await results.wait_for(1)
+    await worker.close()
+    await task
+    assert results.items[0].jpeg is not None
+    assert seen == [19]
+    # Only the worker's thread: the loop's, and the default pool's, are as they were.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+    pool = await asyncio.to_thread(
+        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    )
+    assert pool == own
+
+
 async def test_failures_are_reported_not_raised(frame: NDArray[np.uint8], tmp_path: Path) -> None:
     results = Results()
     full = SnapshotStore(dir_config(tmp_path, min_free_bytes=1 << 40), clock=Clock())

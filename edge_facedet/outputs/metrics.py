@@ -17,7 +17,7 @@ from edge_facedet.outputs import metricspecs
 from edge_facedet.outputs.httpserver import DROP_REASONS
 
 EVENT_TYPES = ("new", "update", "end")
-SNAPSHOT_RESULTS = ("published", "failed", "dropped")
+SNAPSHOT_RESULTS = ("published", "failed", "dropped", "superseded")
 MAIN_SNAPSHOT_RESULTS = ("main", "fallback", "down", "evicted", "behind", "fov_mismatch")
 MAIN_STREAM_STATES = ("connecting", "streaming", "reconnecting", "stopped")
 RELOAD_RESULTS = ("ok", "invalid", "failed")

@@ -255,7 +255,8 @@ TRACK_METRICS: Mapping[str, MetricSpec] = {
         Counter,
         "edge_facedet_snapshots",
         "Snapshots by result: published (rendered and handed to the outputs), failed "
-        "(rendering or writing failed; see the log), dropped (the snapshot queue was full).",
+        "(rendering or writing failed; see the log), dropped (the snapshot queue was full), "
+        "superseded (a newer best face of the same event took its place in the queue).",
         ("camera", "result"),
     ),
     "snapshot_bytes": MetricSpec(

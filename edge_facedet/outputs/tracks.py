@@ -194,6 +194,9 @@ class TrackOutputs:
         metrics = self._metrics
         if camera_id not in self._configs:
             return  # removed by a reload: its retained snapshot was cleared, not to come back
+        if result.superseded:
+            metrics.snapshots.labels(camera=camera_id, result="superseded").inc()
+            return
         if result.jpeg is not None:
             for sink in self._outputs:
                 sink.set_snapshot(camera_id=camera_id, jpeg=result.jpeg)

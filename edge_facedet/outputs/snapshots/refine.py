@@ -5,6 +5,10 @@ two streams' moments may differ by a frame and the substream's box is coarse. Ru
 detector on a generous square around the mapped box (REGION_SCALE), never smaller than the
 network's input so the main stream's pixels are never blown up, finds the face at the main
 stream's resolution; the face that overlaps the mapped box most is the snapshot's face.
+The detector's box for one face moves by a few pixels with where the face falls on the
+network's anchor grid, so the region is looked at three times, moved by a third and two
+thirds of a grid step (REFINE_SHIFTS), and the face's boxes are averaged: steadier than any
+one of them (docs/benchmarks.md, "Snapshots from the main stream").
 
 The worker thread runs its own small synchronous model (`SyncFaceDetector`): one infer
 request on one CPU thread, compiled once at start. The service's `OpenVinoDetector` is an
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 __all__ = [
+    "REFINE_SHIFTS",
     "REGION_SCALE",
     "FaceFinder",
     "Refined",
@@ -35,6 +40,7 @@ __all__ = [
     "iou",
     "refine_box",
     "region_around",
+    "shifted_region",
 ]
 
 REGION_SCALE = 4.0
@@ -47,6 +53,12 @@ MIN_OVERLAP = 0.3
 """A face found in the region replaces the mapped box only if it overlaps it this much
 (IoU); otherwise it is another face and the mapped box is kept."""
 MIN_CONFIDENCE = 0.5
+REFINE_SHIFTS: tuple[float, ...] = (0.0, 16 / 3, 32 / 3)
+"""Where the region is moved (right and down, in network-input pixels) for each look: a
+third and two thirds of the 16-px step of the finest anchor grid. Three inferences of one
+thread per snapshot, on the worker's low-priority thread."""
+AGREE_IOU = 0.5
+"""A shifted look's face is averaged in only if it overlaps the first look's this much."""
 
 PixelBox = tuple[float, float, float, float]
 
@@ -132,14 +144,61 @@ def region_around(
     )
 
 
-def refine_box(image: NDArray[np.uint8], *, mapped: PixelBox, finder: FaceFinder) -> Refined:
-    """The face overlapping `mapped` (pixels of `image`), found at the region's resolution."""
+def refine_box(
+    image: NDArray[np.uint8],
+    *,
+    mapped: PixelBox,
+    finder: FaceFinder,
+    shifts: tuple[float, ...] = REFINE_SHIFTS,
+) -> Refined:
+    """The face overlapping `mapped` (pixels of `image`), found at the region's resolution:
+    the mean of its boxes over the region moved by each of `shifts` (network pixels)."""
     height, width = image.shape[:2]
-    left, top, right, bottom = region_around(
-        mapped, width=width, height=height, min_side=max(finder.input_size)
-    )
-    region = image[top:bottom, left:right]
-    network = cv2.resize(region, finder.input_size, interpolation=cv2.INTER_AREA)
+    region = region_around(mapped, width=width, height=height, min_side=max(finder.input_size))
+    found: list[PixelBox] = []
+    for shift in shifts:
+        moved = shifted_region(region, shift, input_size=finder.input_size, size=(height, width))
+        box = _look(image, region=moved, mapped=mapped, finder=finder)
+        if box is not None and (not found or iou(box, found[0]) >= AGREE_IOU):
+            found.append(box)
+    if not found:
+        return Refined(box=mapped, refined=False)
+    mean = tuple(sum(side) / len(found) for side in zip(*found, strict=True))
+    return Refined(box=(mean[0], mean[1], mean[2], mean[3]), refined=True)
+
+
+def shifted_region(
+    region: tuple[int, int, int, int],
+    shift: float,
+    *,
+    input_size: tuple[int, int],
+    size: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """`region` moved by `shift` network pixels (`input_size`) in `image` pixels, right and
+    down where the picture (`size`, height and width) leaves room, else left and up, else
+    not at all along that side."""
+    if shift == 0:
+        return region
+    left, top, right, bottom = region
+    height, width = size
+    by_x = round(shift * (right - left) / input_size[0])
+    by_y = round(shift * (bottom - top) / input_size[1])
+    by_x = by_x if right + by_x <= width else -by_x if left >= by_x else 0
+    by_y = by_y if bottom + by_y <= height else -by_y if top >= by_y else 0
+    return left + by_x, top + by_y, right + by_x, bottom + by_y
+
+
+def _look(
+    image: NDArray[np.uint8],
+    *,
+    region: tuple[int, int, int, int],
+    mapped: PixelBox,
+    finder: FaceFinder,
+) -> PixelBox | None:
+    """The face in `region` that overlaps `mapped` most (at least MIN_OVERLAP), or None."""
+    left, top, right, bottom = region
+    network = cv2.resize(image[top:bottom, left:right], finder.input_size,
+                         interpolation=cv2.INTER_AREA)  # fmt: skip
     rows = finder.find(np.ascontiguousarray(network, dtype=np.uint8))
     best: PixelBox | None = None
     best_overlap = MIN_OVERLAP
@@ -156,6 +215,4 @@ def refine_box(image: NDArray[np.uint8], *, mapped: PixelBox, finder: FaceFinder
         overlap = iou(candidate, mapped)
         if overlap >= best_overlap:
             best, best_overlap = candidate, overlap
-    if best is None:
-        return Refined(box=mapped, refined=False)
-    return Refined(box=best, refined=True)
+    return best

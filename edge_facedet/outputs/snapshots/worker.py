@@ -1,12 +1,15 @@
 """Snapshot jobs rendered and stored off the event loop: one at a time, in order, bounded.
 
 The loop hands a job over with `submit` (never blocks; refuses when `max_queued` jobs wait,
-so a burst of tracks cannot grow memory: each job holds a full-size picture). `run`, a task
-of the service's TaskGroup, takes the jobs first in, first out and renders and stores each
-in a worker thread; one at a time, because snapshots must not take the cores the decoders
-and the detector need, and so each camera's snapshots come out in the order asked for. The
-result goes back to `on_result` on the loop: a failure is a result with `error`, never an
-exception that would end the TaskGroup.
+so a burst of tracks cannot grow memory: each job holds a full-size picture). A job for an
+event that already has one waiting replaces it in its place in the queue (the event's file
+holds one picture, so the older best face would only be overwritten): the older job's
+result says `superseded`. `run`, a task of the service's TaskGroup, takes the jobs first in,
+first out and renders and stores each in the worker's own thread; one at a time, and at the
+lowest priority (WORKER_NICE), because snapshots must not take the cores the decoders and
+the detector need: they use what the cameras leave, and each camera's snapshots come out in
+the order asked for. The result goes back to `on_result` on the loop: a failure is a result
+with `error`, never an exception that would end the TaskGroup.
 
 A job with `main` (a camera detected on its substream, mainframe.py) is rendered from the
 main stream's picture; when that fails for any reason the job falls back to its own
@@ -19,8 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +49,20 @@ if TYPE_CHECKING:
 __all__ = ["SnapshotJob", "SnapshotResult", "SnapshotWorker"]
 
 log = logging.getLogger(__name__)
+
+WORKER_NICE = 19
+"""The worker thread's niceness (Linux sets it per thread; FFmpeg's and OpenVINO's work for a
+snapshot runs in this thread). Against busy threads of niceness 0 the scheduler gives it
+about 1.5 % of their share (weights 15 : 1024), so at full load snapshots wait instead of
+costing the cameras detections, and still finish; with cores to spare they run at full
+speed. A main-stream job that waited in the queue longer than its camera's
+`main_stream.max_seconds` falls back to the substream's cheaper picture, so a long overload
+drains the queue."""
+
+MAIN_BACKLOG = 4
+"""A main-stream job taken with this many jobs waiting behind it renders the substream's
+picture instead (counted as a fallback): under a burst of events the worker keeps up and
+every event keeps a snapshot, rather than a few sharp ones and the rest refused."""
 
 PRUNE_INTERVAL_S = 60.0
 """While no job comes, the store's age bound is applied this often by default (the smallest
@@ -82,6 +103,8 @@ class SnapshotResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     """Seconds per step: "queue" (submitted to taken), the main stream's steps
     (mainframe.MainPicture.timings), "render" and "store"."""
+    superseded: bool = False
+    """True: not rendered, a newer job of the same event took its place in the queue."""
 
 
 class SnapshotWorker:
@@ -106,9 +129,11 @@ class SnapshotWorker:
         self._on_result = on_result
         self._max_queued = max_queued
         # Unbounded as a Queue; submit() enforces the bound, so close() can always add the
-        # stop marker even when the queue is full.
-        # Each job with its submission time (time.monotonic()), for its queue wait.
-        self._queue: asyncio.Queue[tuple[SnapshotJob, float] | None] = asyncio.Queue()
+        # stop marker even when the queue is full. The queue holds (camera, event) keys; the
+        # key's job, with its submission time (time.monotonic()) for its queue wait, is in
+        # `_pending`, where a newer job of the same event replaces it.
+        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._pending: dict[tuple[str, str], tuple[SnapshotJob, float]] = {}
         self._closing = False
         self._main = main_streams
         self._fallbacks = 0
@@ -128,17 +153,31 @@ class SnapshotWorker:
         return job if ref is None else dataclasses.replace(job, main=ref)
 
     def submit(self, job: SnapshotJob) -> bool:
-        """Queue `job` (on the loop, never blocks); False when full or closing."""
-        if self._closing or self._queue.qsize() >= self._max_queued:
+        """Queue `job` (on the loop, never blocks); False when full or closing. A job of
+        the same event still waiting is replaced (its result, `superseded`, is delivered
+        now)."""
+        if self._closing:
             return False
-        self._queue.put_nowait((job, time.monotonic()))
+        key = (job.camera_id, job.event_id)
+        waiting = self._pending.get(key)
+        if waiting is None and self._queue.qsize() >= self._max_queued:
+            return False
+        self._pending[key] = (job, time.monotonic())
+        if waiting is None:
+            self._queue.put_nowait(key)
+        else:
+            self._deliver(SnapshotResult(waiting[0], None, None, None, superseded=True))
         return True
 
     async def run(self) -> None:
         """Take jobs in order until `close()`; never raises but CancelledError."""
         # One get() waits across the idle timeouts: cancelling it at a timeout (wait_for)
         # could lose a job that arrived in the same instant on older Pythons.
-        getter: asyncio.Future[tuple[SnapshotJob, float] | None] | None = None
+        getter: asyncio.Future[tuple[str, str] | None] | None = None
+        loop = asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="snapshots", initializer=_lower_priority
+        )
         try:
             while True:
                 if getter is None:
@@ -147,17 +186,22 @@ class SnapshotWorker:
                 if not done:
                     await self._prune()
                     continue
-                item, getter = getter.result(), None
+                key, getter = getter.result(), None
                 try:
-                    if item is None:
+                    if key is None:
                         return
-                    result = await asyncio.to_thread(self._process, *item)
+                    job, submitted = self._pending.pop(key)
+                    backlog = self._queue.qsize()
+                    process = functools.partial(self._process, job, submitted, backlog=backlog)
+                    result = await loop.run_in_executor(thread, process)
                     self._deliver(result)
                 finally:
                     self._queue.task_done()
         finally:
             if getter is not None:
                 getter.cancel()
+            # A job still rendering (cancelled mid-way) finishes in the thread and is lost.
+            thread.shutdown(wait=False, cancel_futures=True)
 
     async def close(self, *, timeout_s: float = 2.0) -> None:
         """Refuse new jobs, let the queued ones finish within `timeout_s`, stop `run()`.
@@ -171,20 +215,23 @@ class SnapshotWorker:
         except asyncio.TimeoutError:
             dropped = 0
             while not self._queue.empty():
-                item = self._queue.get_nowait()
+                key = self._queue.get_nowait()
                 self._queue.task_done()
-                if item is not None:
+                if key is not None:
                     dropped += 1
                     error = "not rendered: the service was stopping"
-                    self._deliver(SnapshotResult(item[0], None, error, None))
+                    job, _ = self._pending.pop(key)
+                    self._deliver(SnapshotResult(job, None, error, None))
             if dropped:
                 log.warning("snapshots: %d queued jobs were dropped at shutdown", dropped)
         self._queue.put_nowait(None)
 
-    def _process(self, job: SnapshotJob, submitted: float) -> SnapshotResult:
-        """In the worker thread: render, then store; failures become the result's error."""
+    def _process(self, job: SnapshotJob, submitted: float, *, backlog: int) -> SnapshotResult:
+        """In the worker thread: render, then store; failures become the result's error.
+        `backlog`: the jobs waiting behind this one when it was taken."""
         timings = {"queue": time.monotonic() - submitted}
-        jpeg = self._render_main(job, timings=timings) if job.main is not None else None
+        main = job.main is not None
+        jpeg = self._render_main(job, timings=timings, backlog=backlog) if main else None
         source = "detect" if jpeg is None else "main"
         try:
             if jpeg is None:
@@ -210,11 +257,28 @@ class SnapshotWorker:
         timings["store"] = time.monotonic() - stored
         return SnapshotResult(job, jpeg, None, path, source, timings)
 
-    def _render_main(self, job: SnapshotJob, *, timings: dict[str, float]) -> bytes | None:
+    def _render_main(
+        self, job: SnapshotJob, *, timings: dict[str, float], backlog: int
+    ) -> bytes | None:
         """The JPEG from the main stream, or None (counted and logged: the caller falls
         back to the job's own picture). Adds its steps' seconds to `timings`."""
         main, ref = self._main, job.main
         assert main is not None and ref is not None  # noqa: S101 - prepare() attached it
+        if backlog >= MAIN_BACKLOG:
+            # Decoding and refining (about 0.1 s of a core) for every job would let the queue
+            # fill and refuse later events' snapshots altogether: the cheap picture drains it.
+            self._fall_back(job, reason=f"{backlog} snapshots were waiting behind it")
+            return None
+        waited = timings["queue"]
+        if waited > ref.settings.max_seconds:
+            # The worker is behind (its thread yields to the cameras): the substream's
+            # cheaper picture lets it catch up instead of decoding a GOP for every job.
+            reason = (
+                f"the snapshot waited {waited:.1f} s in the queue "
+                f"(over main_stream.max_seconds, {ref.settings.max_seconds:g} s)"
+            )
+            self._fall_back(job, reason=reason)
+            return None
         try:
             taken = main.take(
                 job.camera_id,
@@ -233,18 +297,8 @@ class SnapshotWorker:
             )
             timings["render"] = time.monotonic() - rendering
         except Exception as exc:  # noqa: BLE001 - any failure falls back, never raises
-            main.fallback(job.camera_id)
-            self._fallbacks += 1
-            if every_power_of_two(self._fallbacks):
-                reason = str(exc) if isinstance(exc, MainStreamMissError) else _describe(exc)
-                log.warning(
-                    "camera %s: snapshot of %s from the main stream failed (%s); the "
-                    "detected stream's picture is used (fallbacks so far: %d)",
-                    job.camera_id,
-                    job.event_id,
-                    reason,
-                    self._fallbacks,
-                )
+            reason = str(exc) if isinstance(exc, MainStreamMissError) else _describe(exc)
+            self._fall_back(job, reason=reason)
             return None
         seconds = time.time() - ref.moment
         main.used(job.camera_id, seconds=seconds)
@@ -258,6 +312,21 @@ class SnapshotWorker:
                 steps,
             )
         return jpeg
+
+    def _fall_back(self, job: SnapshotJob, *, reason: str) -> None:
+        """Count and log (powers of two) a main-stream snapshot that was not had."""
+        assert self._main is not None  # noqa: S101 - only main-stream jobs get here
+        self._main.fallback(job.camera_id)
+        self._fallbacks += 1
+        if every_power_of_two(self._fallbacks):
+            log.warning(
+                "camera %s: snapshot of %s from the main stream failed (%s); the "
+                "detected stream's picture is used (fallbacks so far: %d)",
+                job.camera_id,
+                job.event_id,
+                reason,
+                self._fallbacks,
+            )
 
     def _deliver(self, result: SnapshotResult) -> None:
         try:
@@ -273,6 +342,14 @@ class SnapshotWorker:
         with contextlib.suppress(Exception):
             # A failure here shows again, and is reported, at the next write.
             await asyncio.to_thread(store.prune)
+
+
+def _lower_priority() -> None:
+    """In the worker's thread, at its start: WORKER_NICE for this thread only."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+    except OSError as exc:
+        log.warning("snapshots: cannot lower the worker's priority: %s", exc)
 
 
 def _describe(exc: Exception) -> str:
