@@ -256,6 +256,21 @@ def test_array_pictures_have_no_rtcp_time() -> None:
     assert getattr(ArrayPicture(np.zeros((2, 2, 3), np.uint8)), "wall_time", None) is None
 
 
+def main_job(worker: SnapshotWorker, index: int, *, event_id: str) -> SnapshotJob:
+    """A `frame` snapshot of frame `index`'s square, with its main-stream packets pinned."""
+    box = ((8 + 4 * index) / WIDTH, 80 / HEIGHT, (24 + 4 * index) / WIDTH, 96 / HEIGHT)
+    job = worker.prepare(
+        SnapshotJob(
+            camera_id="cam", event_id=event_id,
+            picture=ArrayPicture(scene(index, scale=2)), mode=SnapshotMode.FRAME,
+            config=SnapshotConfig(mode=SnapshotMode.FRAME), box_norm=box, boxes_norm=(),
+            time=datetime.fromtimestamp(1000.0 + index / FPS, tz=timezone.utc),
+        )
+    )  # fmt: skip
+    assert job.main is not None
+    return job
+
+
 async def test_a_job_left_waiting_past_max_seconds_takes_the_substream_picture() -> None:
     # The worker's thread yields to the cameras; a job it reaches only after the ring's span
     # renders the cheap substream picture instead of decoding a GOP, so the queue drains.
@@ -270,20 +285,10 @@ async def test_a_job_left_waiting_past_max_seconds_takes_the_substream_picture()
         done.set()
 
     worker = SnapshotWorker(store=None, on_result=on_result, main_streams=main)
-    index = 40
-    box = ((8 + 4 * index) / WIDTH, 80 / HEIGHT, (24 + 4 * index) / WIDTH, 96 / HEIGHT)
 
     async def snapshot(*, wait_s: float) -> SnapshotResult:
         done.clear()
-        job = worker.prepare(
-            SnapshotJob(
-                camera_id="cam", event_id=f"e{wait_s:g}".replace(".", "_"),
-                picture=ArrayPicture(scene(index, scale=2)), mode=SnapshotMode.FRAME,
-                config=SnapshotConfig(mode=SnapshotMode.FRAME), box_norm=box, boxes_norm=(),
-                time=datetime.fromtimestamp(1000.0 + index / FPS, tz=timezone.utc),
-            )
-        )  # fmt: skip
-        assert job.main is not None
+        job = main_job(worker, 40, event_id=f"e{wait_s:g}".replace(".", "_"))
         assert worker.submit(job)
         await asyncio.sleep(wait_s)  # the worker is not running yet: the job waits
         task = asyncio.create_task(worker.run())
@@ -329,18 +334,7 @@ async def test_a_backlog_of_jobs_is_drained_with_substream_pictures() -> None:
 
     worker = SnapshotWorker(store=None, on_result=on_result, main_streams=main)
     for number in range(count):
-        index = 30 + number
-        box = ((8 + 4 * index) / WIDTH, 80 / HEIGHT, (24 + 4 * index) / WIDTH, 96 / HEIGHT)
-        job = worker.prepare(
-            SnapshotJob(
-                camera_id="cam", event_id=f"e{number}",
-                picture=ArrayPicture(scene(index, scale=2)), mode=SnapshotMode.FRAME,
-                config=SnapshotConfig(mode=SnapshotMode.FRAME), box_norm=box, boxes_norm=(),
-                time=datetime.fromtimestamp(1000.0 + index / FPS, tz=timezone.utc),
-            )
-        )  # fmt: skip
-        assert job.main is not None
-        assert worker.submit(job)
+        assert worker.submit(main_job(worker, 30 + number, event_id=f"e{number}"))
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(done.wait(), timeout=10.0)
     await worker.close()

@@ -12,7 +12,7 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -675,20 +675,11 @@ async def test_a_newer_job_of_the_same_event_takes_the_waiting_ones_place(
     assert all(r.jpeg is not None and not r.superseded for r in rendered)
 
 
-@dataclass
-class PriorityProbe:
+@dataclass(frozen=True)
+class PriorityProbe(ArrayPicture):
     """A picture that notes the niceness of the thread converting it."""
 
-    array: NDArray[np.uint8]
-    seen: list[int]
-
-    @property
-    def width(self) -> int:
-        return int(self.array.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.array.shape[0])
+    seen: list[int] = field(default_factory=list)
 
     def to_bgr(self) -> NDArray[np.uint8]:
         self.seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
@@ -699,26 +690,17 @@ async def test_the_worker_renders_at_the_lowest_priority_and_the_rest_keeps_its_
     frame: NDArray[np.uint8],
 ) -> None:
     own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    seen: list[int] = []
+    picture = PriorityProbe(frame)
     results = Results()
     worker = SnapshotWorker(store=None, on_result=results)
-    probe = SnapshotJob(
-        camera_id="door",
-        event_id="probe",
-        picture=PriorityProbe(frame, seen),
-        mode=SnapshotMode.CROP,
-        config=SnapshotConfig(mode=SnapshotMode.CROP),
-        box_norm=BEST,
-        boxes_norm=BOXES,
-        time=T0,
-    )
+    probe = job(picture, event_id="probe")
     task = asyncio.create_task(worker.run())
     assert worker.submit(probe)
     await results.wait_for(1)
     await worker.close()
     await task
     assert results.items[0].jpeg is not None
-    assert seen == [19]
+    assert picture.seen == [19]
     # Only the worker's thread: the loop's, and the default pool's, are as they were.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
     pool = await asyncio.to_thread(
