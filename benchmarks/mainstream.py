@@ -44,10 +44,10 @@ from edge_facedet.config.snapshots import SnapshotConfig, SnapshotMode
 from edge_facedet.frames import ArrayPicture
 from edge_facedet.outputs.snapshots.mainframe import MainStreams
 from edge_facedet.outputs.snapshots.refine import (
-    AGREE_IOU,
     REFINE_SHIFTS,
     SyncFaceDetector,
     iou,
+    mean_of_agreeing,
     shifted_region,
 )
 from edge_facedet.outputs.snapshots.render import render_snapshot
@@ -381,7 +381,7 @@ def averaged_reference(
     """The reference face nearest `near`, averaged as refine averages its looks: `region`
     moved by each of REFINE_SHIFTS network pixels; [] when no look has a face over `near`."""
     left, _, right, _ = region
-    looks: list[tuple[float, ...]] = []
+    looks = []
     for shift in REFINE_SHIFTS:
         size = image.shape[:2]
         moved = shifted_region(region, shift, input_size=finder.input_size, size=size)  # type: ignore[arg-type]
@@ -389,13 +389,9 @@ def averaged_reference(
             moved = _moved(region, round(shift * (right - left) / TILE), clip=size)
         faces = reference(finder, image, region=moved)
         pick = max(faces, key=lambda b: iou(tuple(b), tuple(near)), default=None)
-        if pick is None or iou(tuple(pick), tuple(near)) == 0:
-            continue
-        if not looks or iou(tuple(pick), tuple(looks[0])) >= AGREE_IOU:
-            looks.append(tuple(pick))
-    if not looks:
-        return []
-    return [tuple(sum(side) / len(looks) for side in zip(*looks, strict=True))]
+        looks.append(None if pick is None or iou(tuple(pick), tuple(near)) == 0 else tuple(pick))
+    mean = mean_of_agreeing(looks)  # refine's own rule
+    return [] if mean is None else [mean]
 
 
 def best_iou(boxes: list, box: tuple[float, ...]) -> float:

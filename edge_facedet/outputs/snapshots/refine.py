@@ -38,6 +38,7 @@ __all__ = [
     "Refined",
     "SyncFaceDetector",
     "iou",
+    "mean_of_agreeing",
     "refine_box",
     "region_around",
     "shifted_region",
@@ -155,16 +156,25 @@ def refine_box(
     the mean of its boxes over the region moved by each of `shifts` (network pixels)."""
     height, width = image.shape[:2]
     region = region_around(mapped, width=width, height=height, min_side=max(finder.input_size))
-    found: list[PixelBox] = []
+    looks = []
     for shift in shifts:
         moved = shifted_region(region, shift, input_size=finder.input_size, size=(height, width))
-        box = _look(image, region=moved, mapped=mapped, finder=finder)
+        looks.append(_look(image, region=moved, mapped=mapped, finder=finder))
+    mean = mean_of_agreeing(looks)
+    return Refined(box=mapped, refined=False) if mean is None else Refined(box=mean, refined=True)
+
+
+def mean_of_agreeing(looks: list[PixelBox | None]) -> PixelBox | None:
+    """The mean of the boxes found, each counted if it overlaps the first one found by at
+    least AGREE_IOU (a look that caught a neighbour is left out); None when none was."""
+    found: list[PixelBox] = []
+    for box in looks:
         if box is not None and (not found or iou(box, found[0]) >= AGREE_IOU):
             found.append(box)
     if not found:
-        return Refined(box=mapped, refined=False)
-    mean = tuple(sum(side) / len(found) for side in zip(*found, strict=True))
-    return Refined(box=(mean[0], mean[1], mean[2], mean[3]), refined=True)
+        return None
+    left, top, right, bottom = (sum(side) / len(found) for side in zip(*found, strict=True))
+    return left, top, right, bottom
 
 
 def shifted_region(
@@ -197,8 +207,8 @@ def _look(
 ) -> PixelBox | None:
     """The face in `region` that overlaps `mapped` most (at least MIN_OVERLAP), or None."""
     left, top, right, bottom = region
-    network = cv2.resize(image[top:bottom, left:right], finder.input_size,
-                         interpolation=cv2.INTER_AREA)  # fmt: skip
+    region_pixels = image[top:bottom, left:right]
+    network = cv2.resize(region_pixels, finder.input_size, interpolation=cv2.INTER_AREA)
     rows = finder.find(np.ascontiguousarray(network, dtype=np.uint8))
     best: PixelBox | None = None
     best_overlap = MIN_OVERLAP
