@@ -18,6 +18,7 @@ import pytest
 from edge_facedet.config import MqttConfig, QosConfig, SecretSource, TlsConfig
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.mqtt import connection as mqtt_connection
+from edge_facedet.outputs.mqtt.delivery import IN_FLIGHT_MAX
 from edge_facedet.outputs.mqtt.output import MqttOutput
 from tests.support.broker import (
     BrokerAddress,
@@ -196,6 +197,10 @@ async def test_broker_down_at_start_outbox_bounded_then_drained(
             assert seqs(sub.messages, faces_topic) == [3, 4, 5, 6, 7]
             assert sub.messages[0].topic == f"{p}/status"
             assert sub.messages[0].payload == b"online"
+            for _ in range(100):  # the PUBACKs may trail the deliveries
+                if publisher.outbox_len == 0:
+                    break
+                await asyncio.sleep(0.02)
             assert publisher.outbox_len == 0
         await gate.close()
 
@@ -217,6 +222,10 @@ async def test_broker_killed_and_restarted(
             for i in range(10):
                 publisher.publish_faces(camera_id="c", payload=face(i))
             await before.wait_for(lambda m: len(seqs(m, faces_topic)) == 10)
+            for _ in range(100):  # and acknowledged (`online`, the state, 10 faces): none
+                if value(metrics, "mqtt_published_total") == 12:  # is sent twice
+                    break
+                await asyncio.sleep(0.02)
             await asyncio.to_thread(broker.kill)
             await gate.close()  # the publisher must not reach the new broker before `after`
             await before.wait_for(lambda _: before.disconnected)
@@ -246,7 +255,7 @@ async def test_broker_killed_and_restarted(
     await gate.close()
 
 
-async def test_unacknowledged_message_goes_back_to_the_front(
+async def test_unacknowledged_messages_go_back_to_the_front_in_order(
     private_broker: Callable[..., MosquittoBroker],
 ) -> None:
     broker = private_broker()
@@ -268,19 +277,88 @@ async def test_unacknowledged_message_goes_back_to_the_front(
         gate.hold_replies()  # from now on the broker's PUBACKs do not arrive
         for i in range(1, 6):
             publisher.publish_faces(camera_id="c", payload=face(i))
-        await sub.wait_for(lambda m: seqs(m, faces_topic) == [0, 1])
-        assert publisher.outbox_len == 4  # seq 1 is in flight
-        await gate.close()  # connection lost while waiting for the PUBACK
+        # All five on the wire at once (the window), none acknowledged.
+        await sub.wait_for(lambda m: seqs(m, faces_topic) == [0, 1, 2, 3, 4, 5])
+        assert publisher.outbox_len == 5
+        assert value(metrics, "mqtt_published_total") == 2
+        await gate.close()  # connection lost while waiting for the PUBACKs
         for _ in range(50):
             if not publisher.connected:
                 break
             await asyncio.sleep(0.05)
-        assert publisher.outbox_len == 5  # seq 1 is back, at the front
+        assert publisher.outbox_len == 5  # back in the outbox, in order
+        publisher.publish_faces(camera_id="c", payload=face(6))
         await gate.open()
-        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 7)
-        # At least once: seq 1 again (subscribers dedupe on event_id), then FIFO.
-        assert seqs(sub.messages, faces_topic) == [0, 1, 1, 2, 3, 4, 5]
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 12)
+        # At least once: the unacknowledged window again (subscribers dedupe on event_id),
+        # in its order, before what came during the outage.
+        assert seqs(sub.messages, faces_topic) == [0, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 6]
         assert value(metrics, "mqtt_dropped_total") == 0
+    await gate.close()
+
+
+async def test_unacknowledged_messages_on_the_wire_are_bounded(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    broker = private_broker()
+    gate = TcpGate(target_host=broker.host, target_port=broker.port)
+    await gate.open()
+    p = prefix()
+    publisher, metrics = make(gate.host, gate.port, p, outbox_size=100)
+    faces_topic = publisher.topic("cameras", "c", "faces")
+    async with (
+        mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
+        running(publisher),
+    ):
+        assert await publisher.wait_connected(5)
+        for _ in range(100):  # `online` acknowledged: the session is sending the outbox
+            if value(metrics, "mqtt_published_total") == 1:
+                break
+            await asyncio.sleep(0.02)
+        gate.hold_replies()
+        for i in range(40):
+            publisher.publish_faces(camera_id="c", payload=face(i))
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == IN_FLIGHT_MAX)
+        await asyncio.sleep(0.5)  # time for more, were the window not bounded
+        assert seqs(sub.messages, faces_topic) == list(range(IN_FLIGHT_MAX))
+        assert publisher.outbox_len == 40
+        gate.release_replies()
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 40)
+        assert seqs(sub.messages, faces_topic) == list(range(40))
+        for _ in range(100):
+            if publisher.outbox_len == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert publisher.outbox_len == 0
+        assert value(metrics, "mqtt_published_total") == 41
+    await gate.close()
+
+
+async def test_qos_1_faces_to_a_distant_broker_are_not_one_per_round_trip(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    """A broker 50 ms away: one PUBACK at a time capped QoS-1 faces at 20 messages/s."""
+    broker = private_broker()
+    gate = TcpGate(target_host=broker.host, target_port=broker.port, reply_delay_s=0.05)
+    await gate.open()
+    p = prefix()
+    publisher, _ = make(gate.host, gate.port, p)  # faces at QoS 1
+    faces_topic = publisher.topic("cameras", "c", "faces")
+    count = 100
+    async with (
+        mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
+        running(publisher),
+    ):
+        assert await publisher.wait_connected(5)
+        started = time.monotonic()
+        for i in range(count):
+            publisher.publish_faces(camera_id="c", payload=face(i))
+            await asyncio.sleep(0.001)  # as frames come, not all at once
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == count, timeout=15)
+        took = time.monotonic() - started
+        assert seqs(sub.messages, faces_topic) == list(range(count))
+        # One at a time: at least 100 x 50 ms = 5 s; the window: about 0.4 s.
+        assert took < 2.5, f"{count} QoS-1 messages took {took:.2f} s"
     await gate.close()
 
 

@@ -397,11 +397,13 @@ class TcpGate:
     Tests use it to subscribe directly on a broker before the code under test (connected
     through the gate) can reach it. `close()` stops listening and cuts the forwarded
     connections; `hold_replies()` freezes the broker -> client direction, so acknowledgements
-    stay pending (until `release_replies()` or `close()`).
+    stay pending (until `release_replies()` or `close()`). `reply_delay_s` delays that
+    direction by a fixed time, as a broker half a round trip away would.
     """
 
-    def __init__(self, *, target_host: str, target_port: int) -> None:
+    def __init__(self, *, target_host: str, target_port: int, reply_delay_s: float = 0.0) -> None:
         self.host = "127.0.0.1"
+        self._reply_delay_s = reply_delay_s
         self.port = free_port()
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
@@ -455,6 +457,11 @@ class TcpGate:
                 while data := await src.read(65536):
                     if replies:
                         await self._replies.wait()
+                    if replies and self._reply_delay_s > 0:
+                        # Scheduled, not slept: what arrives meanwhile is not delayed twice.
+                        loop = asyncio.get_running_loop()
+                        loop.call_later(self._reply_delay_s, dst.write, data)
+                        continue
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
+import aiomqtt
+
 if TYPE_CHECKING:
-    from edge_facedet.outputs.mqtt.outbox import LatestByKey, Outbox
+    from edge_facedet.outputs.mqtt.outbox import LatestByKey, Message, Outbox
     from edge_facedet.outputs.mqtt.session import Link
 
-__all__ = ["REANNOUNCE_DELAY_S", "Delivery"]
+__all__ = ["IN_FLIGHT_MAX", "REANNOUNCE_DELAY_S", "Delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,11 @@ log = logging.getLogger(__name__)
 # later: enough for HA to have subscribed, too short for anyone to notice the gap. Not a
 # setting: it only repeats messages that are already retained.
 REANNOUNCE_DELAY_S = 1.0
+
+# Outbox messages on the wire without their PUBACK yet. Under paho's own limit (20, above
+# which paho queues them itself where no timeout or requeue of ours reaches them) and under
+# Mosquitto's default Receive Maximum (20).
+IN_FLIGHT_MAX = 16
 
 
 class Delivery:
@@ -49,8 +57,15 @@ class Delivery:
         self._snapshots = snapshots
         self._retained = retained
         self._wakeup = asyncio.Event()
+        # Outbox messages published but not acknowledged yet, oldest first.
+        self._in_flight: deque[tuple[Message, asyncio.Task[None]]] = deque()
         # Loop time at which states and snapshots are sent again (REANNOUNCE_DELAY_S).
         self._resend_at: float | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Outbox messages sent and not acknowledged yet."""
+        return len(self._in_flight)
 
     def wake(self) -> None:
         """Something was added (or close() was asked): `send_pending` looks again."""
@@ -73,7 +88,15 @@ class Delivery:
 
     async def send_pending(self, link: Link) -> None:
         """Retained, states and snapshots first (few, and about the present), then the outbox."""
+        try:
+            await self._send_pending(link)
+        except BaseException:
+            self._abandon_in_flight()
+            raise
+
+    async def _send_pending(self, link: Link) -> None:
         while not link.closing:
+            self._take_acknowledged()
             self._resend_if_due()
             if self._retained:
                 await self.send_retained(link)
@@ -90,19 +113,26 @@ class Delivery:
                 await self._wait_for_work()
 
     async def flush(self, link: Link, *, timeout_s: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._flush(link), timeout_s)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._flush(link), timeout_s)
+        finally:
+            # Not acknowledged in time: back in the outbox, where an output taking over
+            # this one's work (a reload) finds them.
+            self._abandon_in_flight()
         if self._outbox:
             log.info("MQTT closing with %d faces/event message(s) unsent", len(self._outbox))
 
     async def _flush(self, link: Link) -> None:
         # The outbox before the snapshots here: at a stop it holds the tracks' `end` events,
         # and a large picture must not use up the little time there is.
-        while self._states or self._outbox or self._snapshots:
+        while self._states or self._outbox or self._in_flight or self._snapshots:
             if self._states:
                 await self._send_latest(self._states, link)
             elif self._outbox:
                 await self._send_next_queued(link)
+            elif self._in_flight:
+                await self._settle_oldest()
             else:
                 await self._send_latest(self._snapshots, link)
 
@@ -129,10 +159,63 @@ class Delivery:
 
     async def _send_next_queued(self, link: Link) -> None:
         message = self._outbox.popleft()
-        try:
-            await link.publish(message)
-        except BaseException:
-            # Not acknowledged (connection lost, timeout, cancelled): keep it for the next
-            # connection. With QoS 1 that may duplicate it; subscribers dedupe on event_id.
+        if message.qos == 0:
+            # Returns once written: nothing to acknowledge, nothing to pipeline.
+            try:
+                await link.publish(message)
+            except BaseException:
+                # Not written (connection lost, cancelled): keep it for the next connection.
+                self._outbox.requeue(message)
+                raise
+            return
+        task = asyncio.create_task(link.publish(message), name="mqtt-publish")
+        task.add_done_callback(self._on_settled)
+        self._in_flight.append((message, task))
+        # Let the task take its first step, which hands the message to paho, before the next
+        # message is handed over: otherwise a QoS-0 message behind it would go out first.
+        # (A new task's first step is already scheduled, so it runs before we resume.)
+        await asyncio.sleep(0)
+        if len(self._in_flight) >= IN_FLIGHT_MAX:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        """Wait for the oldest message in flight to be acknowledged; raise if it was not."""
+        _, task = self._in_flight[0]
+        await asyncio.wait((task,))  # not `await task`: a cancellation of ours stays ours
+        self._take_acknowledged()
+
+    def _take_acknowledged(self) -> None:
+        """Drop the acknowledged messages from the front of the window; raise the error of
+        the first one that failed (the caller's clean-up then requeues the window)."""
+        while self._in_flight and self._in_flight[0][1].done():
+            _, task = self._in_flight[0]
+            # Cancelled only by _abandon_in_flight, which empties the window; any other
+            # cancellation is a publish that did not happen, like a failed one.
+            error = aiomqtt.MqttError("publish cancelled") if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+            self._in_flight.popleft()
+
+    def _on_settled(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._wakeup.set()  # send_pending raises it
+            return
+        # Acknowledged: leave the window now, not at send_pending's next turn (which may be
+        # long in coming when the outbox is empty), so the window's length is what is in flight.
+        while self._in_flight and _acknowledged(self._in_flight[0][1]):
+            self._in_flight.popleft()
+
+    def _abandon_in_flight(self) -> None:
+        """The connection is done with: what it did not acknowledge goes back to the front
+        of the outbox in its order (newest requeued first, so a full outbox keeps the newest,
+        as drop-oldest would have)."""
+        while self._in_flight:
+            message, task = self._in_flight.pop()
+            if _acknowledged(task):
+                continue
+            task.cancel()
             self._outbox.requeue(message)
-            raise
+
+
+def _acknowledged(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None

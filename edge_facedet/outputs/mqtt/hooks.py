@@ -88,20 +88,36 @@ def connect_properties(*, max_packet: int = MAX_INBOUND_PACKET) -> Properties:
 
 
 def watch_publish_failures(
-    client: aiomqtt.Client, on_failure: Callable[[ReasonCode], None]
+    client: aiomqtt.Client, on_failure: Callable[[str, ReasonCode], None]
 ) -> None:
-    """Call `on_failure` with each failing PUBACK/PUBREC reason code `client` receives."""
+    """Call `on_failure(topic, reason)` for each failing PUBACK/PUBREC `client` receives.
+
+    Several publishes may await their PUBACK at once (delivery.py's window), so the topic is
+    found by the message id paho gives each publish.
+    """
     paho = getattr(client, "_client", None)
     original = getattr(paho, "on_publish", None)
-    if paho is None or original is None:
+    publish = getattr(paho, "publish", None)
+    if paho is None or original is None or publish is None:
         return
+    # Message id -> topic, for the publishes not acknowledged (or written) yet; the client,
+    # and so this, lasts one connection attempt.
+    topics: dict[int, str] = {}
+
+    def tracked_publish(topic: str, *args: Any, **kwargs: Any) -> Any:
+        info = publish(topic, *args, **kwargs)
+        if info.rc == 0 and not info.is_published():
+            topics[info.mid] = topic
+        return info
 
     def on_publish(*args: Any) -> None:
+        topic = topics.pop(args[2], None) if len(args) > 2 else None
         reason = args[3] if len(args) > 3 else None
         if isinstance(reason, ReasonCode) and reason.is_failure:
-            on_failure(reason)
+            on_failure(topic or "?", reason)
         original(*args)
 
+    paho.publish = tracked_publish
     paho.on_publish = on_publish
 
 

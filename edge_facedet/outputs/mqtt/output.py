@@ -128,8 +128,9 @@ class MqttOutput:
 
     @property
     def outbox_len(self) -> int:
-        """Faces and event messages waiting for the broker."""
-        return len(self._outbox)
+        """Faces and event messages waiting for the broker: queued, or sent and not
+        acknowledged yet (delivery.py's window)."""
+        return len(self._outbox) + self._delivery.in_flight
 
     # -- the Output protocol ----------------------------------------------------------------
 

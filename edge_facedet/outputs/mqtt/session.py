@@ -78,12 +78,11 @@ class Link:
         self._broker = broker
         self._metrics = metrics
         self._closing = closing
-        self._rejection: ReasonCode | None = None
         # Once per topic and connection: a denied faces topic would otherwise log per frame.
         self._denied_topics: set[str] = set()
         # read_retained()'s waits, by topic; fed by the connection's message pump.
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
-        watch_publish_failures(client, self._record_rejection)
+        watch_publish_failures(client, self._report_rejection)
 
     async def read_retained(self, topic: str, *, timeout_s: float) -> bytes | None:
         """The message retained on `topic`, or None if none came within `timeout_s`.
@@ -121,25 +120,12 @@ class Link:
         return self._closing.is_set()
 
     async def publish(self, message: Message) -> None:
-        self._rejection = None
         await self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
         # Handed to the broker (QoS 0: written; QoS>=1: acknowledged), even if the ACL denied
-        # it: retrying a denied message would never succeed.
+        # it (reported by _report_rejection): retrying a denied message would never succeed.
         self._metrics.mqtt_published.inc()
-        rejection = self._take_rejection()
-        if rejection is not None:
-            self._report_rejection(message.topic, rejection)
-
-    def _take_rejection(self) -> ReasonCode | None:
-        # A method, not inline: the callback sets it while publish() awaits.
-        rejection, self._rejection = self._rejection, None
-        return rejection
-
-    def _record_rejection(self, reason: ReasonCode) -> None:
-        # Publishes are sequential, so a rejection seen while `publish` waits belongs to it.
-        self._rejection = reason
 
     def _report_rejection(self, topic: str, reason: ReasonCode) -> None:
         if topic in self._denied_topics:
