@@ -18,7 +18,7 @@ import pytest
 from edge_facedet.config import MqttConfig, QosConfig, SecretSource, TlsConfig
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.mqtt import connection as mqtt_connection
-from edge_facedet.outputs.mqtt.delivery import IN_FLIGHT_MAX
+from edge_facedet.outputs.mqtt.delivery import IN_FLIGHT_MAX, OTHER_PUBLISHES
 from edge_facedet.outputs.mqtt.output import MqttOutput
 from tests.support.broker import (
     BrokerAddress,
@@ -331,6 +331,78 @@ async def test_unacknowledged_messages_on_the_wire_are_bounded(
             await asyncio.sleep(0.02)
         assert publisher.outbox_len == 0
         assert value(metrics, "mqtt_published_total") == 41
+    await gate.close()
+
+
+async def test_close_with_a_full_unanswered_window_hands_every_message_to_the_next_output(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    """A reload replaces the output: the old one is closed, the new one takes over its queue.
+    A broker that stopped answering must not keep the window's messages from the new one."""
+    broker = private_broker()
+    gate = TcpGate(target_host=broker.host, target_port=broker.port)
+    await gate.open()
+    p = prefix()
+    publisher, metrics = make(gate.host, gate.port, p, outbox_size=100)
+    faces_topic = publisher.topic("cameras", "c", "faces")
+    task = asyncio.create_task(publisher.run())
+    try:
+        async with mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub:
+            assert await publisher.wait_connected(5)
+            for _ in range(100):  # `online` acknowledged: the session sends the outbox
+                if value(metrics, "mqtt_published_total") == 1:
+                    break
+                await asyncio.sleep(0.02)
+            gate.hold_replies()
+            for i in range(40):
+                publisher.publish_faces(camera_id="c", payload=face(i))
+            await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == IN_FLIGHT_MAX)
+            started = time.monotonic()
+            await publisher.close()
+            took = time.monotonic() - started
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    successor, _ = make(gate.host, gate.port, p)
+    successor.take_over(publisher)
+    # The bounded flush (0.5 s) and the unanswered `stopped` (1 s), not the publish timeout.
+    assert took < 2.4, f"close took {took:.2f} s"
+    assert successor.outbox_len == 40
+    await gate.close()
+
+
+async def test_the_window_keeps_under_the_brokers_receive_maximum(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    """Mosquitto announces its `max_inflight_messages` as the MQTT 5 Receive Maximum; more
+    unacknowledged publishes than that are a protocol error. paho does not check it."""
+    broker = private_broker(extra=("max_inflight_messages 5",))
+    gate = TcpGate(target_host=broker.host, target_port=broker.port)
+    await gate.open()
+    p = prefix()
+    publisher, metrics = make(gate.host, gate.port, p, outbox_size=100)
+    faces_topic = publisher.topic("cameras", "c", "faces")
+    window = 5 - OTHER_PUBLISHES
+    async with (
+        mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
+        running(publisher),
+    ):
+        assert await publisher.wait_connected(5)
+        for _ in range(100):  # `online` acknowledged: the session is sending the outbox
+            if value(metrics, "mqtt_published_total") == 1:
+                break
+            await asyncio.sleep(0.02)
+        gate.hold_replies()
+        for i in range(20):
+            publisher.publish_faces(camera_id="c", payload=face(i))
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == window)
+        await asyncio.sleep(0.5)  # time for more, were the broker's limit ignored
+        assert seqs(sub.messages, faces_topic) == list(range(window))
+        gate.release_replies()
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 20)
+        assert seqs(sub.messages, faces_topic) == list(range(20))
+        assert publisher.connected
     await gate.close()
 
 

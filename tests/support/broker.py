@@ -98,6 +98,8 @@ class MosquittoBroker:
     require_certificate: bool = False
     allow_anonymous: bool | None = None
     host: str = "127.0.0.1"
+    extra: tuple[str, ...] = ()
+    """More mosquitto.conf lines, e.g. `max_inflight_messages 5`."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +115,7 @@ class MosquittoBroker:
             "log_dest stderr",
             "log_type all",
         ]
+        lines += self.extra
         allow_anonymous = self.allow_anonymous
         if allow_anonymous is None:
             allow_anonymous = self.users is None
@@ -453,6 +456,7 @@ class TcpGate:
         async def pipe(
             src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, replies: bool
         ) -> None:
+            delayed: list[asyncio.TimerHandle] = []
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
                     if replies:
@@ -460,10 +464,12 @@ class TcpGate:
                     if replies and self._reply_delay_s > 0:
                         # Scheduled, not slept: what arrives meanwhile is not delayed twice.
                         loop = asyncio.get_running_loop()
-                        loop.call_later(self._reply_delay_s, dst.write, data)
+                        delayed.append(loop.call_later(self._reply_delay_s, dst.write, data))
                         continue
                     dst.write(data)
                     await dst.drain()
+            for handle in delayed:
+                handle.cancel()  # not written into the aborted transport
             dst.transport.abort()
 
         try:

@@ -188,6 +188,7 @@ class MqttConnection:
                     metrics=self._metrics,
                     closing=self._closing,
                     status=self._status,
+                    receive_maximum=hooks.receive_maximum,
                 )
         except Exception as exc:  # noqa: BLE001 - run() must survive anything but cancellation
             # MqttError for broker and network trouble; ConfigError/OSError/SSLError for an

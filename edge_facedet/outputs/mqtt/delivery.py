@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from edge_facedet.outputs.mqtt.outbox import LatestByKey, Message, Outbox
     from edge_facedet.outputs.mqtt.session import Link
 
-__all__ = ["IN_FLIGHT_MAX", "REANNOUNCE_DELAY_S", "Delivery"]
+__all__ = ["IN_FLIGHT_MAX", "OTHER_PUBLISHES", "REANNOUNCE_DELAY_S", "Delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,12 @@ REANNOUNCE_DELAY_S = 1.0
 
 # Outbox messages on the wire without their PUBACK yet. Under paho's own limit (20, above
 # which paho queues them itself where no timeout or requeue of ours reaches them) and under
-# Mosquitto's default Receive Maximum (20).
+# Mosquitto's default Receive Maximum (20). A broker that announces a smaller Receive Maximum
+# gets that less OTHER_PUBLISHES.
 IN_FLIGHT_MAX = 16
+# Publishes that may await a PUBACK beside the window: a state, snapshot or retained message
+# (sent one at a time) and the node status.
+OTHER_PUBLISHES = 2
 
 
 class Delivery:
@@ -104,11 +108,13 @@ class Delivery:
                 await self._send_latest(self._states, link)
             elif self._snapshots:
                 await self._send_latest(self._snapshots, link)
-            elif self._outbox:
+            elif self._outbox and len(self._in_flight) < self._window(link):
                 await self._send_next_queued(link)
             else:
-                # Cleared only here, with every queue seen empty; the producers set it after
-                # adding, and everything runs on one loop, so no wake-up is lost.
+                # Cleared only here, with every queue seen empty or the window full; the
+                # producers set it after adding, an acknowledgement that frees the window or a
+                # failure in it sets it too (`_on_settled`), and close() does; everything runs
+                # on one loop, so no wake-up is lost.
                 self._wakeup.clear()
                 await self._wait_for_work()
 
@@ -118,7 +124,8 @@ class Delivery:
                 await asyncio.wait_for(self._flush(link), timeout_s)
         finally:
             # Not acknowledged in time: back in the outbox, where an output taking over
-            # this one's work (a reload) finds them.
+            # this one's work (a reload) finds them. The broker may still have them: that
+            # is the at-least-once of the window.
             self._abandon_in_flight()
         if self._outbox:
             log.info("MQTT closing with %d faces/event message(s) unsent", len(self._outbox))
@@ -129,7 +136,7 @@ class Delivery:
         while self._states or self._outbox or self._in_flight or self._snapshots:
             if self._states:
                 await self._send_latest(self._states, link)
-            elif self._outbox:
+            elif self._outbox and len(self._in_flight) < self._window(link):
                 await self._send_next_queued(link)
             elif self._in_flight:
                 await self._settle_oldest()
@@ -175,8 +182,12 @@ class Delivery:
         # message is handed over: otherwise a QoS-0 message behind it would go out first.
         # (A new task's first step is already scheduled, so it runs before we resume.)
         await asyncio.sleep(0)
-        if len(self._in_flight) >= IN_FLIGHT_MAX:
-            await self._settle_oldest()
+
+    @staticmethod
+    def _window(link: Link) -> int:
+        if link.receive_maximum is None:
+            return IN_FLIGHT_MAX
+        return max(1, min(IN_FLIGHT_MAX, link.receive_maximum - OTHER_PUBLISHES))
 
     async def _settle_oldest(self) -> None:
         """Wait for the oldest message in flight to be acknowledged; raise if it was not."""
@@ -204,6 +215,9 @@ class Delivery:
         # long in coming when the outbox is empty), so the window's length is what is in flight.
         while self._in_flight and _acknowledged(self._in_flight[0][1]):
             self._in_flight.popleft()
+        if self._outbox or (self._in_flight and self._in_flight[0][1].done()):
+            # Room in the window for what waits, or the new oldest had failed meanwhile.
+            self._wakeup.set()
 
     def _abandon_in_flight(self) -> None:
         """The connection is done with: what it did not acknowledge goes back to the front

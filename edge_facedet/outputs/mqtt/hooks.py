@@ -29,6 +29,9 @@ use. `WireHooks` closes them on one client (a new client is made per connect att
   connection: aiomqtt schedules its creation from paho's thread and cancels it when the
   socket closes, so a close that comes first (garbage right after the CONNACK) leaves it
   running, and at shutdown asyncio logs "Task was destroyed but it is pending".
+* **Receive Maximum.** paho ignores the one in the broker's CONNACK (MQTT 5: how many QoS>0
+  publishes may await their acknowledgement at once; more is a protocol error the broker may
+  disconnect for). `receive_maximum` keeps it for delivery.py's window.
 * **PUBACK reason codes.** aiomqtt 2.x drops them (its `_on_publish`), so an ACL-denied
   publish looks delivered; `watch_publish_failures` hands them on. aiomqtt 3 raises
   `NegativeAckError` instead.
@@ -136,6 +139,8 @@ class WireHooks:
         self._loop = loop
         self._max_packet = max_packet
         self._connack = False
+        self.receive_maximum: int | None = None
+        """The broker's MQTT 5 Receive Maximum from its CONNACK (None: it sent none, 65535)."""
         self._closed_reason: str | None = None
         self._oversize: int | None = None
         self.closed = asyncio.Event()
@@ -176,6 +181,9 @@ class WireHooks:
         def connected(*args: Any) -> None:
             # Any CONNACK, accepted or not: aiomqtt reports a refusal itself.
             self._connack = True
+            # paho does not honour the broker's Receive Maximum; delivery.py's window must.
+            properties = args[4] if len(args) > 4 else None
+            self.receive_maximum = getattr(properties, "ReceiveMaximum", None)
             if on_connect is not None:
                 on_connect(*args)
 

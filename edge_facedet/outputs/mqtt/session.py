@@ -73,8 +73,11 @@ class Link:
         broker: BrokerIdentity,
         metrics: Metrics,
         closing: asyncio.Event,
+        receive_maximum: int | None = None,
     ) -> None:
         self._client = client
+        self.receive_maximum = receive_maximum
+        """The broker's limit on unacknowledged QoS>0 publishes (None: no limit given)."""
         self._broker = broker
         self._metrics = metrics
         self._closing = closing
@@ -165,10 +168,17 @@ async def serve(
     metrics: Metrics,
     closing: asyncio.Event,
     status: NodeStatus,
+    receive_maximum: int | None = None,
 ) -> None:
     """Run `session` on the connected `client` until `closing`; raises MqttError as soon as
-    the connection is lost."""
-    link = Link(client=client, broker=broker, metrics=metrics, closing=closing)
+    the connection is lost. `receive_maximum`: the broker's, from its CONNACK."""
+    link = Link(
+        client=client,
+        broker=broker,
+        metrics=metrics,
+        closing=closing,
+        receive_maximum=receive_maximum,
+    )
     lost = asyncio.create_task(_connection_lost(client, link))
     try:
         # One guard for the whole session rather than one per message: a guard is a task
