@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from edge_facedet.config import CameraConfig
+from edge_facedet.config.snapshots import SnapshotConfig, SnapshotMode
 from edge_facedet.frames import ArrayPicture, Detections, Frame
+from edge_facedet.outputs.snapshots.render import render_snapshot
 from edge_facedet.tracking.events import EndReason, EventType, TrackEvent
+from edge_facedet.tracking.keep import keep_face_region
 from edge_facedet.tracking.lifecycle import CameraTracks, Observation
 
 WIDTH, HEIGHT = 1280, 720
@@ -186,7 +189,7 @@ def test_snapshots_follow_the_best_face_only_with_snapshots_on() -> None:
     assert off.events[0].snapshot is False and off.events[0].snapshot_source is None
 
     on_camera = camera(
-        tracking={"min_hits": 1, "update_interval_s": 10}, snapshots={"mode": "crop"}
+        tracking={"min_hits": 1, "update_interval_s": 10}, snapshots={"mode": "blurred_frame"}
     )
     clock = Clock(CameraTracks(camera=on_camera, id_prefix="p"))
     clock.frame(face_at(100, size=90, confidence=0.6), face_at(800, size=80, confidence=0.7))
@@ -217,3 +220,76 @@ def test_track_ids_differ_between_cameras_and_runs() -> None:
         clock.frame(face_at(100))
         ids.append(clock.events[0].event_id)
     assert len(set(ids)) == 3
+
+
+def crop_request(camera_config: CameraConfig) -> tuple[Any, TrackEvent]:
+    """The snapshot request of the first `new` of a frame with two faces, and that event."""
+    clock = Clock(CameraTracks(camera=camera_config, id_prefix="p"))
+    clock.frame(face_at(300, size=90, confidence=0.8), face_at(900, size=60, confidence=0.7))
+    assert clock.kinds() == ["new", "new"]
+    return clock.snapshots[0], clock.events[0]
+
+
+def test_crop_cameras_keep_only_the_face_region_and_render_the_same_jpeg() -> None:
+    """A track holds its best picture until the next event: a crop camera keeps the face's
+    region (a copy), not the 2.7 MB frame, and the JPEG is byte for byte the same."""
+    settings = {"mode": "crop", "margin": 0.4, "max_size_px": 1280}
+    request, event = crop_request(camera(tracking={"min_hits": 1}, snapshots=settings))
+    kept = request.picture
+    assert isinstance(kept, ArrayPicture)
+    assert kept.array.nbytes < PICTURE.array.nbytes / 25  # 166x167 of 1280x720
+    assert not np.shares_memory(kept.array, PICTURE.array)
+    assert request.boxes_norm == (request.box_norm,)
+    whole_box = event.best.box_norm
+    config = SnapshotConfig.model_validate(settings)
+    from_region = render_snapshot(
+        picture=kept, mode=SnapshotMode.CROP, config=config,
+        box_norm=request.box_norm, boxes_norm=request.boxes_norm,
+    )  # fmt: skip
+    from_frame = render_snapshot(
+        picture=PICTURE, mode=SnapshotMode.CROP, config=config,
+        box_norm=whole_box, boxes_norm=(whole_box,),
+    )  # fmt: skip
+    assert from_region == from_frame
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"snapshots": {"mode": "frame"}}, id="frame-mode"),
+        pytest.param(
+            {"snapshots": {"mode": "crop"}, "detect_url": "rtsp://192.0.2.1/sub"},
+            id="main-stream-matches-the-whole-picture",
+        ),
+    ],
+)
+def test_other_cameras_keep_the_whole_picture(overrides: dict[str, Any]) -> None:
+    request, _ = crop_request(camera(tracking={"min_hits": 1}, **overrides))
+    assert request.picture is PICTURE
+    assert len(request.boxes_norm) == 2
+
+
+def test_a_kept_region_renders_the_whole_frames_crop_at_edges_and_any_margin() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        size = float(rng.uniform(8, 300))
+        # Often past an edge, where both crops are clamped.
+        x = float(rng.uniform(-0.2 * size, WIDTH - 0.8 * size))
+        y = float(rng.uniform(-0.2 * size, HEIGHT - 0.8 * size))
+        box = tuple(
+            float(v)
+            for v in np.array([x / WIDTH, y / HEIGHT, (x + size) / WIDTH, (y + size) / HEIGHT])
+            .clip(0, 1)
+            .astype(np.float32)
+        )
+        margin = float(rng.choice([0.0, 0.13, 0.4, 1.0, 2.0]))
+        kept = keep_face_region(PICTURE, box_norm=box, margin=margin)
+        config = SnapshotConfig(mode=SnapshotMode.CROP, margin=margin, max_size_px=4096)
+        whole = render_snapshot(
+            picture=PICTURE, mode=SnapshotMode.CROP, config=config, box_norm=box, boxes_norm=()
+        )
+        region = render_snapshot(
+            picture=kept.picture, mode=SnapshotMode.CROP, config=config,
+            box_norm=kept.box_norm, boxes_norm=(),
+        )  # fmt: skip
+        assert region == whole, (box, margin)

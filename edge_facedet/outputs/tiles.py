@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import cv2
 
 from edge_facedet.config.snapshots import SnapshotMode
-from edge_facedet.outputs.snapshots.render import _encode, _fit, _hide, _pixels
+from edge_facedet.outputs.snapshots.render import _encode, _fit, _hide
+from edge_facedet.tracking.keep import box_pixels
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -130,7 +131,8 @@ def _draw_boxes(image: NDArray[np.uint8], *, boxes: NDArray[np.float32]) -> None
     height, width = image.shape[:2]
     thickness = max(2, round(max(width, height) / 480))
     for box in boxes.tolist():
-        region = _pixels((box[0], box[1], box[2], box[3]), width=width, height=height, margin=0.0)
+        face = (box[0], box[1], box[2], box[3])
+        region = box_pixels(face, width=width, height=height, margin=0.0)
         if region is not None:
             left, top, right, bottom = region
             cv2.rectangle(image, (left, top), (right - 1, bottom - 1), BOX_COLOUR, thickness)

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from edge_facedet.config.mainstream import main_stream_active
+from edge_facedet.config.snapshots import SnapshotMode
 from edge_facedet.tracking.events import EndReason, EventType, Sighting, TrackEvent
+from edge_facedet.tracking.keep import keep_face_region
 from edge_facedet.tracking.quality import face_quality
 from edge_facedet.tracking.tracker import FaceTracker, TrackerSettings
 
@@ -75,6 +78,9 @@ class _Track:
     last: Sighting
     best: Sighting
     best_picture: Picture | None
+    """The best face's picture as keep.py keeps it (whole, or the face's region)."""
+    best_box_in_picture: Box
+    """The best box normalised to `best_picture` (the best's own box if that is whole)."""
     best_boxes_norm: tuple[Box, ...]
     frames_seen: int = 1
     announced: bool = False
@@ -93,6 +99,13 @@ class CameraTracks:
         self.camera_id = camera.id
         self._settings = camera.tracking
         self._keep_pictures = camera.snapshots.enabled
+        # crop snapshots keep the face's region only (keep.py); the main stream matches the
+        # whole substream picture against its frames, so it keeps the whole.
+        self._crop_margin = (
+            camera.snapshots.margin
+            if camera.snapshots.mode is SnapshotMode.CROP and not main_stream_active(camera)
+            else None
+        )
         self._id_prefix = id_prefix
         settings = TrackerSettings.from_config(
             confidence_threshold=camera.confidence_threshold,
@@ -199,11 +212,22 @@ class CameraTracks:
             frame_height=frame.height,
             last=sighting,
             best=sighting,
-            best_picture=frame.picture if self._keep_pictures else None,
+            best_picture=None,
+            best_box_in_picture=sighting.box_norm,
             best_boxes_norm=boxes_norm,
         )
+        self._keep_best(track, frame=frame)
         self._tracks[track_id] = track
         return track
+
+    def _keep_best(self, track: _Track, *, frame: Frame) -> None:
+        """Keep the picture of `track.best` (seen in `frame`) as this camera's mode needs."""
+        box = track.best.box_norm
+        picture = frame.picture if self._keep_pictures else None
+        if picture is not None and self._crop_margin is not None:
+            kept = keep_face_region(picture, box_norm=box, margin=self._crop_margin)
+            picture, box = kept.picture, kept.box_norm
+        track.best_picture, track.best_box_in_picture = picture, box
 
     def _extend(
         self, track: _Track, *, frame: Frame, sighting: Sighting, boxes_norm: tuple[Box, ...]
@@ -213,8 +237,8 @@ class CameraTracks:
         track.frame_width, track.frame_height = frame.width, frame.height
         if sighting.quality > track.best.quality:
             track.best = sighting
-            track.best_picture = frame.picture if self._keep_pictures else None
             track.best_boxes_norm = boxes_norm
+            self._keep_best(track, frame=frame)
 
     def _maybe_update(
         self,
@@ -297,6 +321,16 @@ class CameraTracks:
         if picture is None or track.snapshot_quality == track.best.quality:
             return None
         track.snapshot_quality = track.best.quality
+        if track.best_box_in_picture is not track.best.box_norm:
+            # The face's region only (crop mode): the frame's other boxes do not apply to it.
+            box = track.best_box_in_picture
+            return SnapshotRequest(
+                event_id=track.event_id,
+                picture=picture,
+                box_norm=box,
+                boxes_norm=(box,),
+                time=track.best.time,
+            )
         return SnapshotRequest(
             event_id=track.event_id,
             picture=picture,

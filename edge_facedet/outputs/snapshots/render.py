@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from edge_facedet.config.snapshots import SnapshotMode
+from edge_facedet.tracking.keep import box_pixels
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -91,26 +92,9 @@ def _finite(box: Box) -> Box:
     return box
 
 
-def _pixels(
-    box: Box, *, width: int, height: int, margin: float
-) -> tuple[int, int, int, int] | None:
-    """`box` grown by `margin` of its size on each side, in whole pixels, clamped to the
-    picture (outwards: floor for the start, ceil for the end); None if nothing is left."""
-    x_min, y_min = box[0] * width, box[1] * height
-    x_max, y_max = box[2] * width, box[3] * height
-    grow_x, grow_y = margin * (x_max - x_min), margin * (y_max - y_min)
-    left = max(math.floor(x_min - grow_x), 0)
-    top = max(math.floor(y_min - grow_y), 0)
-    right = min(math.ceil(x_max + grow_x), width)
-    bottom = min(math.ceil(y_max + grow_y), height)
-    if right <= left or bottom <= top or x_max <= x_min or y_max <= y_min:
-        return None
-    return left, top, right, bottom
-
-
 def _crop(image: NDArray[np.uint8], *, box: Box, margin: float) -> NDArray[np.uint8]:
     height, width = image.shape[:2]
-    region = _pixels(box, width=width, height=height, margin=margin)
+    region = box_pixels(box, width=width, height=height, margin=margin)
     if region is None:
         raise ValueError(f"face box {box!r} is empty or outside the picture")
     left, top, right, bottom = region
@@ -132,7 +116,7 @@ def _draw(image: NDArray[np.uint8], *, best: Box, others: Sequence[Box]) -> None
     height, width = image.shape[:2]
     thickness = max(1, round(max(width, height) / LINE_STEP_PX))
     for box, colour, extra in [*((box, OTHER_COLOUR, 0) for box in others), (best, BEST_COLOUR, 1)]:
-        region = _pixels(box, width=width, height=height, margin=0.0)
+        region = box_pixels(box, width=width, height=height, margin=0.0)
         if region is not None:
             left, top, right, bottom = region
             cv2.rectangle(image, (left, top), (right - 1, bottom - 1), colour, thickness + extra)
@@ -147,7 +131,7 @@ def _hide(image: NDArray[np.uint8], *, box: Box) -> None:
     on.
     """
     height, width = image.shape[:2]
-    region = _pixels(box, width=width, height=height, margin=HIDE_MARGIN)
+    region = box_pixels(box, width=width, height=height, margin=HIDE_MARGIN)
     if region is None:
         return
     left, top, right, bottom = region
