@@ -127,7 +127,8 @@ class Drains:
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self._stop is not None:
+        if self._stop is not None and not self._loop.is_closed():
+            # The loop may already be closed: with no urls there was nothing to wait for.
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(REPLY_TIMEOUT_S)
         if self._errors:

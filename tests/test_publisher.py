@@ -96,6 +96,25 @@ def value(metrics: Metrics, name: str) -> float:
     return sample
 
 
+async def until(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
+    """Poll `condition` (e.g. a counter that moves on the broker's acknowledgement)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def gated(
+    private_broker: Callable[..., MosquittoBroker], *, reply_delay_s: float = 0.0, **options: Any
+) -> tuple[MosquittoBroker, TcpGate, MqttOutput, Metrics, str]:
+    """A private broker behind an open TcpGate, an output that reaches it through the gate
+    (`options` as for `make`), and the output's topic of camera `c`'s faces."""
+    broker = private_broker(**options.pop("broker", {}))
+    gate = TcpGate(target_host=broker.host, target_port=broker.port, reply_delay_s=reply_delay_s)
+    await gate.open()
+    publisher, metrics = make(gate.host, gate.port, prefix(), **options)
+    return broker, gate, publisher, metrics, publisher.topic("cameras", "c", "faces")
+
+
 async def clear_retained(host: str, port: int, *topics: str) -> None:
     async with aiomqtt.Client(host, port) as client:
         for topic in topics:
@@ -222,10 +241,8 @@ async def test_broker_killed_and_restarted(
             for i in range(10):
                 publisher.publish_faces(camera_id="c", payload=face(i))
             await before.wait_for(lambda m: len(seqs(m, faces_topic)) == 10)
-            for _ in range(100):  # and acknowledged (`online`, the state, 10 faces): none
-                if value(metrics, "mqtt_published_total") == 12:  # is sent twice
-                    break
-                await asyncio.sleep(0.02)
+            # And acknowledged (`online`, the state, 10 faces): none is sent twice.
+            await until(lambda: value(metrics, "mqtt_published_total") == 12)
             await asyncio.to_thread(broker.kill)
             await gate.close()  # the publisher must not reach the new broker before `after`
             await before.wait_for(lambda _: before.disconnected)
@@ -258,22 +275,15 @@ async def test_broker_killed_and_restarted(
 async def test_unacknowledged_messages_go_back_to_the_front_in_order(
     private_broker: Callable[..., MosquittoBroker],
 ) -> None:
-    broker = private_broker()
-    gate = TcpGate(target_host=broker.host, target_port=broker.port)
-    await gate.open()
-    p = prefix()
-    publisher, metrics = make(gate.host, gate.port, p, outbox_size=50)
-    faces_topic = publisher.topic("cameras", "c", "faces")
+    broker, gate, publisher, metrics, faces_topic = await gated(private_broker, outbox_size=50)
     async with (
         mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
         running(publisher),
     ):
         assert await publisher.wait_connected(5)
         publisher.publish_faces(camera_id="c", payload=face(0))
-        for _ in range(100):  # `online` and seq 0 acknowledged: nothing in flight
-            if value(metrics, "mqtt_published_total") == 2:
-                break
-            await asyncio.sleep(0.02)
+        # `online` and seq 0 acknowledged: nothing in flight.
+        await until(lambda: value(metrics, "mqtt_published_total") == 2)
         gate.hold_replies()  # from now on the broker's PUBACKs do not arrive
         for i in range(1, 6):
             publisher.publish_faces(camera_id="c", payload=face(i))
@@ -300,21 +310,14 @@ async def test_unacknowledged_messages_go_back_to_the_front_in_order(
 async def test_unacknowledged_messages_on_the_wire_are_bounded(
     private_broker: Callable[..., MosquittoBroker],
 ) -> None:
-    broker = private_broker()
-    gate = TcpGate(target_host=broker.host, target_port=broker.port)
-    await gate.open()
-    p = prefix()
-    publisher, metrics = make(gate.host, gate.port, p, outbox_size=100)
-    faces_topic = publisher.topic("cameras", "c", "faces")
+    broker, gate, publisher, metrics, faces_topic = await gated(private_broker, outbox_size=100)
     async with (
         mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
         running(publisher),
     ):
         assert await publisher.wait_connected(5)
-        for _ in range(100):  # `online` acknowledged: the session is sending the outbox
-            if value(metrics, "mqtt_published_total") == 1:
-                break
-            await asyncio.sleep(0.02)
+        # `online` acknowledged: the session is sending the outbox.
+        await until(lambda: value(metrics, "mqtt_published_total") == 1)
         gate.hold_replies()
         for i in range(40):
             publisher.publish_faces(camera_id="c", payload=face(i))
@@ -339,20 +342,13 @@ async def test_close_with_a_full_unanswered_window_hands_every_message_to_the_ne
 ) -> None:
     """A reload replaces the output: the old one is closed, the new one takes over its queue.
     A broker that stopped answering must not keep the window's messages from the new one."""
-    broker = private_broker()
-    gate = TcpGate(target_host=broker.host, target_port=broker.port)
-    await gate.open()
-    p = prefix()
-    publisher, metrics = make(gate.host, gate.port, p, outbox_size=100)
-    faces_topic = publisher.topic("cameras", "c", "faces")
+    broker, gate, publisher, metrics, faces_topic = await gated(private_broker, outbox_size=100)
     task = asyncio.create_task(publisher.run())
     try:
         async with mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub:
             assert await publisher.wait_connected(5)
-            for _ in range(100):  # `online` acknowledged: the session sends the outbox
-                if value(metrics, "mqtt_published_total") == 1:
-                    break
-                await asyncio.sleep(0.02)
+            # `online` acknowledged: the session is sending the outbox.
+            await until(lambda: value(metrics, "mqtt_published_total") == 1)
             gate.hold_replies()
             for i in range(40):
                 publisher.publish_faces(camera_id="c", payload=face(i))
@@ -364,7 +360,7 @@ async def test_close_with_a_full_unanswered_window_hands_every_message_to_the_ne
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    successor, _ = make(gate.host, gate.port, p)
+    successor, _ = make(gate.host, gate.port, publisher.topic_prefix)
     successor.take_over(publisher)
     # The bounded flush (0.5 s) and the unanswered `stopped` (1 s), not the publish timeout.
     assert took < 2.4, f"close took {took:.2f} s"
@@ -389,10 +385,8 @@ async def test_the_window_keeps_under_the_brokers_receive_maximum(
         running(publisher),
     ):
         assert await publisher.wait_connected(5)
-        for _ in range(100):  # `online` acknowledged: the session is sending the outbox
-            if value(metrics, "mqtt_published_total") == 1:
-                break
-            await asyncio.sleep(0.02)
+        # `online` acknowledged: the session is sending the outbox.
+        await until(lambda: value(metrics, "mqtt_published_total") == 1)
         gate.hold_replies()
         for i in range(20):
             publisher.publish_faces(camera_id="c", payload=face(i))
@@ -410,12 +404,8 @@ async def test_qos_1_faces_to_a_distant_broker_are_not_one_per_round_trip(
     private_broker: Callable[..., MosquittoBroker],
 ) -> None:
     """A broker 50 ms away: one PUBACK at a time capped QoS-1 faces at 20 messages/s."""
-    broker = private_broker()
-    gate = TcpGate(target_host=broker.host, target_port=broker.port, reply_delay_s=0.05)
-    await gate.open()
-    p = prefix()
-    publisher, _ = make(gate.host, gate.port, p)  # faces at QoS 1
-    faces_topic = publisher.topic("cameras", "c", "faces")
+    # faces at QoS 1
+    broker, gate, publisher, _, faces_topic = await gated(private_broker, reply_delay_s=0.05)
     count = 100
     async with (
         mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
