@@ -137,7 +137,7 @@ class Bench:
             earlier = json.loads(args.reuse.read_text())
             for key in ("ceilings", "naive", "throughput", "capacity", "naive_capacity",
                         "latency", "memory", "substream_capacity", "decoders",
-                        "decoder_capacity", "tracking", "memory_snapshots",
+                        "decoder_capacity", "slowclients", "tracking", "memory_snapshots",
                         "volume", "accuracy", "gating"):  # fmt: skip
                 if key in earlier:
                     self.results[key] = earlier[key]
