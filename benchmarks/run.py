@@ -70,6 +70,8 @@ SCENARIOS = (
     "ceilings", "naive", "throughput", "capacity", "latency", "memory", "substream", "decoders",
     "slowclients", "tracking", "memory_snapshots", "volume", "accuracy", "gating",
 )  # fmt: skip
+RUN_METADATA = ("machine", "started", "load", "settings", "finished", "reused_from")
+"""Keys of results.json that describe the run rather than hold a scenario's results."""
 CAMERA_COUNTS = (1, 4, 8, 16)
 STREAM_FPS = 25
 DETECT_FPS = 5.0
@@ -135,12 +137,11 @@ class Bench:
         if args.reuse is not None:
             # Scenarios not run now are taken from an earlier run (e.g. its ceilings).
             earlier = json.loads(args.reuse.read_text())
-            for key in ("ceilings", "naive", "throughput", "capacity", "naive_capacity",
-                        "latency", "memory", "substream_capacity", "decoders",
-                        "decoder_capacity", "slowclients", "tracking", "memory_snapshots",
-                        "volume", "accuracy", "gating"):  # fmt: skip
-                if key in earlier:
-                    self.results[key] = earlier[key]
+            # Every result, not a list of them: a list missed `slowclients`, and a rerun's
+            # page lost its section. The earlier run's own metadata stays behind.
+            for key, value in earlier.items():
+                if key not in RUN_METADATA:
+                    self.results[key] = value
             self.results["reused_from"] = str(args.reuse)
         self._runs = 0
 

@@ -8,6 +8,8 @@ headings that other files link to exist.
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from benchmarks.report import (
     write_docs,
     write_markdown,
 )
-from benchmarks.run import gating_on_time, tracking_summary
+from benchmarks.run import RUN_METADATA, SCENARIOS, Bench, gating_on_time, tracking_summary
 from edge_facedet.frames import Detections
 
 REPO = Path(__file__).resolve().parents[1]
@@ -388,3 +390,24 @@ def test_a_gated_camera_is_on_time_at_its_recheck_rate_and_without_stale_frames(
     ungated = {**gated, "gated": False, "min_camera_fps": 4.6}
     assert gating_on_time(ungated)
     assert not gating_on_time({**ungated, "min_camera_fps": 4.4})
+
+
+def test_reuse_keeps_every_earlier_result_but_not_the_earlier_runs_metadata(
+    tmp_path: Path,
+) -> None:
+    """`bench --reuse` renders a whole page from a partial rerun: every scenario's results of
+    the earlier run must come along (a fixed list once dropped `slowclients`)."""
+    results = {key: {"from": "earlier", "key": key} for key in (*SCENARIOS, "naive_capacity",
+               "substream_capacity", "decoder_capacity")}  # fmt: skip
+    metadata = {key: f"earlier {key}" for key in RUN_METADATA}
+    earlier = tmp_path / "results.json"
+    earlier.write_text(json.dumps({**results, **metadata}))
+    args = argparse.Namespace(
+        quick=True, long=False, out=tmp_path / "out", repeats=None, capacity_seconds=None,
+        gating_cameras=None, reuse=earlier,
+    )  # fmt: skip
+    bench = Bench(args=args)
+    for key, value in results.items():
+        assert bench.results.get(key) == value, key
+    assert bench.results["started"] != "earlier started"
+    assert bench.results["reused_from"] == str(earlier)
