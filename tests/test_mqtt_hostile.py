@@ -355,3 +355,23 @@ async def test_unreleased_qos2_publishes_are_bounded(caplog: pytest.LogCaptureFi
     assert len(lines) == 1, lines
     assert "unsolicited QoS 2 messages unreleased" in lines[0]
     assert_no_traceback(caplog)
+
+
+async def test_a_disconnect_after_close_cancelled_the_connect_raises_nothing() -> None:
+    """A broker that drops the connection just as close() abandons the connect (seen once in
+    CI: the huge-publish test's third connection): aiomqtt's disconnect callback asked the
+    cancelled connect future for its exception, and the loop logged a traceback."""
+    import aiomqtt
+    from paho.mqtt.enums import MQTTErrorCode
+
+    from edge_facedet.outputs.mqtt.hooks import WireHooks
+
+    client = aiomqtt.Client("127.0.0.1", 1)
+    WireHooks(client, loop=asyncio.get_running_loop())
+    connecting = client._connected
+    connecting.cancel()
+    paho = client._client
+    assert paho.on_disconnect is not None
+    # paho's VERSION2 signature: client, userdata, flags, reason code, properties.
+    paho.on_disconnect(paho, None, None, MQTTErrorCode.MQTT_ERR_CONN_LOST, None)
+    assert not client._disconnected.done()  # ignored, as aiomqtt does before a CONNACK

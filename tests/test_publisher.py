@@ -307,36 +307,6 @@ async def test_unacknowledged_messages_go_back_to_the_front_in_order(
     await gate.close()
 
 
-async def test_unacknowledged_messages_on_the_wire_are_bounded(
-    private_broker: Callable[..., MosquittoBroker],
-) -> None:
-    broker, gate, publisher, metrics, faces_topic = await gated(private_broker, outbox_size=100)
-    async with (
-        mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
-        running(publisher),
-    ):
-        assert await publisher.wait_connected(5)
-        # `online` acknowledged: the session is sending the outbox.
-        await until(lambda: value(metrics, "mqtt_published_total") == 1)
-        gate.hold_replies()
-        for i in range(40):
-            publisher.publish_faces(camera_id="c", payload=face(i))
-        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == IN_FLIGHT_MAX)
-        await asyncio.sleep(0.5)  # time for more, were the window not bounded
-        assert seqs(sub.messages, faces_topic) == list(range(IN_FLIGHT_MAX))
-        assert publisher.outbox_len == 40
-        gate.release_replies()
-        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 40)
-        assert seqs(sub.messages, faces_topic) == list(range(40))
-        for _ in range(100):
-            if publisher.outbox_len == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert publisher.outbox_len == 0
-        assert value(metrics, "mqtt_published_total") == 41
-    await gate.close()
-
-
 async def test_close_with_a_full_unanswered_window_hands_every_message_to_the_next_output(
     private_broker: Callable[..., MosquittoBroker],
 ) -> None:
@@ -368,18 +338,22 @@ async def test_close_with_a_full_unanswered_window_hands_every_message_to_the_ne
     await gate.close()
 
 
-async def test_the_window_keeps_under_the_brokers_receive_maximum(
-    private_broker: Callable[..., MosquittoBroker],
+@pytest.mark.parametrize(
+    ("broker_lines", "window"),
+    [
+        pytest.param((), IN_FLIGHT_MAX, id="the-window"),
+        # Mosquitto announces its `max_inflight_messages` as the MQTT 5 Receive Maximum;
+        # more unacknowledged publishes than that are a protocol error. paho does not check.
+        pytest.param(("max_inflight_messages 5",), 5 - OTHER_PUBLISHES, id="receive-maximum"),
+    ],
+)
+async def test_unacknowledged_messages_on_the_wire_are_bounded(
+    private_broker: Callable[..., MosquittoBroker], broker_lines: tuple[str, ...], window: int
 ) -> None:
-    """Mosquitto announces its `max_inflight_messages` as the MQTT 5 Receive Maximum; more
-    unacknowledged publishes than that are a protocol error. paho does not check it."""
-    broker = private_broker(extra=("max_inflight_messages 5",))
-    gate = TcpGate(target_host=broker.host, target_port=broker.port)
-    await gate.open()
-    p = prefix()
-    publisher, metrics = make(gate.host, gate.port, p, outbox_size=100)
-    faces_topic = publisher.topic("cameras", "c", "faces")
-    window = 5 - OTHER_PUBLISHES
+    broker, gate, publisher, metrics, faces_topic = await gated(
+        private_broker, broker={"extra": broker_lines}, outbox_size=100
+    )
+    count = 40
     async with (
         mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
         running(publisher),
@@ -388,14 +362,18 @@ async def test_the_window_keeps_under_the_brokers_receive_maximum(
         # `online` acknowledged: the session is sending the outbox.
         await until(lambda: value(metrics, "mqtt_published_total") == 1)
         gate.hold_replies()
-        for i in range(20):
+        for i in range(count):
             publisher.publish_faces(camera_id="c", payload=face(i))
         await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == window)
-        await asyncio.sleep(0.5)  # time for more, were the broker's limit ignored
+        await asyncio.sleep(0.5)  # time for more, were the window not bounded
         assert seqs(sub.messages, faces_topic) == list(range(window))
+        assert publisher.outbox_len == count
         gate.release_replies()
-        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == 20)
-        assert seqs(sub.messages, faces_topic) == list(range(20))
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == count)
+        assert seqs(sub.messages, faces_topic) == list(range(count))
+        await until(lambda: publisher.outbox_len == 0)
+        assert publisher.outbox_len == 0
+        assert value(metrics, "mqtt_published_total") == count + 1
         assert publisher.connected
     await gate.close()
 

@@ -20,6 +20,9 @@ use. `WireHooks` closes them on one client (a new client is made per connect att
   right after a publish), the loop is handed a closed descriptor ("Exception in callback
   ... add_writer ... Bad file descriptor" with a traceback), or another socket's that reused
   the number. `_GuardedLoop` registers a descriptor only while it is still paho's socket.
+* **Dropped while a cancelled connect winds down.** aiomqtt's disconnect callback reads the
+  connect future's exception, which raises on a future close() cancelled; it is not called
+  then (it would have ignored the disconnect anyway).
 * **Dropped right after the CONNACK.** aiomqtt then forgets the disconnect (it replaces
   the future holding it, and asyncio logs "Future exception was never retrieved"); the
   exception is retrieved here and `dropped` tells the connection.
@@ -188,7 +191,12 @@ class WireHooks:
                 on_connect(*args)
 
         def disconnected(*args: Any) -> None:
-            if on_disconnect is not None:
+            connecting = getattr(self._client, "_connected", None)
+            abandoned = isinstance(connecting, asyncio.Future) and connecting.cancelled()
+            # aiomqtt ignores a disconnect before the connect completed, but asks the future
+            # for its exception first, which raises when close() cancelled the connect: the
+            # loop then logged "Exception in callback" with a traceback.
+            if on_disconnect is not None and not abandoned:
                 on_disconnect(*args)
             pending = getattr(self._client, "_disconnected", None)
             if isinstance(pending, asyncio.Future) and pending.done() and not pending.cancelled():

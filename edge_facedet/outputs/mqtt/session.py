@@ -232,11 +232,19 @@ async def _guarded(awaitable: Awaitable[_T], lost: asyncio.Task[None]) -> _T:
         # Let it act on its cancellation first (a faces message in flight goes back to
         # the outbox) so the caller's clean-up sees the outbox as it is.
         await asyncio.wait((task,))
+        if not task.cancelled():
+            task.exception()  # ended otherwise as the cancellation reached it; see below
         raise
     if task.done():
         return task.result()
     task.cancel()
     await asyncio.wait((task,))
+    if not task.cancelled():
+        # It ended another way as the cancellation reached it (a publish failing on the dead
+        # socket, which wait_for in flush may pass on instead of the cancellation): the lost
+        # connection below is the news; without this the loop logs "Task exception was
+        # never retrieved".
+        task.exception()
     cause = lost.exception() if not lost.cancelled() else None
     raise aiomqtt.MqttError(f"connection lost: {cause}") from cause
 
