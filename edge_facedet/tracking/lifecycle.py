@@ -321,21 +321,14 @@ class CameraTracks:
         if picture is None or track.snapshot_quality == track.best.quality:
             return None
         track.snapshot_quality = track.best.quality
-        if track.best_box_in_picture is not track.best.box_norm:
-            # The face's region only (crop mode): the frame's other boxes do not apply to it.
-            box = track.best_box_in_picture
-            return SnapshotRequest(
-                event_id=track.event_id,
-                picture=picture,
-                box_norm=box,
-                boxes_norm=(box,),
-                time=track.best.time,
-            )
+        box = track.best_box_in_picture
+        # The face's region only (crop mode): the frame's other boxes do not apply to it.
+        whole = box is track.best.box_norm
         return SnapshotRequest(
             event_id=track.event_id,
             picture=picture,
-            box_norm=track.best.box_norm,
-            boxes_norm=track.best_boxes_norm or (track.best.box_norm,),
+            box_norm=box,
+            boxes_norm=(track.best_boxes_norm or (box,)) if whole else (box,),
             time=track.best.time,
         )
 
