@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import signal
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +109,13 @@ def p99_upper_bound(samples: Samples, name: str) -> float:
     total = buckets[float("inf")]
     assert total > 0
     return next(bound for bound in sorted(buckets) if buckets[bound] >= 0.99 * total)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123 - a /proc read, not a path API
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -623,26 +632,42 @@ def _warmed_up(*, service: ServiceProcess, healthy: list[str], broken: list[str]
         time.sleep(0.2)
 
 
+CPU_BAR = 0.9
+THROUGHPUT_BAR = 0.7
+"""Wider than CPU_BAR: throughput follows the CPU the box gives each run (see the test)."""
+
+
+@dataclass(frozen=True)
+class _Rate:
+    per_s: float
+    """Healthy cameras' inferences per second."""
+    per_cpu_s: float
+    """The same per CPU-second of the whole service (every thread, broken cameras' too)."""
+
+
 def _inference_rate(
     *,
     services: Callable[..., ServiceProcess],
     config: dict[str, Any],
     healthy: list[str],
     window_s: float,
-) -> float:
+) -> _Rate:
     service = services(config)
     try:
         service.wait_ready()
+        assert service.process is not None
+        pid = service.process.pid
         healthy_ids = set(healthy)
         broken = [c["id"] for c in config["cameras"] if c["id"] not in healthy_ids]
         _warmed_up(service=service, healthy=healthy, broken=broken)
         start = per_camera(service.metrics(), "edge_facedet_frames_inferred_total")
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), cpu_seconds(pid)
         time.sleep(window_s)
         end = per_camera(service.metrics(), "edge_facedet_frames_inferred_total")
-        elapsed = time.monotonic() - started
+        elapsed, cpu = time.monotonic() - started, cpu_seconds(pid) - cpu_before
         assert all(end[c] > start[c] for c in healthy), "every healthy camera infers"
-        return sum(end[c] - start[c] for c in healthy) / elapsed
+        inferred = sum(end[c] - start[c] for c in healthy)
+        return _Rate(per_s=inferred / elapsed, per_cpu_s=inferred / cpu)
     finally:
         service.terminate()
 
@@ -683,28 +708,47 @@ def test_broken_cameras_do_not_slow_the_healthy_ones(
             cameras=cameras,
         )
 
-    # Other test runs may share the machine, and their load drifts. The two configurations
-    # are interleaved (alone, crowded) so a drift hits both; a ratio below the bar is measured
-    # again, two more pairs, and judged by the medians of all runs, so one burst of outside
-    # load does not fail the test. A camera that costs CPU gives a ratio far below the bar,
-    # which no lucky pair reaches.
+    # Two measures, crowded against alone. Inferences per CPU-second of the service: a broken
+    # camera that costs CPU (a reconnect loop that spins, log or state spam) lowers it by the
+    # share it takes, and it hardly moves with how much CPU the box gives the service (8
+    # quiet runs on 2026-12-06: 32.7-36.3 per CPU-second, while per second 36-70 and CPU
+    # 1.56-1.94 cores). Inferences per second, with a wider bar: a broken camera that
+    # blocks what the healthy ones need (a lock, the event loop) takes no CPU but costs
+    # throughput. Pairs are interleaved (alone, crowded) so a drift hits both; a ratio below
+    # its bar is measured again, two more pairs, and judged by the medians of all runs.
     setups = {"alone": healthy, "crowded": healthy + broken}
-    rates: dict[str, list[float]] = {name: [] for name in setups}
+    rates: dict[str, list[_Rate]] = {name: [] for name in setups}
+
+    def ratio(measure: str) -> float:
+        crowded, alone = (
+            statistics.median(getattr(rate, measure) for rate in rates[name])
+            for name in ("crowded", "alone")
+        )
+        return float(crowded / alone)
+
     for pairs in (1, 2):
         for _pair in range(pairs):
             for name, cameras in setups.items():
-                # 8 s holds hundreds of healthy inferences; a broken camera that costs
-                # CPU (a reconnect loop that spins) shows as a ratio far below the bar.
+                # 8 s holds hundreds of healthy inferences.
                 rate = _inference_rate(
                     services=services, config=config(cameras), healthy=ids, window_s=8
                 )
                 rates[name].append(rate)
-                print(f"{name}: {rate:.2f}/s", flush=True)
-        ratio = statistics.median(rates["crowded"]) / statistics.median(rates["alone"])
-        if ratio >= 0.9:
+                print(f"{name}: {rate.per_s:.1f}/s, {rate.per_cpu_s:.2f}/CPU-s", flush=True)
+        if ratio("per_cpu_s") >= CPU_BAR and ratio("per_s") >= THROUGHPUT_BAR:
             break
-    rounded = {name: [round(rate, 1) for rate in values] for name, values in rates.items()}
-    assert ratio >= 0.9, f"healthy throughput with broken cameras {ratio:.2f} of alone: {rounded}/s"
+    rounded = {
+        name: [(round(r.per_s, 1), round(r.per_cpu_s, 2)) for r in values]
+        for name, values in rates.items()
+    }
+    assert ratio("per_cpu_s") >= CPU_BAR, (
+        f"healthy inferences per CPU-second with broken cameras {ratio('per_cpu_s'):.2f} "
+        f"of alone (per s, per CPU-s): {rounded}"
+    )
+    assert ratio("per_s") >= THROUGHPUT_BAR, (
+        f"healthy throughput with broken cameras {ratio('per_s'):.2f} of alone "
+        f"(per s, per CPU-s): {rounded}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
