@@ -909,6 +909,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "again from an earlier run's results.json, into its folder",
     )
     args = parser.parse_args(argv)
+    for option, path in (("--render", args.render), ("--reuse", args.reuse)):
+        if path is not None:
+            try:
+                results = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                parser.error(f"{option} {path}: cannot read an earlier run's results: {exc}")
+            if not isinstance(results, dict):
+                parser.error(f"{option} {path}: not a results.json (a JSON object)")
     try:
         import matplotlib  # noqa: F401, PLC0415 - checked before a half-hour run, not after
     except ImportError:

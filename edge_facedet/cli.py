@@ -65,7 +65,7 @@ def setup_logging(level: str, *, secrets: Sequence[str] = ()) -> None:
     logging.getLogger("aiomqtt").setLevel(max(logging.WARNING, root.level))
 
 
-def _secret_values(config: ServiceConfig) -> list[str]:
+def secret_values(config: ServiceConfig) -> list[str]:
     """Every secret the configuration resolves to, so logs can scrub them.
 
     Short ones are redacted only in URLs (see `edge_facedet.redact`), long ones everywhere.
@@ -122,7 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(Path(args.config))
-        secrets = _secret_values(config)
+        secrets = secret_values(config)
         # Before anything starts: `index: auto` on a host without an ordinal is exit 2.
         shard = resolve_shard(config.shard, environ=os.environ)
     except ConfigError as exc:

@@ -128,3 +128,23 @@ def test_bench_help_lists_every_scenario_and_runs_nothing(tmp_path: Path) -> Non
     assert wrong.returncode == 2
     assert "nonesuch" in wrong.stderr and "Traceback" not in wrong.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_render_writes_the_report_of_an_earlier_run(tmp_path: Path) -> None:
+    # `bench --render` is the command's one path that measures nothing; every scenario is
+    # minutes of load-sensitive work and belongs to the bench itself (docs/benchmarks.md),
+    # with its pieces tested in test_bench_report and test_rtsp_drain.
+    from tests.test_bench_report import _results
+
+    run = tmp_path / "bench-20261126T070800Z"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(_results()))
+    result = cli("bench", "--render", run / "results.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = (run / "results.md").read_text()
+    assert report.startswith("# edge-facedet benchmark 2026-11-26 07:08 UTC")
+    assert "| 8 | 123.3 | 122.3 | 0.89 |" in report
+    assert cv2.imread(str(run / "chart.png")) is not None
+    missing = cli("bench", "--render", tmp_path / "absent.json", cwd=tmp_path)
+    assert missing.returncode == 2 and "absent.json" in missing.stderr, missing.stderr
+    assert "Traceback" not in missing.stderr

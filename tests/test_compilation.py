@@ -12,14 +12,6 @@ import pytest
 from edge_facedet.inference.compilation import CompileOptions, compile_detector_model
 from edge_facedet.inference.detector import OpenVinoDetector
 from edge_facedet.inference.model import PerformanceHint
-from tests.support.paths import MODEL_MIRROR
-
-
-def mirror_xml(precision: str) -> Path:
-    xml = MODEL_MIRROR / "intel" / "face-detection-0204" / precision / "face-detection-0204.xml"
-    if not xml.is_file():
-        pytest.skip(f"model not in the shared mirror: {xml}")
-    return xml
 
 
 def test_compile_options_parse_checks_the_hint_and_the_batch() -> None:
@@ -53,8 +45,8 @@ def test_bad_options_are_refused_before_the_model_is_read(tmp_path: Path) -> Non
         OpenVinoDetector(model_xml=missing)
 
 
-def test_compile_detector_model_describes_what_it_compiled() -> None:
-    xml = mirror_xml("FP16-INT8")
+def test_compile_detector_model_describes_what_it_compiled(model_xml: Path) -> None:
+    xml = model_xml
     options = CompileOptions(device="CPU", batch_size=2, infer_requests=3)
     model = compile_detector_model(model_xml=xml, options=options, core=ov.Core())
     assert model.input_size == (448, 448)

@@ -1092,7 +1092,7 @@ def test_cli_check_config_warns_for_a_detect_url_under_home(tmp_path: Path) -> N
 def test_http_auth_secrets_are_checked_at_load_and_redacted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edge_facedet.cli import _secret_values
+    from edge_facedet.cli import secret_values
 
     config = _write(
         tmp_path / "auth.yaml",
@@ -1108,5 +1108,5 @@ def test_http_auth_secrets_are_checked_at_load_and_redacted(
     (tmp_path / "ops.pass").write_text("a-long-basic-password\n")
     monkeypatch.setenv("EDGE_TEST_TOKEN", "a-long-bearer-token")
     loaded = load_config(config, environ={"EDGE_TEST_TOKEN": "a-long-bearer-token"})
-    values = _secret_values(loaded)
+    values = secret_values(loaded)
     assert "a-long-basic-password" in values and "a-long-bearer-token" in values

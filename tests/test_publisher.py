@@ -332,7 +332,9 @@ async def test_close_with_a_full_unanswered_window_hands_every_message_to_the_ne
             await task
     successor, _ = make(gate.host, gate.port, publisher.topic_prefix)
     successor.take_over(publisher)
-    # The bounded flush (0.5 s) and the unanswered `stopped` (1 s), not the publish timeout.
+    # The bounded flush (0.5 s) and the unanswered `stopped` (1 s), not the publish timeout
+    # (2.5 s, what a close stuck on the window's oldest PUBACK takes). Timers, not CPU: the
+    # bar does not widen with the load, since 0.1 s more would pass the broken close.
     assert took < 2.4, f"close took {took:.2f} s"
     assert successor.outbox_len == 40
     await gate.close()
@@ -397,8 +399,10 @@ async def test_qos_1_faces_to_a_distant_broker_are_not_one_per_round_trip(
         await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == count, timeout=15)
         took = time.monotonic() - started
         assert seqs(sub.messages, faces_topic) == list(range(count))
-        # One at a time: at least 100 x 50 ms = 5 s; the window: about 0.4 s.
-        assert took < 2.5, f"{count} QoS-1 messages took {took:.2f} s"
+        # One at a time: at least 100 x 50 ms = 5 s; the window: about 0.4 s. The bar widens
+        # with the load up to 4.75 s, still under what one at a time takes.
+        bar = 2.5 * load_slack(cap=1.9, what="QoS-1 window to a distant broker")
+        assert took < bar, f"{count} QoS-1 messages took {took:.2f} s (bar {bar:.2f} s)"
     await gate.close()
 
 
