@@ -886,6 +886,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _render(path: Path, *, docs: bool, chart: bool) -> int:
+    """`--render`: the report of an earlier run; without matplotlib, all but its chart."""
+    from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
+
+    results = json.loads(path.read_text())
+    out = path.parent
+    markdown = write_markdown(results=results, out=out)
+    if chart:
+        write_chart(results=results, out=out)
+    else:
+        print(
+            "edge-facedet bench: chart.png not written: matplotlib is missing; install the "
+            "bench extra: .venv/bin/pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
+    if docs:
+        write_docs(results=results, markdown=markdown, out=out, repo=REPO)
+    print(markdown)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="edge-facedet bench", description=__doc__.splitlines()[0] if __doc__ else None
@@ -920,6 +941,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import matplotlib  # noqa: F401, PLC0415 - checked before a half-hour run, not after
     except ImportError:
+        if args.render is not None:
+            return _render(args.render, docs=args.docs, chart=False)
         print(
             "edge-facedet bench: matplotlib is missing (the chart needs it); install the "
             "bench extra: .venv/bin/pip install -e '.[bench]'",
@@ -927,17 +950,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
-
     if args.render is not None:
-        results = json.loads(args.render.read_text())
-        out = args.render.parent
-        markdown = write_markdown(results=results, out=out)
-        write_chart(results=results, out=out)
-        if args.docs:
-            write_docs(results=results, markdown=markdown, out=out, repo=REPO)
-        print(markdown)
-        return 0
+        return _render(args.render, docs=args.docs, chart=True)
+
+    from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
 
     bench = Bench(args=args)
     print(f"results in {bench.out}", flush=True)

@@ -8,6 +8,7 @@ model, the mirror's bytes for the media, the suite's own scenario list for `benc
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -144,7 +145,13 @@ def test_bench_render_writes_the_report_of_an_earlier_run(tmp_path: Path) -> Non
     report = (run / "results.md").read_text()
     assert report.startswith("# edge-facedet benchmark 2026-11-26 07:08 UTC")
     assert "| 8 | 123.3 | 122.3 | 0.89 |" in report
-    assert cv2.imread(str(run / "chart.png")) is not None
+    # The chart needs the bench extra (matplotlib), which the test environment may lack: then
+    # the report is written all the same and the missing chart is said, not a failure.
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert cv2.imread(str(run / "chart.png")) is not None
+    else:
+        assert not (run / "chart.png").exists()
+        assert "chart.png not written: matplotlib is missing" in result.stderr
     missing = cli("bench", "--render", tmp_path / "absent.json", cwd=tmp_path)
     assert missing.returncode == 2 and "absent.json" in missing.stderr, missing.stderr
     assert "Traceback" not in missing.stderr

@@ -309,7 +309,7 @@ def test_fresh_install_layout(installed: Installed) -> None:
     assert f"Environment=EDGE_FACEDET_MODELS={PREFIX}/models" in unit
     assert f"LoadCredential=edge-facedet:{ETC}/credentials" in unit
     # Documentation= is the README installed beside the venv (no man: link, see test_systemd).
-    assert f"Documentation=file:{PREFIX}/README.md " in unit
+    assert f"Documentation=file:{PREFIX}/README.md" in unit.splitlines()
     assert (installed.prefix / "README.md").read_bytes() == (REPO / "README.md").read_bytes()
     assert "/opt/edge-facedet" not in unit
     assert "/etc/edge-facedet" not in unit
