@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import subprocess
+import threading
 from typing import TYPE_CHECKING
 
 from tests.support.paths import FACE_VIDEO
@@ -151,7 +152,7 @@ class ClipMaker:
 def run_ffmpeg(*args: str, output: Path) -> None:
     """Run ffmpeg writing `output` atomically (also used by benchmarks/media.py)."""
     # Write beside the target and rename, so an interrupted encode is never taken as cached.
-    partial = output.with_name(f".partial-{output.name}")
+    partial = _partial(output)
     subprocess.run(
         [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args, str(partial)],
         check=True,
@@ -161,7 +162,15 @@ def run_ffmpeg(*args: str, output: Path) -> None:
     partial.replace(output)
 
 
+def _partial(target: Path) -> Path:
+    """A scratch name beside `target` of this process and thread only: pytest-xdist's workers
+    share the clip cache and may make the same clip at once; with one scratch name, one's
+    rename took the file from under the other's (FileNotFoundError) while its encoder was
+    still writing, and a test read a broken clip."""
+    return target.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{target.name}")
+
+
 def _atomic_write(*, target: Path, data: bytes) -> None:
-    partial = target.with_name(f".partial-{target.name}")
+    partial = _partial(target)
     partial.write_bytes(data)
     partial.replace(target)
