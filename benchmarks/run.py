@@ -886,12 +886,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _render(path: Path, *, docs: bool, chart: bool) -> int:
-    """`--render`: the report of an earlier run; without matplotlib, all but its chart."""
+def _render(results: dict[str, Any], *, out: Path, docs: bool, chart: bool) -> int:
+    """`--render`: the report of an earlier run into its folder `out`; without matplotlib,
+    all but its chart."""
     from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
 
-    results = json.loads(path.read_text())
-    out = path.parent
     markdown = write_markdown(results=results, out=out)
     if chart:
         write_chart(results=results, out=out)
@@ -930,19 +929,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "again from an earlier run's results.json, into its folder",
     )
     args = parser.parse_args(argv)
+    earlier: dict[str, dict[str, Any]] = {}
     for option, path in (("--render", args.render), ("--reuse", args.reuse)):
+        # Checked here, so a wrong path is a usage error before anything runs.
         if path is not None:
             try:
-                results = json.loads(path.read_text())
+                earlier[option] = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 parser.error(f"{option} {path}: cannot read an earlier run's results: {exc}")
-            if not isinstance(results, dict):
+            if not isinstance(earlier[option], dict):
                 parser.error(f"{option} {path}: not a results.json (a JSON object)")
     try:
         import matplotlib  # noqa: F401, PLC0415 - checked before a half-hour run, not after
     except ImportError:
         if args.render is not None:
-            return _render(args.render, docs=args.docs, chart=False)
+            return _render(earlier["--render"], out=args.render.parent, docs=args.docs, chart=False)
         print(
             "edge-facedet bench: matplotlib is missing (the chart needs it); install the "
             "bench extra: .venv/bin/pip install -e '.[bench]'",
@@ -951,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.render is not None:
-        return _render(args.render, docs=args.docs, chart=True)
+        return _render(earlier["--render"], out=args.render.parent, docs=args.docs, chart=True)
 
     from benchmarks.report import write_chart, write_docs, write_markdown  # noqa: PLC0415
 
