@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import re
 import signal
 import statistics
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from benchmarks.procmem import cpu_s
 from edge_facedet.outputs.mqtt.delivery import IN_FLIGHT_MAX
 from tests.support.broker import TcpGate, mqtt_subscriber
 from tests.support.load import overload_factor
@@ -109,13 +109,6 @@ def p99_upper_bound(samples: Samples, name: str) -> float:
     total = buckets[float("inf")]
     assert total > 0
     return next(bound for bound in sorted(buckets) if buckets[bound] >= 0.99 * total)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process `pid` (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123 - a /proc read, not a path API
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -662,10 +655,10 @@ def _inference_rate(
         broken = [c["id"] for c in config["cameras"] if c["id"] not in healthy_ids]
         _warmed_up(service=service, healthy=healthy, broken=broken)
         start = per_camera(service.metrics(), "edge_facedet_frames_inferred_total")
-        started, cpu_before = time.monotonic(), cpu_seconds(pid)
+        started, cpu_before = time.monotonic(), cpu_s(pid)[0]
         time.sleep(window_s)
         end = per_camera(service.metrics(), "edge_facedet_frames_inferred_total")
-        elapsed, cpu = time.monotonic() - started, cpu_seconds(pid) - cpu_before
+        elapsed, cpu = time.monotonic() - started, cpu_s(pid)[0] - cpu_before
         assert all(end[c] > start[c] for c in healthy), "every healthy camera infers"
         inferred = sum(end[c] - start[c] for c in healthy)
         return _Rate(per_s=inferred / elapsed, per_cpu_s=inferred / cpu)

@@ -31,6 +31,7 @@ from tests.support.broker import (
     python_env,
 )
 from tests.support.load import load_slack
+from tests.support.service import poll
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -94,13 +95,6 @@ def value(metrics: Metrics, name: str) -> float:
     sample = metrics.registry.get_sample_value(f"edge_facedet_{name}")
     assert sample is not None, f"{name} is not exposed"
     return sample
-
-
-async def until(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
-    """Poll `condition` (e.g. a counter that moves on the broker's acknowledgement)."""
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
 
 
 async def gated(
@@ -242,7 +236,12 @@ async def test_broker_killed_and_restarted(
                 publisher.publish_faces(camera_id="c", payload=face(i))
             await before.wait_for(lambda m: len(seqs(m, faces_topic)) == 10)
             # And acknowledged (`online`, the state, 10 faces): none is sent twice.
-            await until(lambda: value(metrics, "mqtt_published_total") == 12)
+            await poll(
+                lambda: value(metrics, "mqtt_published_total") == 12,
+                timeout=10,
+                what="12 acknowledged",
+                interval=0.02,
+            )
             await asyncio.to_thread(broker.kill)
             await gate.close()  # the publisher must not reach the new broker before `after`
             await before.wait_for(lambda _: before.disconnected)
@@ -283,7 +282,12 @@ async def test_unacknowledged_messages_go_back_to_the_front_in_order(
         assert await publisher.wait_connected(5)
         publisher.publish_faces(camera_id="c", payload=face(0))
         # `online` and seq 0 acknowledged: nothing in flight.
-        await until(lambda: value(metrics, "mqtt_published_total") == 2)
+        await poll(
+            lambda: value(metrics, "mqtt_published_total") == 2,
+            timeout=10,
+            what="2 acknowledged",
+            interval=0.02,
+        )
         gate.hold_replies()  # from now on the broker's PUBACKs do not arrive
         for i in range(1, 6):
             publisher.publish_faces(camera_id="c", payload=face(i))
@@ -318,7 +322,12 @@ async def test_close_with_a_full_unanswered_window_hands_every_message_to_the_ne
         async with mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub:
             assert await publisher.wait_connected(5)
             # `online` acknowledged: the session is sending the outbox.
-            await until(lambda: value(metrics, "mqtt_published_total") == 1)
+            await poll(
+                lambda: value(metrics, "mqtt_published_total") == 1,
+                timeout=10,
+                what="online acknowledged",
+                interval=0.02,
+            )
             gate.hold_replies()
             for i in range(40):
                 publisher.publish_faces(camera_id="c", payload=face(i))
@@ -362,7 +371,12 @@ async def test_unacknowledged_messages_on_the_wire_are_bounded(
     ):
         assert await publisher.wait_connected(5)
         # `online` acknowledged: the session is sending the outbox.
-        await until(lambda: value(metrics, "mqtt_published_total") == 1)
+        await poll(
+            lambda: value(metrics, "mqtt_published_total") == 1,
+            timeout=10,
+            what="online acknowledged",
+            interval=0.02,
+        )
         gate.hold_replies()
         for i in range(count):
             publisher.publish_faces(camera_id="c", payload=face(i))
@@ -373,7 +387,9 @@ async def test_unacknowledged_messages_on_the_wire_are_bounded(
         gate.release_replies()
         await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == count)
         assert seqs(sub.messages, faces_topic) == list(range(count))
-        await until(lambda: publisher.outbox_len == 0)
+        await poll(
+            lambda: publisher.outbox_len == 0, timeout=10, what="outbox empty", interval=0.02
+        )
         assert publisher.outbox_len == 0
         assert value(metrics, "mqtt_published_total") == count + 1
         assert publisher.connected
