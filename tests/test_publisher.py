@@ -422,6 +422,39 @@ async def test_qos_1_faces_to_a_distant_broker_are_not_one_per_round_trip(
     await gate.close()
 
 
+async def test_qos_0_faces_more_than_the_socket_takes_are_written_once_it_drains(
+    private_broker: Callable[..., MosquittoBroker],
+) -> None:
+    """Publishes are written in the loop's own turn (hooks.py); what the kernel cannot take
+    then is left to the loop's watch on the socket: written, in order, once it drains."""
+    broker, gate, publisher, _, faces_topic = await gated(
+        private_broker, qos=QosConfig(faces=0, state=1, status=1)
+    )
+    count, pad = 48, "x" * (512 * 1024)  # 24 MiB: more than loopback's socket buffers hold
+    async with (
+        mqtt_subscriber(faces_topic, host=broker.host, port=broker.port) as sub,
+        running(publisher),
+    ):
+        assert await publisher.wait_connected(5)
+        gate.hold_requests()
+        for i in range(count):
+            publisher.publish_faces(
+                camera_id="c", payload=json.dumps({"seq": i, "pad": pad}).encode()
+            )
+        await asyncio.sleep(1.0)  # the socket fills; the rest waits in paho
+        assert len(sub.messages) < count, "the gate did not hold: the test proves nothing"
+        gate.release_requests()
+        released = time.monotonic()
+        await sub.wait_for(lambda m: len(seqs(m, faces_topic)) == count, timeout=60)
+        took = time.monotonic() - released
+        assert seqs(sub.messages, faces_topic) == list(range(count))
+        # Well under a second; with the watch left out, the rest waited 20.6 s for some other
+        # write to carry it.
+        bar = 5.0 * load_slack(cap=2.0, what="24 MiB through a local gate")
+        assert took < bar, f"the rest took {took:.1f} s after the socket drained (bar {bar:.1f})"
+    await gate.close()
+
+
 def reconnect_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
     """The delay of each reconnect the publisher announced (at DEBUG), in order."""
     return [

@@ -400,8 +400,10 @@ class TcpGate:
     Tests use it to subscribe directly on a broker before the code under test (connected
     through the gate) can reach it. `close()` stops listening and cuts the forwarded
     connections; `hold_replies()` freezes the broker -> client direction, so acknowledgements
-    stay pending (until `release_replies()` or `close()`). `reply_delay_s` delays that
-    direction by a fixed time, as a broker half a round trip away would.
+    stay pending (until `release_replies()` or `close()`); `reply_delay_s` delays that
+    direction by a fixed time, as a broker half a round trip away would. `hold_requests()`
+    stops reading the client -> broker direction, so the client's socket fills (until
+    `release_requests()`).
     """
 
     def __init__(self, *, target_host: str, target_port: int, reply_delay_s: float = 0.0) -> None:
@@ -414,6 +416,8 @@ class TcpGate:
         self._tasks: set[asyncio.Task[None]] = set()
         self._replies = asyncio.Event()
         self._replies.set()
+        self._requests = asyncio.Event()
+        self._requests.set()
 
     def hold_replies(self) -> None:
         """Stop forwarding broker -> client (PUBACKs stay pending) until `release_replies()`."""
@@ -421,6 +425,14 @@ class TcpGate:
 
     def release_replies(self) -> None:
         self._replies.set()
+
+    def hold_requests(self) -> None:
+        """Stop reading client -> broker: the kernel's buffers fill, then the client's writes
+        block (until `release_requests()`)."""
+        self._requests.clear()
+
+    def release_requests(self) -> None:
+        self._requests.set()
 
     async def open(self) -> None:
         if self._server is None:
@@ -434,6 +446,7 @@ class TcpGate:
             writer.transport.abort()
         # A held pipe would never notice the abort; its data now goes nowhere.
         self._replies.set()
+        self._requests.set()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         if server is not None:
@@ -459,8 +472,8 @@ class TcpGate:
             delayed: list[asyncio.TimerHandle] = []
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
-                    if replies:
-                        await self._replies.wait()
+                    # Held, the reader's buffer fills, it stops reading, the kernel's fill.
+                    await (self._replies if replies else self._requests).wait()
                     if replies and self._reply_delay_s > 0:
                         # Scheduled, not slept: what arrives meanwhile is not delayed twice.
                         loop = asyncio.get_running_loop()
