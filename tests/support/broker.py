@@ -403,12 +403,21 @@ class TcpGate:
     stay pending (until `release_replies()` or `close()`); `reply_delay_s` delays that
     direction by a fixed time, as a broker half a round trip away would. `hold_requests()`
     stops reading the client -> broker direction, so the client's socket fills (until
-    `release_requests()`).
+    `release_requests()`); `receive_buffer` caps the gate's own socket buffer for that
+    direction, so what fills is the client's send buffer, not the gate's.
     """
 
-    def __init__(self, *, target_host: str, target_port: int, reply_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        target_host: str,
+        target_port: int,
+        reply_delay_s: float = 0.0,
+        receive_buffer: int | None = None,
+    ) -> None:
         self.host = "127.0.0.1"
         self._reply_delay_s = reply_delay_s
+        self._receive_buffer = receive_buffer
         self.port = free_port()
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
@@ -457,6 +466,9 @@ class TcpGate:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
+        if self._receive_buffer is not None:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:

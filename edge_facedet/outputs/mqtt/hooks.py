@@ -238,8 +238,13 @@ class WireHooks:
                 paho.loop_write()
             except Exception as exc:  # noqa: BLE001 - as aiomqtt's own writer callback does
                 pending = getattr(client, "_disconnected", None)
-                if isinstance(pending, asyncio.Future) and not pending.done():
-                    pending.set_exception(exc)
+                if isinstance(pending, asyncio.Future):
+                    if not pending.done():
+                        pending.set_exception(exc)
+                else:
+                    # aiomqtt changed: closed, the next publish fails at once instead of the
+                    # queued data waiting, unwatched, for a publish timeout.
+                    paho._sock_close()
                 return
             # loop_write leaves paho registered for writing while data remains, without
             # asking again: the rest is aiomqtt's watch to write when the socket drains.
