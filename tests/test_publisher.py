@@ -430,8 +430,8 @@ def largest_send_buffer() -> int:
 async def test_qos_0_faces_more_than_the_socket_takes_are_written_once_it_drains(
     private_broker: Callable[..., MosquittoBroker], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Publishes are written in the loop's own turn (hooks.py); what the kernel cannot take
-    then is left to the loop's watch on the socket: written, in order, once it drains."""
+    """Publishes are written at once (hooks.py); what the kernel cannot take then is left to
+    the loop's watch on the socket: written, in order, once it drains."""
     broker = private_broker()
     # The gate's receive buffer small, so the client's send buffer is what fills: its
     # largest size on this host (tcp_wmem's maximum) and 8 MiB more are sure not to fit.

@@ -38,18 +38,22 @@ use. `WireHooks` closes them on one client (a new client is made per connect att
 * **Writes.** aiomqtt has paho's socket watched for writing after every publish: through
   `call_soon_threadsafe` (a write to the loop's self-pipe and a turn of the loop to read it),
   then `add_writer` and `remove_writer` (two `epoll_ctl`), all for one `send` on a socket
-  that is almost always writable. A publish made on the loop's thread (all of the
-  service's) is written instead at the next turn of the loop, with every other publish of
-  the turn in one `loop_write`; the socket is watched only when the kernel did not take it
-  all. About a tenth of the event loop's CPU per frame at 120 faces messages/s
-  (docs/benchmarks.md).
+  that is almost always writable; and a QoS-0 publish, not yet written when paho returns,
+  waits for paho's on_publish through an event and `asyncio.wait_for` (a task and a timer).
+  A publish made on the loop's thread (all of the service's) is written at once instead, as
+  paho itself does without an external loop, so it returns written and aiomqtt does not
+  wait; the socket is watched only when the kernel did not take it all. From inside one of
+  paho's callbacks the write waits for the loop's next turn. At 120 faces messages/s the
+  event loop's CPU per frame fell to 0.88 of aiomqtt's way with writes at the next turn,
+  and to 0.87 of that with writes at once (medians of 6 rounds each, docs/benchmarks.md).
 * **PUBACK reason codes.** aiomqtt 2.x drops them (its `_on_publish`), so an ACL-denied
   publish looks delivered; `watch_publish_failures` hands them on. aiomqtt 3 raises
   `NegativeAckError` instead.
 
-These use paho's private `_sock_recv`, `_in_packet` and `_sock_close`, and aiomqtt's
-`_loop`, `_client`, `_connected`, `_disconnected` and `_misc_task` (paho-mqtt 2.2, aiomqtt
-2.5); tests/test_mqtt_hostile.py fails if an upgrade changes them.
+These use paho's private `_sock_recv`, `_in_packet`, `_in_callback_mutex` and `_sock_close`,
+and aiomqtt's `_loop`, `_client`, `_connected`, `_disconnected` and `_misc_task` (paho-mqtt
+2.2, aiomqtt 2.5); tests/test_mqtt_hostile.py and test_publisher.py fail if an upgrade
+changes them.
 """
 
 from __future__ import annotations
@@ -160,7 +164,7 @@ class WireHooks:
         setattr(client, "_loop", _GuardedLoop(loop, self._paho))  # noqa: B010 - private
         self._wrap_callbacks()
         self._cap_reads()
-        self._write_in_turn()
+        self._write_at_once()
 
     def events(self) -> WireEvents:
         return WireEvents(
@@ -219,19 +223,18 @@ class WireHooks:
         paho.on_connect = connected
         paho.on_disconnect = disconnected
 
-    def _write_in_turn(self) -> None:
-        paho = self._paho
+    def _write_at_once(self) -> None:
+        paho: Any = self._paho
         loop = self._loop
         watch: Callable[..., None] | None = paho.on_socket_register_write
         if watch is None:
             return
         loop_thread = threading.get_ident()  # hooks are made on the loop's thread
         client = self._client
+        in_callback: threading.Lock = paho._in_callback_mutex
         scheduled = False
 
-        def flush(sock: Any) -> None:
-            nonlocal scheduled
-            scheduled = False
+        def write(sock: Any) -> None:
             if paho.socket() is not sock:
                 return  # closed meanwhile: this client's connection is over
             try:
@@ -251,12 +254,22 @@ class WireHooks:
             if paho.socket() is sock and paho.want_write():
                 watch(paho, None, sock)
 
+        def flush(sock: Any) -> None:
+            nonlocal scheduled
+            scheduled = False
+            write(sock)
+
         def register_write(paho_client: Any, userdata: Any, sock: Any) -> None:
             nonlocal scheduled
             if threading.get_ident() != loop_thread:
                 watch(paho_client, userdata, sock)  # connect() runs in an executor thread
                 return
-            if not scheduled:
+            # paho's own test before it writes from inside a publish (its _packet_queue): a
+            # write calls on_publish, which must not run inside another of its callbacks.
+            if in_callback.acquire(blocking=False):
+                in_callback.release()
+                write(sock)
+            elif not scheduled:
                 scheduled = True
                 loop.call_soon(flush, sock)
 
