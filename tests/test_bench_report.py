@@ -41,7 +41,7 @@ flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni
 """
 
 
-def _results() -> dict[str, Any]:
+def sample_results() -> dict[str, Any]:
     """The 2026-11-26 run's figures, cut down to ceilings, one throughput row and memory."""
     return {
         "machine": {
@@ -85,7 +85,7 @@ def _results() -> dict[str, Any]:
 
 
 def test_header_dates_the_run_and_describes_the_host(tmp_path: Path) -> None:
-    text = write_markdown(results=_results(), out=tmp_path)
+    text = write_markdown(results=sample_results(), out=tmp_path)
     lines = text.splitlines()
     assert lines[0] == "# edge-facedet benchmark 2026-11-26 07:08 UTC"
     assert "Run: started 2026-11-26 07:08 UTC; scenarios ceilings, memory; `--long`." in lines
@@ -127,8 +127,8 @@ def test_docs_rewrites_only_the_generated_part(tmp_path: Path) -> None:
     page.write_text(f"{preamble}\n{GENERATED_MARKER}\nstale tables\n{NOTES_MARKER}{notes}")
     out = tmp_path / "results" / "bench-20261126T070852Z"
     out.mkdir(parents=True)
-    markdown = write_markdown(results=_results(), out=out)
-    write_docs(results=_results(), markdown=markdown, out=out, repo=tmp_path)
+    markdown = write_markdown(results=sample_results(), out=out)
+    write_docs(results=sample_results(), markdown=markdown, out=out, repo=tmp_path)
     text = page.read_text()
     assert text.startswith(preamble + "\n" + GENERATED_MARKER)
     assert text.endswith(NOTES_MARKER + notes)
@@ -139,7 +139,7 @@ def test_docs_rewrites_only_the_generated_part(tmp_path: Path) -> None:
     assert "`results/bench-20261126T070852Z/results.json`" in generated
     assert "Run: started 2026-11-26 07:08 UTC" in generated
     assert "Host: AMD EPYC, 2 vCPUs, AVX-512 VNNI" in generated
-    write_docs(results=_results(), markdown=markdown, out=out, repo=tmp_path)
+    write_docs(results=sample_results(), markdown=markdown, out=out, repo=tmp_path)
     assert page.read_text() == text  # rendering again changes nothing
 
 
@@ -200,7 +200,7 @@ def test_slowclients_scenario_renders_one_row_per_phase(tmp_path: Path) -> None:
         "metrics_p99_ms": 4.8, "metrics_max_ms": 9.0, "inferred_per_s": 10.0,
         "dropped": {"too_many": 812.0},
     }  # fmt: skip
-    results = {**_results(), "slowclients": {"phases": [phase], "service_nofile": 1024}}
+    results = {**sample_results(), "slowclients": {"phases": [phase], "service_nofile": 1024}}
     text = write_markdown(results=results, out=tmp_path)
     assert "## Slow HTTP clients against the metrics endpoint" in text
     assert (
@@ -236,7 +236,7 @@ def test_tracking_memory_and_volume_scenarios_render_their_figures(tmp_path: Pat
         "every_frame": {"faces_per_min": 300.0, "events_per_min": 31.0},
     }  # fmt: skip
     results = {
-        **_results(),
+        **sample_results(),
         "tracking": tracking_summary(runs=runs, cameras=8, seconds=12.0),
         "memory_snapshots": {
             "cameras": 16, "seconds": 90.0, "runs": {"off": [memory_run], "crop": [crop_run]},
@@ -323,7 +323,7 @@ def test_accuracy_and_gating_scenarios_render_their_figures(tmp_path: Path) -> N
         "never_reported": 0, "delay_p50_ms": 120.0, "delay_p95_ms": 320.0, "delay_max_ms": 400.0,
     }  # fmt: skip
     results = {
-        **_results(),
+        **sample_results(),
         "accuracy": {
             "detect_fps": 5.0, "threshold": 0.5, "match_iou": 0.5,
             "summary": {"motion gating": summary},

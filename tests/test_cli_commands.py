@@ -135,11 +135,11 @@ def test_bench_render_writes_the_report_of_an_earlier_run(tmp_path: Path) -> Non
     # `bench --render` is the command's one path that measures nothing; every scenario is
     # minutes of load-sensitive work and belongs to the bench itself (docs/benchmarks.md),
     # with its pieces tested in test_bench_report and test_rtsp_drain.
-    from tests.test_bench_report import _results
+    from tests.test_bench_report import sample_results
 
     run = tmp_path / "bench-20261126T070800Z"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps(_results()))
+    (run / "results.json").write_text(json.dumps(sample_results()))
     result = cli("bench", "--render", run / "results.json", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     report = (run / "results.md").read_text()

@@ -46,9 +46,8 @@ def test_bad_options_are_refused_before_the_model_is_read(tmp_path: Path) -> Non
 
 
 def test_compile_detector_model_describes_what_it_compiled(model_xml: Path) -> None:
-    xml = model_xml
     options = CompileOptions(device="CPU", batch_size=2, infer_requests=3)
-    model = compile_detector_model(model_xml=xml, options=options, core=ov.Core())
+    model = compile_detector_model(model_xml=model_xml, options=options, core=ov.Core())
     assert model.input_size == (448, 448)
     assert model.infer_requests == 3
     info = model.info
@@ -62,7 +61,7 @@ def test_compile_detector_model_describes_what_it_compiled(model_xml: Path) -> N
     assert list(port.shape) == [2, 448, 448, 3]
     # Without an explicit count: twice OpenVINO's optimal number of requests.
     default = compile_detector_model(
-        model_xml=xml, options=CompileOptions(device="CPU"), core=ov.Core()
+        model_xml=model_xml, options=CompileOptions(device="CPU"), core=ov.Core()
     )
     optimal = int(default.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     assert default.infer_requests == 2 * max(1, optimal)

@@ -232,7 +232,6 @@ class WireHooks:
         loop_thread = threading.get_ident()  # hooks are made on the loop's thread
         client = self._client
         in_callback: threading.Lock = paho._in_callback_mutex
-        scheduled = False
 
         def write(sock: Any) -> None:
             if paho.socket() is not sock:
@@ -254,13 +253,9 @@ class WireHooks:
             if paho.socket() is sock and paho.want_write():
                 watch(paho, None, sock)
 
-        def flush(sock: Any) -> None:
-            nonlocal scheduled
-            scheduled = False
-            write(sock)
-
         def register_write(paho_client: Any, userdata: Any, sock: Any) -> None:
-            nonlocal scheduled
+            # paho calls this only when it was not registered already, so at most one write
+            # is waiting for the loop (a second, after a write emptied the queue, is cheap).
             if threading.get_ident() != loop_thread:
                 watch(paho_client, userdata, sock)  # connect() runs in an executor thread
                 return
@@ -269,9 +264,8 @@ class WireHooks:
             if in_callback.acquire(blocking=False):
                 in_callback.release()
                 write(sock)
-            elif not scheduled:
-                scheduled = True
-                loop.call_soon(flush, sock)
+            else:
+                loop.call_soon(write, sock)
 
         paho.on_socket_register_write = register_write
 
