@@ -188,6 +188,34 @@ def test_an_oversized_packet_names_its_size_and_the_limit() -> None:
         )
 
 
+def test_unreleased_qos2_messages_are_one_failure_whenever_the_client_found_them() -> None:
+    # Found before the connect returned, the client sees "closed right after its CONNACK";
+    # found later, a lost connection. CI once logged both for one broker: two lines.
+    found = WireEvents(unreleased=17)
+    before = describe_failure(
+        aiomqtt.MqttError("the broker closed the connection right after its CONNACK"),
+        broker=WILL,
+        was_connected=False,
+        wire=found,
+    )
+    after = describe_failure(
+        aiomqtt.MqttError("Disconnected during message iteration"),
+        broker=WILL,
+        was_connected=True,
+        socket_error="failed to receive on socket: the broker left 17 ...",
+        wire=found,
+    )
+    assert (
+        before
+        == after
+        == Failure(
+            "unreleased",
+            f"{WHERE} left 17 unsolicited QoS 2 messages unreleased (it sent no PUBREL for them); "
+            "dropped the connection",
+        )
+    )
+
+
 def test_a_refused_will_topic_points_at_the_topic_prefix() -> None:
     failure = describe_refusal(refusal("Topic name invalid"), broker=WILL)
     assert failure.kind == "refused"

@@ -55,11 +55,15 @@ class WireEvents:
     `closed_before_connack`: the connection ended before any CONNACK, with paho's reason
     ("Unspecified error" for a plain close, "Protocol error" for bytes that are not MQTT).
     `oversize`: the remaining length a packet announced above `limit`, which ended it.
+    `unreleased`: the QoS 2 messages the broker left without a PUBREL, over the Receive
+    Maximum, which ended it. Like `oversize`, it is the cause whether the CONNACK had been
+    seen yet or not: the client drops such a broker at whichever read finds it.
     """
 
     closed_before_connack: str | None = None
     oversize: int | None = None
     limit: int = 0
+    unreleased: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,12 @@ def _told_by_the_broker(
             "oversize",
             f"{where} sent a packet of {wire.oversize} bytes, over the {wire.limit}-byte limit "
             "(the service subscribes to nothing); dropped the connection",
+        )
+    if wire.unreleased is not None:
+        return Failure(
+            "unreleased",
+            f"{where} left {wire.unreleased} unsolicited QoS 2 messages unreleased "
+            "(it sent no PUBREL for them); dropped the connection",
         )
     if isinstance(exc, MqttConnectError):
         return describe_refusal(exc, broker=broker)

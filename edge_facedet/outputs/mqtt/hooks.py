@@ -159,6 +159,7 @@ class WireHooks:
         """The broker's MQTT 5 Receive Maximum from its CONNACK (None: it sent none, 65535)."""
         self._closed_reason: str | None = None
         self._oversize: int | None = None
+        self._unreleased: int | None = None
         self.closed = asyncio.Event()
         """Set when the connection ends before any CONNACK."""
         setattr(client, "_loop", _GuardedLoop(loop, self._paho))  # noqa: B010 - private
@@ -171,6 +172,7 @@ class WireHooks:
             closed_before_connack=self._closed_reason,
             oversize=self._oversize,
             limit=self._max_packet,
+            unreleased=self._unreleased,
         )
 
     @property
@@ -277,6 +279,7 @@ class WireHooks:
         def capped_recv(bufsize: int) -> bytes:
             unreleased = len(paho._in_messages)
             if unreleased > MAX_UNRELEASED:
+                self._unreleased = unreleased
                 raise PacketTooLargeError(
                     f"the broker left {unreleased} unsolicited QoS 2 messages unreleased"
                 )
