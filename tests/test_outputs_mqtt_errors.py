@@ -184,7 +184,7 @@ def test_an_oversized_packet_names_its_size_and_the_limit() -> None:
         assert failure == Failure(
             "oversize",
             f"{WHERE} sent a packet of 209715200 bytes, over the 65536-byte limit "
-            "(the service subscribes to nothing); dropped the connection",
+            "(the service reads nothing that large); dropped the connection",
         )
 
 

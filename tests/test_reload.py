@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import signal
 import time
 import uuid
@@ -23,8 +24,10 @@ import pytest
 import yaml
 
 from edge_facedet.config import ServiceConfig
+from edge_facedet.config.base import MAX_ID_LENGTH
 from edge_facedet.config.diff import diff_configs
 from edge_facedet.config.mqtt import MqttConfig
+from edge_facedet.config.service import MAX_CAMERAS
 from edge_facedet.outputs.metrics import Metrics
 from edge_facedet.outputs.mqtt.output import MqttOutput
 from tests.support.broker import mqtt_subscriber
@@ -151,6 +154,50 @@ async def test_first_connect_clears_cameras_the_previous_run_announced_and_no_lo
     assert json.loads(retained.pop(f"{prefix}/cameras")) == ["kept"]
     assert f"{prefix}/cameras/gone/state" not in retained
     assert f"{prefix}/cameras/gone/snapshot" not in retained
+
+
+async def test_the_largest_manifest_the_configuration_allows_is_read_back(
+    mqtt_broker: BrokerAddress, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As many cameras as a configuration may hold, each id as long as allowed: the manifest
+    # an earlier run left is the one large message the service reads. It must fit the
+    # inbound packet cap, or the first connect drops and the removed cameras stay retained.
+    node = f"reload-{uuid.uuid4().hex[:10]}"
+    prefix = f"edge-facedet/{node}"
+    longest = [f"{i:04d}".rjust(MAX_ID_LENGTH, "g") for i in range(MAX_CAMERAS)]
+    earlier = json.dumps(longest, separators=(",", ":")).encode()
+    assert len(earlier) > 4 * 64 * 1024  # far over the acknowledgements' share of the cap
+    gone = longest[:2]
+    import aiomqtt
+
+    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as client:
+        await client.publish(f"{prefix}/cameras", earlier, qos=1, retain=True)
+        for camera in gone:
+            await client.publish(f"{prefix}/cameras/{camera}/state", b"{}", qos=1, retain=True)
+    config = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port)
+    output = MqttOutput(config=config, node_id=node, metrics=Metrics())
+    output.announce(cameras=config_of([{"id": "kept", "url": "/dev/video0"}]).cameras)
+    caplog.set_level(logging.INFO, logger="edge_facedet.outputs.mqtt")
+    task = asyncio.create_task(output.run())
+    try:
+        async with mqtt_subscriber(
+            f"{prefix}/status", host=mqtt_broker.host, port=mqtt_broker.port
+        ) as status:
+            await status.wait_for(lambda ms: any(m.payload == b"online" for m in ms), timeout=30)
+    finally:
+        await output.close()
+        await task
+    async with mqtt_subscriber(
+        f"{prefix}/cameras/#", host=mqtt_broker.host, port=mqtt_broker.port
+    ) as late:
+        await late.wait_for(lambda ms: any(m.topic == f"{prefix}/cameras" for m in ms))
+        await asyncio.sleep(0.3)  # let any other retained message arrive
+        retained = {m.topic: m.payload for m in late.messages}
+    assert json.loads(retained.pop(f"{prefix}/cameras")) == ["kept"]
+    assert not [t for t in retained if any(camera in t for camera in gone)], retained
+    problems = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not problems, problems
+    assert any(f"removed camera(s) {gone[0]}, {gone[1]}," in r.getMessage() for r in caplog.records)
 
 
 # -- the service, with real cameras and the broker --------------------------------------------

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from pydantic import ValidationInfo
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# Node and camera ids: they are MQTT topic levels and metric labels.
+MAX_ID_LENGTH: Final = 64
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_-]{{0,{MAX_ID_LENGTH - 1}}}$"
 # Lower bounds of the float settings: a value that passes must work, not only be > 0
 # (1e-320 frames per second is a period of infinity; 1e-9 s reconnect delays spin a core).
 MIN_RATE_HZ: Final = 0.01

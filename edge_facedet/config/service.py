@@ -8,7 +8,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from edge_facedet.config.base import ID_PATTERN, StrictModel, check_host
+from edge_facedet.config.base import ID_PATTERN, MAX_ID_LENGTH, StrictModel, check_host
 from edge_facedet.config.camera import CameraConfig, CameraSettings
 from edge_facedet.config.httpauth import HttpAuthConfig
 from edge_facedet.config.model import ModelConfig
@@ -47,9 +47,11 @@ class MetricsConfig(StrictModel):
 
 def _default_node_id() -> str:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "node"
-    return host[:64].strip("-_") or "node"
+    return host[:MAX_ID_LENGTH].strip("-_") or "node"
 
 
+# The cameras one file may list; the MQTT manifest of them must fit one inbound packet.
+MAX_CAMERAS: Final = 4096
 # Settings merged key-wise rather than replaced when both defaults and a camera give them.
 _MERGED_SECTIONS: Final = ("publish", "tracking", "snapshots", "motion", "main_stream")
 
@@ -78,7 +80,7 @@ class ServiceConfig(StrictModel):
     defaults: CameraSettings = Field(
         default_factory=CameraSettings, description="Settings every camera inherits."
     )
-    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=4096)] = Field(
+    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=MAX_CAMERAS)] = Field(
         description="The cameras."
     )
 

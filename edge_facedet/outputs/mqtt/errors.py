@@ -139,7 +139,7 @@ def _told_by_the_broker(
         return Failure(
             "oversize",
             f"{where} sent a packet of {wire.oversize} bytes, over the {wire.limit}-byte limit "
-            "(the service subscribes to nothing); dropped the connection",
+            "(the service reads nothing that large); dropped the connection",
         )
     if wire.unreleased is not None:
         return Failure(

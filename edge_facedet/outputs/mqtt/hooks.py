@@ -5,7 +5,8 @@ use. `WireHooks` closes them on one client (a new client is made per connect att
 
 * **Packet size.** paho reads a packet's announced remaining length and then reads until it
   has all of it: an unsolicited 200 MB PUBLISH becomes 200 MB of memory. The service
-  subscribes to nothing, so no legitimate inbound packet is large. paho asks for the whole
+  subscribes only to read its own camera manifest, so no legitimate inbound packet is
+  larger than that (`MAX_INBOUND_PACKET` leaves room for it). paho asks for the whole
   rest of a packet in its first body read, so `_capped_recv` refuses a read larger than
   `MAX_INBOUND_PACKET` before a byte of the body is read; paho then drops the connection
   (it reports the refusal as a socket error). MQTT 5 brokers are also told the limit in the
@@ -68,6 +69,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_facedet.outputs.mqtt.errors import WireEvents
+from edge_facedet.outputs.mqtt.manifest import MAX_MANIFEST_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -86,11 +88,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Inbound packets are acknowledgements, CONNACK, PINGRESP and DISCONNECT: a few bytes, or a
-# few hundred with MQTT 5 reason strings and user properties.
-MAX_INBOUND_PACKET = 64 * 1024
+# Inbound packets are acknowledgements, CONNACK, PINGRESP and DISCONNECT (a few bytes, or a
+# few hundred with MQTT 5 reason strings and user properties) and the one message the
+# service reads: its own retained camera manifest. A broker that honours the limit drops a
+# larger message silently, so the largest manifest must fit (332 KiB in all).
+MAX_INBOUND_PACKET = 64 * 1024 + MAX_MANIFEST_BYTES
 # Unsolicited QoS 2 messages paho may hold awaiting their PUBREL: memory is bounded by this
-# times the packet limit.
+# times the packet limit (5.4 MB).
 MAX_UNRELEASED = 16
 
 

@@ -13,6 +13,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+from edge_facedet.config.base import MAX_ID_LENGTH
+from edge_facedet.config.service import MAX_CAMERAS
 from edge_facedet.outputs.mqtt.homeassistant import discovery_topics
 from edge_facedet.outputs.mqtt.topics import Topics
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from edge_facedet.outputs.mqtt.outbox import LatestByKey
     from edge_facedet.outputs.mqtt.session import Link
 
-__all__ = ["CameraManifest"]
+__all__ = ["MAX_MANIFEST_BYTES", "CameraManifest"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 # sends retained messages right after its SUBACK, so this is only waited out when there is
 # none (the node's first run ever, or a broker that lost its store).
 MANIFEST_WAIT_S = 1.0
+# The largest manifest: every camera a file may list, each id as long as allowed, as the
+# JSON list `_set_manifest` writes (two quotes and a comma or bracket per id, one bracket).
+MAX_MANIFEST_BYTES = MAX_CAMERAS * (MAX_ID_LENGTH + 3) + 1
 
 
 class SetRetained(Protocol):
