@@ -28,8 +28,8 @@ from tests.support.broker import BrokerAddress, MosquittoBroker, Received, TcpGa
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-# Bigger than the inbound packet cap, as a full-frame snapshot of a 1080p camera can be.
-SNAPSHOT_BYTES = 300_000
+# Bigger than the inbound packet cap, as a full-frame snapshot of a 4K camera can be.
+SNAPSHOT_BYTES = MAX_INBOUND_PACKET + 300_000
 
 
 def prefix() -> str:

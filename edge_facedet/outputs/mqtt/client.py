@@ -48,7 +48,7 @@ def new_client(
         keepalive=config.keepalive_s,
         tls_context=tls_context,
         timeout=CONNECT_TIMEOUT_S,
-        # MQTT 5 Maximum Packet Size: nothing the service needs from a broker is large.
+        # MQTT 5 Maximum Packet Size: the largest thing the service reads is its manifest.
         properties=connect_properties(),
         # paho leaves Nagle on. A QoS-1 event right after a QoS-0 faces message (which the
         # broker never answers) then waits in our kernel for the broker's delayed ACK, 40 ms
