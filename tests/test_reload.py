@@ -121,39 +121,48 @@ def test_check_config_against_prints_the_reload_difference(tmp_path: Path) -> No
 # -- the manifest, with the real broker ------------------------------------------------------
 
 
-async def test_first_connect_clears_cameras_the_previous_run_announced_and_no_longer_has(
-    mqtt_broker: BrokerAddress,
-) -> None:
-    node = f"reload-{uuid.uuid4().hex[:10]}"
-    prefix = f"edge-facedet/{node}"
+async def after_a_run(
+    broker: BrokerAddress, node: str, *, earlier: dict[str, bytes], kept: str, **mqtt: Any
+) -> dict[str, bytes]:
+    """Retain `earlier` (an earlier run's topics: payloads), run an output announcing camera
+    `kept` until it says online, and return what stays retained under its cameras' topics."""
     import aiomqtt
 
-    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as client:
-        await client.publish(f"{prefix}/cameras", b'["gone","kept"]', qos=1, retain=True)
-        await client.publish(f"{prefix}/cameras/gone/state", b"{}", qos=1, retain=True)
-        await client.publish(f"{prefix}/cameras/gone/snapshot", b"jpeg", qos=1, retain=True)
-    config = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port, home_assistant_discovery=True)
+    prefix = f"edge-facedet/{node}"
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        for topic, payload in earlier.items():
+            await client.publish(f"{prefix}/{topic}", payload, qos=1, retain=True)
+    config = MqttConfig(host=broker.host, port=broker.port, **mqtt)
     output = MqttOutput(config=config, node_id=node, metrics=Metrics())
-    kept = config_of([{"id": "kept", "url": "/dev/video0"}]).cameras
-    output.announce(cameras=kept)
+    output.announce(cameras=config_of([{"id": kept, "url": "/dev/video0"}]).cameras)
     task = asyncio.create_task(output.run())
     try:
-        async with mqtt_subscriber(
-            f"{prefix}/status", host=mqtt_broker.host, port=mqtt_broker.port
-        ) as status:
-            await status.wait_for(lambda ms: any(m.payload == b"online" for m in ms), timeout=10)
+        async with mqtt_subscriber(f"{prefix}/status", host=broker.host, port=broker.port) as st:
+            await st.wait_for(lambda ms: any(m.payload == b"online" for m in ms), timeout=30)
     finally:
         await output.close()
         await task
-    async with mqtt_subscriber(
-        f"{prefix}/cameras/#", host=mqtt_broker.host, port=mqtt_broker.port
-    ) as late:
+    async with mqtt_subscriber(f"{prefix}/cameras/#", host=broker.host, port=broker.port) as late:
         await late.wait_for(lambda ms: any(m.topic == f"{prefix}/cameras" for m in ms))
         await asyncio.sleep(0.3)  # let any other retained message arrive
-        retained = {m.topic: m.payload for m in late.messages}
-    assert json.loads(retained.pop(f"{prefix}/cameras")) == ["kept"]
-    assert f"{prefix}/cameras/gone/state" not in retained
-    assert f"{prefix}/cameras/gone/snapshot" not in retained
+        return {m.topic.removeprefix(f"{prefix}/"): m.payload for m in late.messages}
+
+
+async def test_first_connect_clears_cameras_the_previous_run_announced_and_no_longer_has(
+    mqtt_broker: BrokerAddress,
+) -> None:
+    earlier = {
+        "cameras": b'["gone","kept"]',
+        "cameras/gone/state": b"{}",
+        "cameras/gone/snapshot": b"jpeg",
+    }
+    node = f"reload-{uuid.uuid4().hex[:10]}"
+    retained = await after_a_run(
+        mqtt_broker, node, earlier=earlier, kept="kept", home_assistant_discovery=True
+    )
+    assert json.loads(retained.pop("cameras")) == ["kept"]
+    assert "cameras/gone/state" not in retained
+    assert "cameras/gone/snapshot" not in retained
 
 
 async def test_the_largest_manifest_the_configuration_allows_is_read_back(
@@ -161,39 +170,16 @@ async def test_the_largest_manifest_the_configuration_allows_is_read_back(
 ) -> None:
     # As many cameras as a configuration may hold, each id as long as allowed: the manifest
     # an earlier run left is the one large message the service reads. It must fit the
-    # inbound packet cap, or the first connect drops and the removed cameras stay retained.
-    node = f"reload-{uuid.uuid4().hex[:10]}"
-    prefix = f"edge-facedet/{node}"
+    # inbound packet cap, or the broker drops it and the removed cameras stay retained.
     longest = [f"{i:04d}".rjust(MAX_ID_LENGTH, "g") for i in range(MAX_CAMERAS)]
-    earlier = json.dumps(longest, separators=(",", ":")).encode()
-    assert len(earlier) > 4 * 64 * 1024  # far over the acknowledgements' share of the cap
+    manifest = json.dumps(longest, separators=(",", ":")).encode()
+    assert len(manifest) > 4 * 64 * 1024  # far over the acknowledgements' share of the cap
     gone = longest[:2]
-    import aiomqtt
-
-    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as client:
-        await client.publish(f"{prefix}/cameras", earlier, qos=1, retain=True)
-        for camera in gone:
-            await client.publish(f"{prefix}/cameras/{camera}/state", b"{}", qos=1, retain=True)
-    config = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port)
-    output = MqttOutput(config=config, node_id=node, metrics=Metrics())
-    output.announce(cameras=config_of([{"id": "kept", "url": "/dev/video0"}]).cameras)
+    earlier = {"cameras": manifest} | {f"cameras/{camera}/state": b"{}" for camera in gone}
     caplog.set_level(logging.INFO, logger="edge_facedet.outputs.mqtt")
-    task = asyncio.create_task(output.run())
-    try:
-        async with mqtt_subscriber(
-            f"{prefix}/status", host=mqtt_broker.host, port=mqtt_broker.port
-        ) as status:
-            await status.wait_for(lambda ms: any(m.payload == b"online" for m in ms), timeout=30)
-    finally:
-        await output.close()
-        await task
-    async with mqtt_subscriber(
-        f"{prefix}/cameras/#", host=mqtt_broker.host, port=mqtt_broker.port
-    ) as late:
-        await late.wait_for(lambda ms: any(m.topic == f"{prefix}/cameras" for m in ms))
-        await asyncio.sleep(0.3)  # let any other retained message arrive
-        retained = {m.topic: m.payload for m in late.messages}
-    assert json.loads(retained.pop(f"{prefix}/cameras")) == ["kept"]
+    node = f"reload-{uuid.uuid4().hex[:10]}"
+    retained = await after_a_run(mqtt_broker, node, earlier=earlier, kept="kept")
+    assert json.loads(retained.pop("cameras")) == ["kept"]
     assert not [t for t in retained if any(camera in t for camera in gone)], retained
     problems = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not problems, problems
