@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -363,6 +365,39 @@ async def test_unreleased_qos2_publishes_are_bounded(
     assert len(lines) == 1, lines
     assert f"left {MAX_UNRELEASED + 1} unsolicited QoS 2 messages unreleased" in lines[0]
     assert_no_traceback(caplog)
+
+
+def syn_sent_to(port: int) -> bool:
+    """Whether a TCP connect to 127.0.0.1:`port` is waiting for the SYN-ACK (/proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(
+        fields[2] == f"0100007F:{port:04X}" and fields[3] == "02"  # rem_address, SYN_SENT
+        for fields in (line.split() for line in lines)
+    )
+
+
+async def test_a_connect_that_completes_after_close_is_closed_without_a_word() -> None:
+    # aiomqtt runs paho's socket connect in an executor thread, which cancelling cannot stop:
+    # a close() during it left the socket to connect afterwards and send a CONNECT with the
+    # node's client id and will, an open connection nobody owned (1 in 300 quick start/close
+    # cycles against Mosquitto; in CI its garbage collection after the test's loop closed
+    # failed an unrelated test). A listener whose accept queue is full holds the connect in
+    # the thread (Linux drops the SYN and retries it after 1 s).
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    host, port = listener.getsockname()
+    loop = asyncio.get_running_loop()
+    with listener, socket.create_connection((host, port)) as filler:
+        output = make_output(host, port)
+        async with running(output):
+            assert await until(lambda: syn_sent_to(port), timeout=5.0)
+        # close() returned with the connect still in its thread; now let it through.
+        listener.setblocking(False)
+        (await loop.sock_accept(listener))[0].close()
+        accepted, _ = await asyncio.wait_for(loop.sock_accept(listener), timeout=5.0)
+        with accepted:
+            sent = await asyncio.wait_for(loop.sock_recv(accepted, 1024), timeout=5.0)
+        assert sent == b"", sent  # closed at once: no CONNECT
+        filler.close()
 
 
 async def test_a_disconnect_after_close_cancelled_the_connect_raises_nothing() -> None:

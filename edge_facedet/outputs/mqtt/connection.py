@@ -230,7 +230,14 @@ class MqttConnection:
         if not enter.done():
             enter.cancel()
             await asyncio.wait((enter,))
-            if hooks.closed.is_set() and not self._closing.is_set():
+            # The connect may have failed before the cancel reached it (a refusal in the
+            # CONNACK as close() came): retrieved here, or asyncio logs it when collected.
+            error = None if enter.cancelled() else enter.exception()
+            if self._closing.is_set():
+                return False
+            if error is not None:
+                raise error
+            if hooks.closed.is_set():
                 raise aiomqtt.MqttError("the broker closed the connection before its CONNACK")
             return False
         enter.result()  # raises the connect error

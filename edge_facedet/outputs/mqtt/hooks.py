@@ -33,6 +33,11 @@ use. `WireHooks` closes them on one client (a new client is made per connect att
   connection: aiomqtt schedules its creation from paho's thread and cancels it when the
   socket closes, so a close that comes first (garbage right after the CONNACK) leaves it
   running, and at shutdown asyncio logs "Task was destroyed but it is pending".
+* **A connect that completes after the attempt ended.** aiomqtt runs paho's socket connect
+  in an executor thread, which cancelling does not stop: a close() during it left the
+  socket to connect later and send a CONNECT with the node's client id and will, an open
+  connection nobody owned. After `release()`, a socket that opens is closed in that thread,
+  before paho writes to it and before aiomqtt hands it to the loop.
 * **Receive Maximum.** paho ignores the one in the broker's CONNACK (MQTT 5: how many QoS>0
   publishes may await their acknowledgement at once; more is a protocol error the broker may
   disconnect for). `receive_maximum` keeps it for delivery.py's window.
@@ -51,10 +56,10 @@ use. `WireHooks` closes them on one client (a new client is made per connect att
   publish looks delivered; `watch_publish_failures` hands them on. aiomqtt 3 raises
   `NegativeAckError` instead.
 
-These use paho's private `_sock_recv`, `_in_packet`, `_in_callback_mutex` and `_sock_close`,
-and aiomqtt's `_loop`, `_client`, `_connected`, `_disconnected` and `_misc_task` (paho-mqtt
-2.2, aiomqtt 2.5); tests/test_mqtt_hostile.py and test_publisher.py fail if an upgrade
-changes them.
+These use paho's private `_sock`, `_sock_recv`, `_in_packet`, `_in_callback_mutex` and
+`_sock_close`, and aiomqtt's `_loop`, `_client`, `_connected`, `_disconnected` and
+`_misc_task` (paho-mqtt 2.2, aiomqtt 2.5); tests/test_mqtt_hostile.py and test_publisher.py
+fail if an upgrade changes them.
 """
 
 from __future__ import annotations
@@ -164,12 +169,14 @@ class WireHooks:
         self._closed_reason: str | None = None
         self._oversize: int | None = None
         self._unreleased: int | None = None
+        self._released = False
         self.closed = asyncio.Event()
         """Set when the connection ends before any CONNACK."""
         setattr(client, "_loop", _GuardedLoop(loop, self._paho))  # noqa: B010 - private
         self._wrap_callbacks()
         self._cap_reads()
         self._write_at_once()
+        self._close_late_sockets()
 
     def events(self) -> WireEvents:
         return WireEvents(
@@ -187,7 +194,8 @@ class WireHooks:
     def release(self) -> asyncio.Task[None] | None:
         """Close the socket a failed or abandoned connect left open (no-op once closed), and
         cancel aiomqtt's housekeeping task if it outlived the connection; returns that task,
-        for the caller to await."""
+        for the caller to await. A socket the connect's thread opens later is closed there."""
+        self._released = True  # before the check: the thread sets the socket, then reads it
         if self._paho.socket() is not None:
             self._paho._sock_close()
         misc = getattr(self._client, "_misc_task", None)
@@ -274,6 +282,23 @@ class WireHooks:
                 loop.call_soon(write, sock)
 
         paho.on_socket_register_write = register_write
+
+    def _close_late_sockets(self) -> None:
+        paho: Any = self._paho
+        opened: Callable[..., None] | None = paho.on_socket_open
+
+        def socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
+            if self._released:
+                # In the connect's executor thread, after the attempt ended: nothing else
+                # holds this client. paho's CONNECT then finds no socket and is dropped.
+                paho._sock = None
+                sock.close()
+                log.debug("MQTT: closed a connection that completed after its attempt ended")
+                return
+            if opened is not None:
+                opened(paho_client, userdata, sock)
+
+        paho.on_socket_open = socket_open
 
     def _cap_reads(self) -> None:
         paho: Any = self._paho
