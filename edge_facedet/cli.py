@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from edge_facedet import __version__
 from edge_facedet.home import exit_on_missing_home
@@ -152,9 +153,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Everything is published and closed by now. A camera thread stuck in a native FFmpeg
     # call, or a broker connect in the default executor, would otherwise hold the exit
     # (interpreter shutdown joins them) past systemd's stop timeout.
+    return _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Flush the logs and standard streams, then end the process without its finalizers."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (`| head`)
+            stream.flush()
     os._exit(code)
 
 
@@ -443,6 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(os.environ.get("EDGE_FACEDET_LOG_LEVEL", "WARNING"))
     with exit_on_missing_home(code=EXIT_USAGE):
         code: int = args.handler(args)
+    if "openvino" in sys.modules:
+        # A command's detector (its queue holds its callback, a bound method: a cycle
+        # through C++ that Python cannot collect) would be torn down at interpreter
+        # shutdown, with OpenVINO's threads in no set order: a finished `eval` crashed
+        # there once (SIGSEGV after its report). Freed any earlier, from one of those
+        # threads, it aborts ("Resource deadlock avoided"). Its output is written: leave.
+        _exit_now(code)
     return code
 
 
