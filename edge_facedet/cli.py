@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from edge_facedet import __version__
+from edge_facedet.exiting import exit_now
 from edge_facedet.home import exit_on_missing_home
 from edge_facedet.inference.model import Precision, precision_names
 from edge_facedet.malloc import tune_malloc
@@ -150,19 +150,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Through the logger, so the redacting formatter sees the traceback too.
         log.exception("edge-facedet failed")
         code = EXIT_FAILURE
-    # Everything is published and closed by now. A camera thread stuck in a native FFmpeg
-    # call, or a broker connect in the default executor, would otherwise hold the exit
-    # (interpreter shutdown joins them) past systemd's stop timeout.
-    return _exit_now(code)
-
-
-def _exit_now(code: int) -> NoReturn:
-    """Flush the logs and standard streams, then end the process without its finalizers."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # a reader that went away (`| head`)
-            stream.flush()
-    os._exit(code)
+    # Everything is published and closed by now (exiting.py: why not a normal exit).
+    return exit_now(code)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -451,12 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with exit_on_missing_home(code=EXIT_USAGE):
         code: int = args.handler(args)
     if "openvino" in sys.modules:
-        # A command's detector (its queue holds its callback, a bound method: a cycle
-        # through C++ that Python cannot collect) would be torn down at interpreter
-        # shutdown, with OpenVINO's threads in no set order: a finished `eval` crashed
-        # there once (SIGSEGV after its report). Freed any earlier, from one of those
-        # threads, it aborts ("Resource deadlock avoided"). Its output is written: leave.
-        _exit_now(code)
+        exit_now(code)  # not through interpreter shutdown (exiting.py)
     return code
 
 
